@@ -1,0 +1,396 @@
+//! A model bound to its data: each object's files listed through DataFusion's object-store
+//! layer, its real schema read (Parquet footers, CSV headers) and checked against the model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+#[allow(deprecated)] // Still the object-store reader DataFusion 55 itself uses for footers.
+use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::json::did_you_mean;
+use crate::model::{Field, FieldType, Model, ObjectDef, SourceFormat, check_primary_key};
+
+/// How many sources are inspected at once while loading a model.
+const LOAD_CONCURRENCY: usize = 64;
+
+/// The canonical Arrow type each model type is evaluated as.
+pub fn arrow_type(field_type: FieldType) -> DataType {
+    match field_type {
+        FieldType::String => DataType::Utf8,
+        FieldType::Int => DataType::Int64,
+        FieldType::Float => DataType::Float64,
+        FieldType::Bool => DataType::Boolean,
+        FieldType::Date => DataType::Date32,
+        FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// The model type an Arrow type stands for, when there is one.
+pub fn model_type(data_type: &DataType) -> Option<FieldType> {
+    Some(match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => FieldType::String,
+        DataType::Dictionary(_, v) => return model_type(v).filter(|t| *t == FieldType::String),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => FieldType::Int,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            FieldType::Float
+        }
+        DataType::Boolean => FieldType::Bool,
+        DataType::Date32 | DataType::Date64 => FieldType::Date,
+        DataType::Timestamp(..) => FieldType::Timestamp,
+        _ => return None,
+    })
+}
+
+/// One object of a loaded model: what the model says, where the files are, what they hold.
+#[derive(Debug, Clone)]
+pub struct LoadedObject {
+    /// The object's name.
+    pub name: String,
+    /// Its primary key field.
+    pub primary_key: String,
+    /// Parquet or CSV.
+    pub format: SourceFormat,
+    /// The resolved location (a file, a directory or a glob).
+    pub url: ListingTableUrl,
+    /// The file extension the listing filters by (empty for a single file).
+    pub file_extension: String,
+    /// The usable fields: the declared ones, or all the source's supported columns.
+    pub fields: Vec<Field>,
+    /// The schema the source is read with (all of the source's columns).
+    pub read_schema: SchemaRef,
+    /// How many files the source has.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Rows, when the format records them (Parquet); `None` for CSV.
+    pub rows: Option<u64>,
+    field_index: HashMap<String, usize>,
+}
+
+impl LoadedObject {
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.field_index.get(name).map(|&i| &self.fields[i])
+    }
+
+    /// A message that says `name` is no field of this object, with a suggestion.
+    pub fn no_such_field(&self, name: &str) -> String {
+        format!(
+            "{name:?} is not a field of {:?}{}",
+            self.name,
+            did_you_mean(name, self.fields.iter().map(|f| f.name.as_str()))
+        )
+    }
+}
+
+/// A model whose sources have been found and whose schemas agree with it.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// The model as parsed.
+    pub model: Model,
+    /// The objects, in the model's order.
+    pub objects: Vec<LoadedObject>,
+}
+
+impl Catalog {
+    /// Lists every source, reads its schema and checks it against the model. Reads
+    /// metadata only (Parquet footers, the first line of each CSV file), never rows.
+    pub async fn load(model: Model, ctx: &SessionContext) -> Result<Catalog> {
+        let loaded: Vec<LoadedObject> = futures::stream::iter(model.objects.iter().enumerate())
+            .map(|(i, def)| load_object(&model, i, def, ctx))
+            .buffered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let catalog = Catalog { model, objects: loaded };
+        catalog.check_relationships()?;
+        Ok(catalog)
+    }
+
+    /// The loaded object called `name`, with its index.
+    pub fn object(&self, name: &str) -> Option<(usize, &LoadedObject)> {
+        self.model.object(name).map(|(i, _)| (i, &self.objects[i]))
+    }
+
+    fn check_relationships(&self) -> Result<()> {
+        for (i, rel) in self.model.relationships.iter().enumerate() {
+            let place = format!("relationships[{i}]");
+            let mut types = Vec::with_capacity(2);
+            for (object_key, field_key, object, field) in
+                [("from", "from_field", &rel.from, &rel.from_field), ("to", "to_field", &rel.to, &rel.to_field)]
+            {
+                let (_, o) = self
+                    .object(object)
+                    .ok_or_else(|| Error::invalid_model(format!("{place}.{object_key}"), format!("{object:?} is not an object")))?;
+                let f = o
+                    .field(field)
+                    .ok_or_else(|| Error::invalid_model(format!("{place}.{field_key}"), o.no_such_field(field)))?;
+                types.push(f.field_type);
+            }
+            if types[0] != types[1] {
+                return Err(Error::invalid_model(
+                    place,
+                    format!(
+                        "{}.{} is {} but {}.{} is {}: a relationship joins fields of one type",
+                        rel.from,
+                        rel.from_field,
+                        types[0].name(),
+                        rel.to,
+                        rel.to_field,
+                        types[1].name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a source path against the model's base directory into a listing URL.
+fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUrl, bool), String> {
+    if path.contains("://") {
+        let url = ListingTableUrl::parse(path).map_err(|e| e.to_string())?;
+        let single = !path.ends_with('/') && !path.contains(['*', '?', '[']);
+        return Ok((url, single));
+    }
+    let joined = model.base_dir.join(path);
+    let mut text = joined.to_string_lossy().into_owned();
+    let is_glob = path.contains(['*', '?', '[']);
+    let is_dir = !is_glob && joined.is_dir();
+    if is_dir && !text.ends_with('/') {
+        text.push('/');
+    }
+    let url = ListingTableUrl::parse(&text).map_err(|e| e.to_string())?;
+    Ok((url, !is_glob && !is_dir))
+}
+
+async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &SessionContext) -> Result<LoadedObject> {
+    let place = format!("objects[{index}]");
+    let source_error = |message: String| Error::Source { object: def.name.clone(), message };
+    let (url, single_file) = resolve_url(model, &def.source.path)
+        .map_err(|m| source_error(format!("source path {:?}: {m}", def.source.path)))?;
+    let file_extension = if single_file { String::new() } else { def.source.format.extension().to_string() };
+    let store_url: ObjectStoreUrl = url.object_store();
+    let store = ctx
+        .runtime_env()
+        .object_store(&store_url)
+        .map_err(|e| source_error(format!("no object store for {}: {e}", url.as_str())))?;
+    let state = ctx.state();
+    let mut files: Vec<ObjectMeta> = url
+        .list_all_files(&state, store.as_ref(), &file_extension)
+        .await
+        .map_err(|e| source_error(format!("cannot list {:?}: {e}", def.source.path)))?
+        .try_collect()
+        .await
+        .map_err(|e| source_error(format!("cannot list {:?}: {e}", def.source.path)))?;
+    if files.is_empty() {
+        return Err(source_error(format!(
+            "no {} files at {:?}",
+            def.source.format.extension().trim_start_matches('.'),
+            def.source.path
+        )));
+    }
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    let bytes = files.iter().map(|f| f.size).sum();
+
+    let (source_schema, rows) = match def.source.format {
+        SourceFormat::Parquet => parquet_schema(&store, &files).await.map_err(source_error)?,
+        SourceFormat::Csv => (csv_schema(def, &store, &files).await.map_err(source_error)?, None),
+    };
+
+    // The usable fields, checked against what the source really has.
+    let fields = match &def.fields {
+        Some(declared) => {
+            for (j, f) in declared.iter().enumerate() {
+                let actual = source_schema.field_with_name(&f.name).map_err(|_| Error::SchemaMismatch {
+                    place: format!("{place}.fields[{j}]"),
+                    message: format!(
+                        "{:?} is declared on {:?} but its source has no such column{}",
+                        f.name,
+                        def.name,
+                        did_you_mean(&f.name, source_schema.fields().iter().map(|x| x.name().as_str()))
+                    ),
+                })?;
+                let actual_type = model_type(actual.data_type());
+                if actual_type != Some(f.field_type) {
+                    return Err(Error::SchemaMismatch {
+                        place: format!("{place}.fields[{j}]"),
+                        message: format!(
+                            "{:?} is declared {} but the source holds {}",
+                            f.name,
+                            f.field_type.name(),
+                            actual_type.map(|t| t.name().to_string()).unwrap_or_else(|| actual.data_type().to_string())
+                        ),
+                    });
+                }
+            }
+            declared.clone()
+        }
+        None => {
+            let inferred: Vec<Field> = source_schema
+                .fields()
+                .iter()
+                .filter_map(|f| {
+                    model_type(f.data_type()).map(|t| Field { name: f.name().clone(), field_type: t })
+                })
+                .collect();
+            check_primary_key(&def.name, &def.primary_key, &inferred, &format!("{place}.primary_key"))?;
+            inferred
+        }
+    };
+    let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+    Ok(LoadedObject {
+        name: def.name.clone(),
+        primary_key: def.primary_key.clone(),
+        format: def.source.format,
+        url,
+        file_extension,
+        fields,
+        read_schema: source_schema,
+        files: files.len(),
+        bytes,
+        rows,
+        field_index,
+    })
+}
+
+/// Reads every Parquet footer; the schemas must agree on the columns they share.
+async fn parquet_schema(
+    store: &Arc<dyn ObjectStore>,
+    files: &[ObjectMeta],
+) -> std::result::Result<(SchemaRef, Option<u64>), String> {
+    let metas: Vec<(String, ArrowReaderMetadata)> = futures::stream::iter(files.iter())
+        .map(|f| async move {
+            #[allow(deprecated)]
+            let mut reader = ParquetObjectReader::new(Arc::clone(store), f.location.clone()).with_file_size(f.size);
+            let options = ArrowReaderOptions::new();
+            ArrowReaderMetadata::load_async(&mut reader, options)
+                .await
+                .map(|m| (f.location.to_string(), m))
+                .map_err(|e| format!("{}: not a readable Parquet file: {e}", f.location))
+        })
+        .buffered(LOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut rows = 0u64;
+    let mut merged: Vec<ArrowField> = Vec::new();
+    for (location, meta) in &metas {
+        rows += meta.metadata().file_metadata().num_rows().max(0) as u64;
+        for f in meta.schema().fields() {
+            match merged.iter().find(|m| m.name() == f.name()) {
+                None => merged.push(f.as_ref().clone().with_nullable(true)),
+                Some(m) if model_type(m.data_type()) != model_type(f.data_type()) => {
+                    return Err(format!(
+                        "{location}: column {:?} is {} here but {} in another file",
+                        f.name(),
+                        f.data_type(),
+                        m.data_type()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    // Files that disagree on physical types (Int32 here, Int64 there) are read as the first.
+    Ok((Arc::new(Schema::new(merged)), Some(rows)))
+}
+
+/// Reads the header line of every CSV file; all must have the same columns. Declared fields
+/// are read as their types, other columns as text; with no declared fields the types are
+/// inferred from the first file.
+async fn csv_schema(
+    def: &ObjectDef,
+    store: &Arc<dyn ObjectStore>,
+    files: &[ObjectMeta],
+) -> std::result::Result<SchemaRef, String> {
+    let headers: Vec<(String, Vec<String>)> = futures::stream::iter(files.iter())
+        .map(|f| async move {
+            let header = read_csv_header(store, f).await?;
+            Ok::<_, String>((f.location.to_string(), header))
+        })
+        .buffered(LOAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let (first_location, first) = &headers[0];
+    for (location, header) in &headers[1..] {
+        if header != first {
+            return Err(format!("{location}: its header differs from {first_location}'s"));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in first {
+        if !seen.insert(name) {
+            return Err(format!("{first_location}: the header names {name:?} twice"));
+        }
+    }
+    let inferred = match &def.fields {
+        Some(_) => None,
+        None => Some(infer_csv_types(store, &files[0]).await?),
+    };
+    let columns: Vec<ArrowField> = first
+        .iter()
+        .map(|name| {
+            let data_type = match &def.fields {
+                Some(fields) => fields
+                    .iter()
+                    .find(|f| &f.name == name)
+                    .map(|f| arrow_type(f.field_type))
+                    .unwrap_or(DataType::Utf8),
+                None => inferred
+                    .as_ref()
+                    .and_then(|s| s.field_with_name(name).ok())
+                    .and_then(|f| model_type(f.data_type()))
+                    .map(arrow_type)
+                    .unwrap_or(DataType::Utf8),
+            };
+            ArrowField::new(name, data_type, true)
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(columns)))
+}
+
+async fn read_csv_header(store: &Arc<dyn ObjectStore>, file: &ObjectMeta) -> std::result::Result<Vec<String>, String> {
+    let mut end = 64 * 1024u64;
+    loop {
+        let range = 0..end.min(file.size);
+        let bytes = store.get_range(&file.location, range).await.map_err(|e| format!("{}: {e}", file.location))?;
+        let newline = bytes.iter().position(|&b| b == b'\n');
+        if newline.is_some() || end >= file.size {
+            let line = &bytes[..newline.unwrap_or(bytes.len())];
+            let line = std::str::from_utf8(line).map_err(|_| format!("{}: the header is not UTF-8", file.location))?;
+            let line = line.trim_end_matches('\r').trim_start_matches('\u{feff}');
+            if line.is_empty() {
+                return Err(format!("{}: empty file, a CSV source needs a header row", file.location));
+            }
+            return Ok(line.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect());
+        }
+        end *= 4;
+    }
+}
+
+async fn infer_csv_types(store: &Arc<dyn ObjectStore>, file: &ObjectMeta) -> std::result::Result<Schema, String> {
+    use datafusion::arrow::csv::reader::Format;
+    let take = file.size.min(1 << 20);
+    let bytes = store.get_range(&file.location, 0..take).await.map_err(|e| format!("{}: {e}", file.location))?;
+    // Only whole lines: drop a partial last line when the sample is cut.
+    let cut = if take < file.size { bytes.iter().rposition(|&b| b == b'\n').unwrap_or(bytes.len()) } else { bytes.len() };
+    let (schema, _) = Format::default()
+        .with_header(true)
+        .infer_schema(std::io::Cursor::new(&bytes[..cut]), Some(1000))
+        .map_err(|e| format!("{}: cannot infer CSV types: {e}", file.location))?;
+    Ok(schema)
+}

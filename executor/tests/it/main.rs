@@ -1,0 +1,31 @@
+//! The executor's integration tests (one binary: DataFusion links once).
+
+mod conformance;
+mod malformed;
+mod memory;
+mod naive;
+mod random;
+
+use std::path::Path;
+
+use cohort_executor::{Catalog, Model, PlanChoice, RunOptions, RunReport, Segment};
+
+/// Loads a model and segment from files and runs them with the given plan choice.
+pub async fn run_files(
+    model: &Path,
+    segment: &Path,
+    as_of: &str,
+    plan: PlanChoice,
+) -> cohort_executor::Result<RunReport> {
+    let model = Model::from_file(model)?;
+    let catalog = Catalog::load(model, &Default::default()).await?;
+    let segment = Segment::from_file(segment, &catalog)?;
+    let as_of = cohort_executor::parse_timestamp(as_of.trim())
+        .ok_or_else(|| cohort_executor::Error::Internal(format!("bad as_of {as_of:?} in a test case")))?;
+    let mut options = RunOptions::new(as_of);
+    options.plan = plan;
+    cohort_executor::run_segment(&catalog, &segment, &options).await
+}
+
+/// Both planning modes, forced.
+pub const MODES: [PlanChoice; 2] = [PlanChoice::Single, PlanChoice::Phased];

@@ -1,0 +1,295 @@
+//! `cohort`: the command line of Cohort.
+
+mod datagen;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cohort_executor::{
+    Catalog, FieldType, JoinStrategy, Model, PlanChoice, RunOptions, Segment, explain, run_segment,
+};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cohort",
+    version,
+    about = "Cohort: audience segmentation for many tenants, with an embedded executor.",
+    long_about = "Cohort evaluates tenants' audience segments over their own data models.\n\n\
+                  Start with `cohort datagen --profile retail --scale 10000 --out /tmp/retail` and\n\
+                  `cohort segment run --model /tmp/retail/model.json --segment /tmp/retail/segments/<name>.json`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run, check or explain a segment over a data model.
+    #[command(subcommand)]
+    Segment(SegmentCommand),
+    /// Write a synthetic tenant: Parquet data, a model.json and a segments/ folder.
+    Datagen(datagen::DatagenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SegmentCommand {
+    /// Evaluate a segment and print its members (one key per line, sorted by bytes).
+    ///
+    /// Exit status: 0 done; 2 the model or segment is invalid; 3 the memory limit was not
+    /// enough; 1 anything else (for example unreadable data).
+    Run(RunArgs),
+    /// Check a model, and a segment against it, without reading any rows.
+    Validate(ValidateArgs),
+    /// Print the resolved relationship paths, the plan mode and the DataFusion plans.
+    Explain(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The data model (JSON); relative source paths are relative to its folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// A segment (JSON) to check against the model.
+    #[arg(long)]
+    segment: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PlanArg {
+    /// Phases when the segment has more related predicates than --phase-threshold.
+    Auto,
+    /// Always one plan.
+    Single,
+    /// Always one phase per top-level branch.
+    Phased,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum JoinArg {
+    /// Hash joins: fastest; a build side larger than the limit fails the run (exit 3).
+    Hash,
+    /// Sort-merge joins: slower, but their sorts spill to disk to stay under the limit.
+    SortMerge,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The data model (JSON); relative source paths are relative to its folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The segment (JSON).
+    #[arg(long)]
+    segment: PathBuf,
+    /// The instant to evaluate for (RFC 3339); defaults to now.
+    #[arg(long, value_name = "RFC3339")]
+    as_of: Option<String>,
+    /// The memory pool's size, e.g. 512MiB, 2GiB, 100MB; unlimited when absent.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    memory_limit: Option<usize>,
+    /// Write the members to this file (.parquet or .csv, one column `key`) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Plan the whole filter at once, in phases, or decide by its complexity.
+    #[arg(long, value_enum, default_value_t = PlanArg::Auto)]
+    plan: PlanArg,
+    /// With --plan auto: the most related predicates planned in a single plan.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    phase_threshold: usize,
+    /// Join algorithm.
+    #[arg(long, value_enum, default_value_t = JoinArg::Hash)]
+    join: JoinArg,
+    /// Threads inside the run (defaults to the number of cores).
+    #[arg(long, value_name = "N")]
+    partitions: Option<usize>,
+    /// Also write the run's report (costs, plan shape, phases) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// Parses a size such as `512MiB`, `2GiB`, `100MB`, `64k` or a plain byte count.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > usize::MAX as f64 {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as usize)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<cohort_executor::Error>().map(|x| x.exit_code()).unwrap_or(1);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Segment(SegmentCommand::Run(args)) => segment_run(args).await,
+        Command::Segment(SegmentCommand::Validate(args)) => segment_validate(args).await,
+        Command::Segment(SegmentCommand::Explain(args)) => segment_explain(args).await,
+        Command::Datagen(args) => datagen::run(args),
+    }
+}
+
+async fn load(model: &Path, segment: &Path) -> anyhow::Result<(Catalog, Segment)> {
+    let model = Model::from_file(model)?;
+    let catalog = Catalog::load(model, &Default::default()).await?;
+    let segment = Segment::from_file(segment, &catalog)?;
+    Ok((catalog, segment))
+}
+
+fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+    let as_of = match &args.as_of {
+        Some(text) => cohort_executor::parse_timestamp(text)
+            .ok_or_else(|| anyhow::anyhow!("--as-of {text:?} is not an RFC 3339 timestamp like 2026-09-01T12:00:00Z"))?,
+        None => chrono::Utc::now().timestamp_micros(),
+    };
+    let mut options = RunOptions::new(as_of);
+    options.memory_limit_bytes = args.memory_limit;
+    options.plan = match args.plan {
+        PlanArg::Auto => PlanChoice::Auto { max_related_single: args.phase_threshold },
+        PlanArg::Single => PlanChoice::Single,
+        PlanArg::Phased => PlanChoice::Phased,
+    };
+    options.join_strategy = match args.join {
+        JoinArg::Hash => JoinStrategy::Hash,
+        JoinArg::SortMerge => JoinStrategy::SortMerge,
+    };
+    if let Some(p) = args.partitions {
+        options.target_partitions = p.max(1);
+    }
+    Ok(options)
+}
+
+async fn segment_run(args: RunArgs) -> anyhow::Result<()> {
+    let options = options(&args)?;
+    let (catalog, segment) = load(&args.model, &args.segment).await?;
+    let report = run_segment(&catalog, &segment, &options).await?;
+    match &args.output {
+        Some(path) => write_members(path, &report.members, report.key_type)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for key in &report.members {
+                out.write_all(key.as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report_json(&report))?;
+        std::fs::write(path, json).with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    eprintln!("{}", report.summary());
+    Ok(())
+}
+
+fn report_json(report: &cohort_executor::RunReport) -> serde_json::Value {
+    serde_json::json!({
+        "members": report.members.len(),
+        "rows_scanned": report.rows_scanned,
+        "bytes_scanned": report.bytes_scanned,
+        "peak_memory_bytes": report.peak_memory_bytes,
+        "memory_limit_bytes": report.memory_limit_bytes,
+        "elapsed_seconds": report.elapsed.as_secs_f64(),
+        "spill_count": report.spill_count,
+        "spilled_bytes": report.spilled_bytes,
+        "plan_mode": report.plan_mode,
+        "shape": report.shape,
+        "phases": report.phases.iter().map(|p| serde_json::json!({
+            "place": p.place, "rows": p.rows, "elapsed_seconds": p.elapsed.as_secs_f64(), "rows_scanned": p.rows_scanned,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn write_members(path: &Path, members: &[String], key_type: FieldType) -> anyhow::Result<()> {
+    let (data_type, column): (DataType, ArrayRef) = match key_type {
+        FieldType::Int => {
+            let values = members
+                .iter()
+                .map(|m| m.parse::<i64>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("an int key did not parse back")?;
+            (DataType::Int64, Arc::new(Int64Array::from(values)))
+        }
+        _ => (DataType::Utf8, Arc::new(StringArray::from_iter_values(members.iter()))),
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("key", data_type, false)]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column])?;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => {
+            let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+            writer.write(&batch)?;
+            writer.close()?;
+        }
+        Some("csv") => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(file);
+            writer.write(&batch)?;
+        }
+        _ => anyhow::bail!("--output {}: use a .parquet or .csv file name", path.display()),
+    }
+    Ok(())
+}
+
+async fn segment_validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let model = Model::from_file(&args.model)?;
+    let catalog = Catalog::load(model, &Default::default()).await?;
+    eprintln!(
+        "model ok: {} objects, {} relationships",
+        catalog.objects.len(),
+        catalog.model.relationships.len()
+    );
+    if let Some(path) = &args.segment {
+        let segment = Segment::from_file(path, &catalog)?;
+        let shape = segment.shape();
+        eprintln!(
+            "segment ok: {:?}, {} related predicates, max {} hops",
+            segment.name, shape.related_predicates, shape.max_hops
+        );
+    }
+    Ok(())
+}
+
+async fn segment_explain(args: RunArgs) -> anyhow::Result<()> {
+    let options = options(&args)?;
+    let (catalog, segment) = load(&args.model, &args.segment).await?;
+    print!("{}", explain(&catalog, &segment, &options).await?);
+    Ok(())
+}
