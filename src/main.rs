@@ -269,19 +269,33 @@ fn write_members(path: &Path, members: &[String], key_type: FieldType) -> anyhow
 }
 
 async fn segment_validate(args: ValidateArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let model = Model::from_file(&args.model)?;
     let catalog = Catalog::load(model, &Default::default()).await?;
     eprintln!(
-        "model ok: {} objects, {} relationships",
+        "model ok: {} objects, {} relationships; loaded and checked against the sources in {:.1} ms",
         catalog.objects.len(),
-        catalog.model.relationships.len()
+        catalog.model.relationships.len(),
+        started.elapsed().as_secs_f64() * 1e3
     );
     if let Some(path) = &args.segment {
+        let started = std::time::Instant::now();
         let segment = Segment::from_file(path, &catalog)?;
+        let checked = started.elapsed();
+        let options = RunOptions::new(chrono::Utc::now().timestamp_micros());
+        let plans = cohort_executor::compile_plans(&catalog, &segment, &options)?;
+        let compiled = started.elapsed();
         let shape = segment.shape();
         eprintln!(
-            "segment ok: {:?}, {} related predicates, max {} hops",
-            segment.name, shape.related_predicates, shape.max_hops
+            "segment ok: {:?}, {} related predicates, {} joins, max {} hops; checked in {:.1} ms, compiled to {} DataFusion plan{} in {:.1} ms",
+            segment.name,
+            shape.related_predicates,
+            shape.joins,
+            shape.max_hops,
+            checked.as_secs_f64() * 1e3,
+            plans.len(),
+            if plans.len() == 1 { "" } else { "s" },
+            compiled.as_secs_f64() * 1e3
         );
     }
     Ok(())

@@ -40,7 +40,7 @@ pub use compile::RESERVED_PREFIX;
 pub use error::{Error, ErrorClass, Result};
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
 pub use run::{
-    JoinStrategy, PeakTrackingPool, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
+    JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
     plan_mode, run_segment, session,
 };
 pub use segment::{

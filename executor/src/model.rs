@@ -227,6 +227,36 @@ impl Model {
         Ok(Model { objects, relationships, guardrails, base_dir: base_dir.to_path_buf(), object_index })
     }
 
+    /// Checks that every source stays inside `root` (for models sent by tenants): no absolute
+    /// paths, no URLs, no `..`, and no symbolic link that leads out of it.
+    pub fn confined_to(&self, root: &Path) -> Result<&Self> {
+        let root = root.canonicalize().map_err(|e| {
+            Error::invalid_model("", format!("the data root {} is not usable: {e}", root.display()))
+        })?;
+        for (i, object) in self.objects.iter().enumerate() {
+            let place = format!("objects[{i}].source.path");
+            let path = Path::new(&object.source.path);
+            let escapes = object.source.path.contains("://")
+                || path.is_absolute()
+                || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+            if escapes {
+                return Err(Error::invalid_model(
+                    place,
+                    format!("{:?} leaves the tenant's data root: use a path relative to it, without \"..\"", object.source.path),
+                ));
+            }
+            // The longest part without glob characters must resolve inside the root.
+            let literal: std::path::PathBuf =
+                path.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
+            if let Ok(real) = self.base_dir.join(&literal).canonicalize() {
+                if !real.starts_with(&root) {
+                    return Err(Error::invalid_model(place, format!("{:?} is a link that leads out of the tenant's data root", object.source.path)));
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// The object called `name`, with its index.
     pub fn object(&self, name: &str) -> Option<(usize, &ObjectDef)> {
         self.object_index.get(name).map(|&i| (i, &self.objects[i]))

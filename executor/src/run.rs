@@ -434,6 +434,23 @@ fn member_strings(batches: &[RecordBatch]) -> Result<Vec<String>> {
     Ok(members)
 }
 
+/// Builds the segment's DataFusion logical plans (one, or one per phase) without running
+/// them; returns them unoptimized, as the compiler made them.
+pub fn compile_plans(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<Vec<datafusion::logical_expr::LogicalPlan>> {
+    let (ctx, _) = session(options)?;
+    let mut compiler = Compiler::new(catalog, &ctx, options.as_of_micros);
+    match (plan_mode(segment, options.plan), &segment.filter) {
+        (PlanMode::Phased, Node::And(branches) | Node::Or(branches)) => {
+            let signature = compiler.signature(segment);
+            branches
+                .iter()
+                .map(|b| compiler.phase(segment.root, b, &signature).map(DataFrame::into_unoptimized_plan))
+                .collect()
+        }
+        _ => Ok(vec![compiler.members(segment)?.into_unoptimized_plan()]),
+    }
+}
+
 /// The text `cohort segment explain` prints: resolved paths, plan mode and DataFusion plans.
 pub async fn explain(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<String> {
     use std::fmt::Write;

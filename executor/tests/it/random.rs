@@ -263,7 +263,7 @@ fn write_parquet(t: &Table, path: &std::path::Path) {
 
 #[tokio::test]
 async fn random_segments_over_random_dirty_models_agree_with_the_naive_evaluator() {
-    let cases: u64 = std::env::var("COHORT_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+    let cases: u64 = std::env::var("COHORT_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
     let as_of = crate::naive::micros(AS_OF);
     let mut failures = Vec::new();
     let mut nonempty = 0;

@@ -1,0 +1,83 @@
+//! Memory limits: too small a pool is a clean `ResourcesExhausted` (exit 3), enough succeeds,
+//! and the pool's high-water mark is reported.
+
+use std::sync::Arc;
+
+use cohort_executor::{Catalog, Error, Model, PlanChoice, RunOptions, Segment, run_segment};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde_json::json;
+
+/// 200,000 people and 1,000,000 events with skewed references, as Parquet.
+fn write_tenant(dir: &std::path::Path) {
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        std::fs::create_dir_all(dir.join(name)).expect("dir");
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).expect("batch");
+        let file = std::fs::File::create(dir.join(name).join("part-0.parquet")).expect("file");
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+    };
+    let people = 200_000i64;
+    write("person", vec![
+        ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
+        ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
+    ]);
+    let events = 1_000_000i64;
+    write("event", vec![
+        ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
+        // Squares skew the references towards low ids.
+        ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:08}", (i * i) % people))))),
+        ("amount", Arc::new(Int64Array::from_iter_values((0..events).map(|i| i % 500)))),
+    ]);
+    let model = json!({
+        "objects": [
+            {"name": "person", "primary_key": "person_id", "source": {"format": "parquet", "path": "person/"}},
+            {"name": "event", "primary_key": "event_id", "source": {"format": "parquet", "path": "event/"}},
+        ],
+        "relationships": [{"name": "event_person", "from": "event", "from_field": "person_id", "to": "person", "to_field": "person_id"}],
+    });
+    std::fs::write(dir.join("model.json"), model.to_string()).expect("model");
+    let _ = DataType::Utf8;
+}
+
+async fn run(dir: &std::path::Path, limit: Option<usize>, plan: PlanChoice) -> Result<cohort_executor::RunReport, Error> {
+    let model = Model::from_file(&dir.join("model.json"))?;
+    let catalog = Catalog::load(model, &Default::default()).await?;
+    let segment = Segment::from_json(
+        &json!({"root": "person", "filter": {"or": [
+            {"related": "event", "having": {"agg": "sum", "field": "amount", "op": "gt", "value": 1000}},
+            {"related": "event", "having": {"agg": "count_distinct", "field": "amount", "op": "ge", "value": 3}},
+        ]}})
+        .to_string(),
+        &catalog,
+    )?;
+    let mut options = RunOptions::new(0);
+    options.memory_limit_bytes = limit;
+    options.plan = plan;
+    run_segment(&catalog, &segment, &options).await
+}
+
+#[tokio::test]
+async fn a_pool_too_small_fails_cleanly_and_enough_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tenant(dir.path());
+    for plan in crate::MODES {
+        let unlimited = run(dir.path(), None, plan).await.expect("runs without a limit");
+        assert!(unlimited.peak_memory_bytes > 1 << 20, "{plan:?}: peak {} should be measured", unlimited.peak_memory_bytes);
+        assert!(!unlimited.members.is_empty());
+
+        let err = run(dir.path(), Some(256 << 10), plan).await.expect_err("256 KiB is too little");
+        assert!(matches!(err, Error::ResourcesExhausted { .. }), "{plan:?}: want ResourcesExhausted, got {err}");
+        assert_eq!(err.exit_code(), 3);
+        assert!(err.to_string().contains("memory limit of 262144 bytes was not enough"), "{err}");
+
+        let enough = unlimited.peak_memory_bytes * 2;
+        let limited = run(dir.path(), Some(enough), plan).await.expect("twice the measured peak is enough");
+        assert_eq!(limited.members, unlimited.members, "{plan:?}: a limit must not change the answer");
+        assert!(limited.peak_memory_bytes <= enough, "{plan:?}: peak {} above the limit {enough}", limited.peak_memory_bytes);
+    }
+}
