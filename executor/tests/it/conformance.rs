@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{MODES, run_files};
+use cohort_executor::{JoinStrategy, PlanChoice};
+
+use crate::{run_files, run_files_with};
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/segments");
@@ -16,8 +18,15 @@ fn case_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Every way of running a segment that must give the same members.
+const CONFIGURATIONS: [(PlanChoice, JoinStrategy); 3] = [
+    (PlanChoice::Single, JoinStrategy::Hash),
+    (PlanChoice::Phased, JoinStrategy::Hash),
+    (PlanChoice::Single, JoinStrategy::SortMerge),
+];
+
 #[tokio::test]
-async fn every_case_gives_the_expected_members_in_both_plan_modes() {
+async fn every_case_gives_the_expected_members_in_every_plan_mode_and_join_strategy() {
     let dirs = case_dirs();
     assert!(dirs.len() >= 32, "expected the 32 worked cases, found {}", dirs.len());
     let mut failures = Vec::new();
@@ -25,8 +34,9 @@ async fn every_case_gives_the_expected_members_in_both_plan_modes() {
     for dir in &dirs {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let as_of = std::fs::read_to_string(dir.join("as_of.txt")).expect("as_of.txt");
-        for mode in MODES {
-            let result = run_files(&dir.join("model.json"), &dir.join("segment.json"), &as_of, mode).await;
+        for (mode, join) in CONFIGURATIONS {
+            let mode = (mode, join);
+            let result = run_files_with(&dir.join("model.json"), &dir.join("segment.json"), &as_of, mode.0, join).await;
             checked += 1;
             if dir.join("expect_exit.txt").exists() {
                 let want: u8 = std::fs::read_to_string(dir.join("expect_exit.txt")).expect("expect_exit").trim().parse().expect("exit code");
@@ -62,7 +72,7 @@ async fn every_case_gives_the_expected_members_in_both_plan_modes() {
 async fn invalid_cases_name_the_place() {
     for dir in case_dirs().iter().filter(|d| d.join("expect_exit.txt").exists()) {
         let as_of = std::fs::read_to_string(dir.join("as_of.txt")).expect("as_of.txt");
-        let err = run_files(&dir.join("model.json"), &dir.join("segment.json"), &as_of, MODES[0])
+        let err = run_files(&dir.join("model.json"), &dir.join("segment.json"), &as_of, PlanChoice::Single)
             .await
             .expect_err("an invalid case must fail");
         let text = err.to_string();

@@ -8,7 +8,7 @@ mod random;
 
 use std::path::Path;
 
-use cohort_executor::{Catalog, Model, PlanChoice, RunOptions, RunReport, Segment};
+use cohort_executor::{Catalog, JoinStrategy, Model, PlanChoice, RunOptions, RunReport, Segment};
 
 /// Loads a model and segment from files and runs them with the given plan choice.
 pub async fn run_files(
@@ -17,6 +17,17 @@ pub async fn run_files(
     as_of: &str,
     plan: PlanChoice,
 ) -> cohort_executor::Result<RunReport> {
+    run_files_with(model, segment, as_of, plan, JoinStrategy::Hash).await
+}
+
+/// As [`run_files`], with a join strategy.
+pub async fn run_files_with(
+    model: &Path,
+    segment: &Path,
+    as_of: &str,
+    plan: PlanChoice,
+    join: JoinStrategy,
+) -> cohort_executor::Result<RunReport> {
     let model = Model::from_file(model)?;
     let catalog = Catalog::load(model, &Default::default()).await?;
     let segment = Segment::from_file(segment, &catalog)?;
@@ -24,6 +35,7 @@ pub async fn run_files(
         .ok_or_else(|| cohort_executor::Error::Internal(format!("bad as_of {as_of:?} in a test case")))?;
     let mut options = RunOptions::new(as_of);
     options.plan = plan;
+    options.join_strategy = join;
     cohort_executor::run_segment(&catalog, &segment, &options).await
 }
 
