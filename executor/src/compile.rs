@@ -244,6 +244,10 @@ impl<'a> Compiler<'a> {
 
         // Aggregates: each target row must count once per start value, so walk distinct
         // (start value, current join value) pairs hop by hop, then join the target rows.
+        // `count`, `sum` and `avg` must see each related row once per start value; the others
+        // give the same answer over repeats, so their walk can skip the de-duplication.
+        let each_row_once = matches!(having.agg, Agg::Count | Agg::Sum | Agg::Avg);
+        let distinct = |d: DataFrame| if each_row_once { d.distinct() } else { Ok(d) };
         let grouped_input = if related.path.len() == 1 {
             df(target.select(vec![ident(&last.to_field).alias(START), wildcard_fields(self.catalog, related.object, having)?]))?
         } else {
@@ -253,14 +257,14 @@ impl<'a> Compiler<'a> {
                 .scan(first_object)?
                 .select(vec![ident(&first.to_field).alias(START), ident(&second.from_field).alias(WALK)])
             .and_then(|d| d.filter(ident(START).is_not_null().and(ident(WALK).is_not_null())))
-            .and_then(DataFrame::distinct))?;
+            .and_then(distinct))?;
             for (i, hop) in related.path.iter().enumerate().skip(1).take(related.path.len() - 2) {
                 let next = &related.path[i + 1];
                 let step = self.scan(hop.to_object)?;
                 pairs = df(pairs.join(step, JoinType::Inner, &[WALK], &[hop.to_field.as_str()], None)
                     .and_then(|d| d.select(vec![ident(START), ident(&next.from_field).alias(WALK)]))
                     .and_then(|d| d.filter(ident(WALK).is_not_null()))
-                    .and_then(DataFrame::distinct))?;
+                    .and_then(distinct))?;
             }
             let aggregated_field = wildcard_fields(self.catalog, related.object, having)?;
             df(pairs
