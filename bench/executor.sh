@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Executor benchmark: every retail segment run by Cohort (`cohort segment run`) and by DuckDB
+# (the same segment hand-written as SQL, bench/sql/retail/<segment>.sql) on the same Parquet
+# files, then `cohort segment validate` on the 6,000-object wide model.
+#
+# Run it alone, from anywhere:
+#     bench/executor.sh                   # SCALE=1000000 individuals (about 50M rows)
+#     SCALE=100000 bench/executor.sh      # a quick check
+# Environment: SCALE (default 1000000), CARGO_TARGET_DIR (default target), THREADS (DuckDB
+# threads and Cohort partitions, default 2), MEMORY_LIMIT (passed to cohort as --memory-limit,
+# e.g. 4GiB; unlimited when unset — mind that multi_category_shoppers needs many GiB at 1M).
+# It builds the release binary, generates bench/data/retail-$SCALE and bench/data/wide (kept
+# between runs), installs DuckDB into bench/.venv, prints a table and writes it as Markdown to
+# bench/results/executor.md. Exit status 0 even when member counts differ (they are flagged).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SCALE="${SCALE:-1000000}"
+THREADS="${THREADS:-2}"
+MEMORY_LIMIT="${MEMORY_LIMIT:-}"
+SEED=7
+AS_OF="2026-11-01T00:00:00Z"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+COHORT="$TARGET_DIR/release/cohort"
+DATA="bench/data/retail-$SCALE"
+WIDE="bench/data/wide"
+VENV="bench/.venv"
+RESULTS="bench/results"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-bench.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+say "building the release binary"
+cargo build --release
+
+if [ ! -f "$DATA/model.json" ]; then
+    say "generating retail data, scale $SCALE, into $DATA"
+    "$COHORT" datagen --profile retail --scale "$SCALE" --seed "$SEED" --out "$DATA"
+fi
+if [ ! -f "$WIDE/model.json" ]; then
+    say "generating the wide model into $WIDE"
+    "$COHORT" datagen --profile wide --seed "$SEED" --out "$WIDE"
+fi
+
+if [ ! -x /usr/bin/time ]; then
+    say "installing GNU time (Debian package time)"
+    if [ "$(id -u)" -eq 0 ]; then apt-get install -y time >&2; else sudo apt-get install -y time >&2; fi
+fi
+
+if ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
+    say "installing DuckDB for Python into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet duckdb
+fi
+DUCKDB_VERSION="$("$VENV/bin/python" -c 'import duckdb; print(duckdb.__version__)')"
+
+# json_field FILE KEY: one top-level field of a JSON file.
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+limit_args=()
+if [ -n "$MEMORY_LIMIT" ]; then limit_args=(--memory-limit "$MEMORY_LIMIT"); fi
+
+ROWS="$WORK/rows.tsv"
+: > "$ROWS"
+NOTES="$WORK/notes.txt"
+: > "$NOTES"
+
+for segment in "$DATA"/segments/*.json; do
+    name="$(basename "$segment" .json)"
+    sql="bench/sql/retail/$name.sql"
+    say "segment $name"
+    if [ ! -f "$sql" ]; then
+        echo "$name: no $sql, skipped" | tee -a "$NOTES" >&2
+        continue
+    fi
+
+    report="$WORK/$name.report.json"
+    if /usr/bin/time -f '%M' -o "$WORK/$name.rss" \
+        "$COHORT" segment run --model "$DATA/model.json" --segment "$segment" --as-of "$AS_OF" \
+        --partitions "$THREADS" ${limit_args[@]+"${limit_args[@]}"} --report "$report" > "$WORK/$name.cohort.keys" 2> "$WORK/$name.cohort.err"; then
+        cat "$WORK/$name.cohort.err" >&2
+        cohort_s="$(json_field "$report" elapsed_seconds)"
+        pool_bytes="$(json_field "$report" peak_memory_bytes)"
+        cohort_members="$(json_field "$report" members)"
+        plan_mode="$(json_field "$report" plan_mode)"
+        rows_scanned="$(json_field "$report" rows_scanned)"
+        cohort_rss_kib="$(tail -n 1 "$WORK/$name.rss")"
+    else
+        status=$?
+        echo "$name: cohort failed (exit $status): $(tail -n 3 "$WORK/$name.cohort.err")" | tee -a "$NOTES" >&2
+        cohort_s=nan; pool_bytes=0; cohort_members=-1; plan_mode=failed; rows_scanned=0; cohort_rss_kib=0
+    fi
+
+    if "$VENV/bin/python" bench/duckdb_run.py --data "$DATA" --sql "$sql" --threads "$THREADS" \
+        > "$WORK/$name.duck.json" 2> "$WORK/$name.duck.err"; then
+        duck_s="$(json_field "$WORK/$name.duck.json" elapsed_seconds)"
+        duck_members="$(json_field "$WORK/$name.duck.json" members)"
+        duck_rss_bytes="$(json_field "$WORK/$name.duck.json" peak_rss_bytes)"
+        echo "duckdb: $duck_members members in ${duck_s}s" >&2
+    else
+        echo "$name: duckdb failed: $(tail -n 3 "$WORK/$name.duck.err")" | tee -a "$NOTES" >&2
+        duck_s=nan; duck_members=-2; duck_rss_bytes=0
+    fi
+
+    if [ "$cohort_members" != "$duck_members" ] && [ "$cohort_members" -ge 0 ] && [ "$duck_members" -ge 0 ]; then
+        "$VENV/bin/python" bench/duckdb_run.py --data "$DATA" --sql "$sql" --threads "$THREADS" \
+            --keys-out "$WORK/$name.duck.keys" > /dev/null
+        LC_ALL=C sort -o "$WORK/$name.cohort.sorted" "$WORK/$name.cohort.keys"
+        LC_ALL=C sort -o "$WORK/$name.duck.sorted" "$WORK/$name.duck.keys"
+        only_cohort="$(LC_ALL=C comm -23 "$WORK/$name.cohort.sorted" "$WORK/$name.duck.sorted" | head -n 5 | tr '\n' ' ')"
+        only_duck="$(LC_ALL=C comm -13 "$WORK/$name.cohort.sorted" "$WORK/$name.duck.sorted" | head -n 5 | tr '\n' ' ')"
+        echo "$name: MEMBERS DIFFER: cohort $cohort_members, duckdb $duck_members; only in cohort: ${only_cohort:-none}; only in duckdb: ${only_duck:-none}" \
+            | tee -a "$NOTES" >&2
+    fi
+
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$cohort_s" "$duck_s" "$cohort_rss_kib" "$pool_bytes" \
+        "$duck_rss_bytes" "$cohort_members" "$duck_members" "$plan_mode" "$rows_scanned" >> "$ROWS"
+done
+
+say "wide model: cohort segment validate (6,000 objects, ~10,000 relationships, 20 related predicates)"
+WIDE_OUT="$WORK/wide.txt"
+if /usr/bin/time -f 'wall %e s, peak RSS %M KiB' -o "$WORK/wide.time" \
+    "$COHORT" segment validate --model "$WIDE/model.json" --segment "$WIDE/segments/twenty_related.json" \
+    > "$WIDE_OUT" 2>&1; then
+    :
+else
+    echo "wide: validate failed (exit $?)" | tee -a "$NOTES" >&2
+fi
+cat "$WORK/wide.time" >> "$WIDE_OUT"
+cat "$WIDE_OUT" >&2
+
+mkdir -p "$RESULTS"
+python3 - "$ROWS" "$NOTES" "$WIDE_OUT" "$RESULTS/executor.md" "$SCALE" "$THREADS" "$DUCKDB_VERSION" "${MEMORY_LIMIT:-none}" <<'PY'
+import math
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+rows_path, notes_path, wide_path, md_path, scale, threads, duckdb_version, memory_limit = sys.argv[1:9]
+MiB = 1024 * 1024
+rows = []
+for line in open(rows_path):
+    name, cs, ds, rss_kib, pool, drss, cm, dm, plan, scanned = line.rstrip("\n").split("\t")
+    rows.append(dict(name=name, cohort_s=float(cs), duck_s=float(ds), cohort_rss=int(rss_kib) * 1024,
+                     pool=int(pool), duck_rss=int(drss), cm=int(cm), dm=int(dm), plan=plan, scanned=int(scanned)))
+
+header = ["segment", "cohort s", "duckdb s", "ratio (cohort/duckdb)", "cohort peak RSS MiB",
+          "cohort pool peak MiB", "duckdb peak RSS MiB", "members cohort", "members duckdb", ""]
+table = []
+ratios = []
+mismatches = []
+for r in rows:
+    ok = r["cm"] >= 0 and r["dm"] >= 0
+    ratio = r["cohort_s"] / r["duck_s"] if ok and r["duck_s"] > 0 and not math.isnan(r["cohort_s"]) else float("nan")
+    if not math.isnan(ratio):
+        ratios.append(ratio)
+    flag = ""
+    if not ok:
+        flag = "FAILED"
+    elif r["cm"] != r["dm"]:
+        flag = "MISMATCH"
+        mismatches.append(r["name"])
+    table.append([r["name"], f"{r['cohort_s']:.3f}", f"{r['duck_s']:.3f}", f"{ratio:.2f}",
+                  f"{r['cohort_rss'] / MiB:.0f}", f"{r['pool'] / MiB:.0f}", f"{r['duck_rss'] / MiB:.0f}",
+                  str(r["cm"]), str(r["dm"]), flag])
+
+median = statistics.median(ratios) if ratios else float("nan")
+holds = (not math.isnan(median)) and median <= 1.0
+verdict = (f"median ratio {median:.2f}: the target \"Cohort no slower than DuckDB on the median segment\" "
+           + ("HOLDS" if holds else "DOES NOT HOLD"))
+
+widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(header)]
+def line(cells):
+    return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+print()
+print(line(header))
+print("-+-".join("-" * w for w in widths))
+for row in table:
+    print(line(row))
+print()
+print(verdict)
+if mismatches:
+    print("member counts differ (a bug in one of the two) for: " + ", ".join(mismatches))
+notes = open(notes_path).read().strip()
+if notes:
+    print(notes)
+
+try:
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    cpu = "?"
+with open(md_path, "w") as md:
+    md.write("# Executor benchmark: Cohort vs DuckDB\n\n")
+    md.write(f"- run: {datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}, `bench/executor.sh`, "
+             f"SCALE={scale} (retail, seed 7), as-of 2026-11-01T00:00:00Z\n")
+    md.write(f"- machine: {platform.machine()}, {cpu} cores; threads: {threads} each; DuckDB {duckdb_version}; "
+             f"cohort --memory-limit: {memory_limit}\n")
+    md.write("- cohort s / pool peak: the run report (`elapsed_seconds`, `peak_memory_bytes`); peak RSS: "
+             "`/usr/bin/time -f %M` of the whole process; duckdb s: the query only; duckdb RSS includes Python\n\n")
+    md.write("| " + " | ".join(h or "check" for h in header) + " |\n")
+    md.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|\n")
+    for row in table:
+        md.write("| " + " | ".join(row) + " |\n")
+    md.write(f"\n{verdict}.\n")
+    if mismatches:
+        md.write("\nMember counts differ for: " + ", ".join(mismatches) + "\n")
+    if notes:
+        md.write("\n```\n" + notes + "\n```\n")
+    md.write("\n## Wide model: `cohort segment validate` on twenty_related\n\n```\n")
+    md.write(open(wide_path).read().strip() + "\n```\n")
+print(f"\nwritten to {md_path}")
+PY
