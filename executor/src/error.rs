@@ -12,7 +12,7 @@ use datafusion::error::DataFusionError;
 pub enum Error {
     /// The data model breaks a rule of the spec. `place` is a JSON path such as
     /// `objects[2].fields[0].type`.
-    #[error("invalid model: {place}: {message}")]
+    #[error("invalid model: {}{message}", at(place))]
     InvalidModel {
         /// Where in the model document the problem is.
         place: String,
@@ -21,7 +21,7 @@ pub enum Error {
     },
     /// The segment breaks a rule of the spec (language, types, paths or guardrails).
     /// `place` is a JSON path such as `filter.and[2].related.where.field`.
-    #[error("invalid segment: {place}: {message}")]
+    #[error("invalid segment: {}{message}", at(place))]
     InvalidSegment {
         /// Where in the segment document the problem is.
         place: String,
@@ -57,9 +57,22 @@ pub enum Error {
     /// Anything the engine reported while executing that is not one of the above.
     #[error("execution failed: {0}")]
     Execution(String),
+    /// A model or segment file could not be read at all.
+    #[error("cannot read {path}: {message}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        message: String,
+    },
     /// A bug in Cohort: an invariant that should hold did not.
     #[error("internal error (a bug in Cohort): {0}")]
     Internal(String),
+}
+
+/// `place: ` before a message, or nothing for the document as a whole.
+fn at(place: &str) -> String {
+    if place.is_empty() { String::new() } else { format!("{place}: ") }
 }
 
 /// The executor's result type.
@@ -71,7 +84,7 @@ impl Error {
         match self {
             Error::InvalidModel { .. } | Error::InvalidSegment { .. } => ErrorClass::Invalid,
             Error::SchemaMismatch { .. } => ErrorClass::SchemaMismatch,
-            Error::Source { .. } => ErrorClass::SourceUnavailable,
+            Error::Source { .. } | Error::Unreadable { .. } => ErrorClass::SourceUnavailable,
             Error::ResourcesExhausted { .. } => ErrorClass::ResourcesExhausted,
             Error::Execution(_) => ErrorClass::Execution,
             Error::Internal(_) => ErrorClass::Internal,

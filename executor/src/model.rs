@@ -157,9 +157,8 @@ pub struct Model {
 impl Model {
     /// Reads and parses a model file; relative source paths resolve against its directory.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid_model("", format!("cannot read model file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         Self::from_json(&text, &base)

@@ -214,9 +214,8 @@ pub struct PlanShape {
 impl Segment {
     /// Reads and checks a segment file against `catalog`.
     pub fn from_file(path: &std::path::Path, catalog: &Catalog) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid_segment("", format!("cannot read segment file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
         Self::from_json(&text, catalog)
     }
 

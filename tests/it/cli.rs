@@ -109,6 +109,10 @@ fn exit_statuses_follow_the_contract() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("memory limit of 1024 bytes was not enough"), "{}", text(&out.stderr));
 
+    let out = cohort(&["segment", "run", "--model", "no-such-model.json", "--segment", "y.json"]);
+    assert_eq!(out.status.code(), Some(1), "a missing model file is unreadable input");
+    assert!(text(&out.stderr).contains("cannot read no-such-model.json"), "{}", text(&out.stderr));
+
     let out = cohort(&["segment", "run", "--model", "x.json", "--segment", "y.json", "--memory-limit", "lots"]);
     assert_eq!(out.status.code(), Some(2), "a bad flag is a usage error");
 }
