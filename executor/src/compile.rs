@@ -271,7 +271,16 @@ impl<'a> Compiler<'a> {
                 .join(target, JoinType::Inner, &[WALK], &[last.to_field.as_str()], None)
                 .and_then(|d| d.select(vec![ident(START), aggregated_field])))?
         };
-        let aggregate = aggregate_expr(having).alias(VALUE_COLUMN);
+        // `count_distinct` as distinct (start, value) pairs counted per start: a plain grouped
+        // count, far cheaper in memory than per-group distinct sets.
+        let (grouped_input, aggregate) = if having.agg == Agg::CountDistinct {
+            let pairs = df(grouped_input
+                .filter(ident(AGG_INPUT).is_not_null())
+                .and_then(DataFrame::distinct))?;
+            (pairs, count_all().alias(VALUE_COLUMN))
+        } else {
+            (grouped_input, aggregate_expr(having).alias(VALUE_COLUMN))
+        };
         let grouped = df(grouped_input.aggregate(vec![ident(START)], vec![aggregate])
             .and_then(|d| d.select(vec![ident(START).alias(&key), ident(VALUE_COLUMN).alias(&value)])))?;
         let frame = df(frame.join(grouped, JoinType::Left, &[start_field.as_str()], &[key.as_str()], None))?;
