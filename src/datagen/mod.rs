@@ -78,6 +78,11 @@ pub fn run(args: DatagenArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    // model.json marks a complete tenant: remove a previous one until the new data is written.
+    let model_path = args.out.join("model.json");
+    if model_path.exists() {
+        std::fs::remove_file(&model_path).with_context(|| format!("removing the old {}", model_path.display()))?;
+    }
     let ctx = GenContext { out: args.out.clone(), scale: args.scale, seed: args.seed };
     let tenant = match args.profile {
         Profile::Retail => retail::generate(&ctx)?,
@@ -176,11 +181,49 @@ impl Tenant {
     }
 }
 
-/// Writes a JSON document, pretty printed, with a final newline.
+/// Writes a JSON document with serde_json's pretty printing (keys in [`KEY_ORDER`]) and a
+/// final newline.
 pub(crate) fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
-    let mut text = serde_json::to_string_pretty(value).context("serializing JSON")?;
+    let mut text = serde_json::to_string_pretty(&InKeyOrder(value)).context("serializing JSON")?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The order keys are written in, so that documents read the way the spec writes them
+/// (`name` before `fields`, `related` before `where`); other keys follow alphabetically.
+const KEY_ORDER: &[&str] = &[
+    "name", "root", "primary_key", "source", "format", "path", "type", "fields", "from", "from_field", "to",
+    "to_field", "objects", "relationships", "guardrails", "filter", "related", "via", "where", "having", "agg", "field",
+    "op", "value", "and", "or", "not",
+];
+
+/// Serializes a JSON value with its object keys in [`KEY_ORDER`] (serde_json's own maps are
+/// sorted by name).
+struct InKeyOrder<'a>(&'a Value);
+
+impl serde::Serialize for InKeyOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort_by_key(|k| (KEY_ORDER.iter().position(|o| o == k).unwrap_or(KEY_ORDER.len()), k.as_str()));
+                let mut out = serializer.serialize_map(Some(keys.len()))?;
+                for key in keys {
+                    out.serialize_entry(key, &InKeyOrder(&map[key.as_str()]))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&InKeyOrder(item))?;
+                }
+                out.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
 }
 
 /// A unit of generation work: usually one part file of one or a few objects. It returns

@@ -122,3 +122,35 @@ fn a_second_run_replaces_the_part_files() -> anyhow::Result<()> {
     assert!(!dir.path().join("order").join("part-7.parquet").exists(), "old part files are removed");
     Ok(())
 }
+
+#[test]
+fn json_is_written_in_the_spec_order_and_reads_back() -> anyhow::Result<()> {
+    let document = serde_json::json!({
+        "root": "individual", "name": "x",
+        "filter": {"where": {"field": "kind", "op": "eq", "value": "open"}, "related": "email_event", "via": ["a", "b"]}
+    });
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("x.json");
+    super::write_json(&path, &document)?;
+    let text = std::fs::read_to_string(&path)?;
+    let expected = r#"{
+  "name": "x",
+  "root": "individual",
+  "filter": {
+    "related": "email_event",
+    "via": [
+      "a",
+      "b"
+    ],
+    "where": {
+      "field": "kind",
+      "op": "eq",
+      "value": "open"
+    }
+  }
+}
+"#;
+    assert_eq!(text, expected);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&text)?, document);
+    Ok(())
+}
