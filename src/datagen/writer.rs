@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -26,48 +26,8 @@ pub const BATCH_ROWS: usize = 64 * 1024;
 /// Rows per Parquet row group (several batches; small enough for parallel scans).
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// A field type of the data model (`spec/segments.md`), with its Arrow counterpart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    /// `string`: Utf8.
-    String,
-    /// `int`: Int64.
-    Int,
-    /// `float`: Float64.
-    Float,
-    /// `bool`: Boolean.
-    Bool,
-    /// `date`: Date32 (days since 1970-01-01).
-    Date,
-    /// `timestamp`: Timestamp(Microsecond, "UTC").
-    Timestamp,
-}
-
-impl FieldType {
-    /// The name the model uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            FieldType::String => "string",
-            FieldType::Int => "int",
-            FieldType::Float => "float",
-            FieldType::Bool => "bool",
-            FieldType::Date => "date",
-            FieldType::Timestamp => "timestamp",
-        }
-    }
-
-    /// The Arrow type the Parquet column is written with.
-    pub fn arrow_type(self) -> DataType {
-        match self {
-            FieldType::String => DataType::Utf8,
-            FieldType::Int => DataType::Int64,
-            FieldType::Float => DataType::Float64,
-            FieldType::Bool => DataType::Boolean,
-            FieldType::Date => DataType::Date32,
-            FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        }
-    }
-}
+/// The model's field types and their Arrow types are the executor's own.
+pub use cohort_executor::{FieldType, arrow_type};
 
 /// An object of a generated model: its name, key, and fields in column order.
 #[derive(Debug, Clone)]
@@ -93,7 +53,7 @@ impl Table {
     /// The Arrow schema of its Parquet files (every column nullable: the data is dirty).
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.fields.iter().map(|(n, t)| Field::new(n, t.arrow_type(), true)).collect::<Vec<_>>(),
+            self.fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>(),
         ))
     }
 
