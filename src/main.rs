@@ -1,6 +1,7 @@
 //! `cohort`: the command line of Cohort.
 
 mod datagen;
+mod demo;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,43 @@ enum Command {
     Segment(SegmentCommand),
     /// Write a synthetic tenant: Parquet data, a model.json and a segments/ folder.
     Datagen(datagen::DatagenArgs),
+    /// Run the control plane: the HTTP API, the store and the executor pool.
+    ///
+    /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
+    /// these flags. Stops on SIGTERM or SIGINT: running jobs get the grace period, the rest are
+    /// queued again for the next start.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML file of settings (keys as in cohort.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on, e.g. 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The folder for the SQLite store and the memberships.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The store: sqlite://PATH or postgres://USER@HOST:PORT/DB (default: SQLite in --data-dir).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Executor worker slots (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Memory the pool may grant to running jobs in all, e.g. 8GiB (default: half the machine's).
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
+    /// Logs as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Also create demo regions and tenants (made with datagen) and keep runs flowing.
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: how many tenants.
+    #[arg(long, default_value_t = 24, value_name = "N")]
+    demo_tenants: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +178,15 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        return match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -163,7 +210,50 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Segment(SegmentCommand::Validate(args)) => segment_validate(args).await,
         Command::Segment(SegmentCommand::Explain(args)) => segment_explain(args).await,
         Command::Datagen(args) => datagen::run(args),
+        Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = cohort_control::Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    if let Some(budget) = args.memory_budget {
+        config.memory_budget = cohort_control::config::parse_bytes(&budget).map_err(|e| anyhow::anyhow!("--memory-budget: {e}"))?;
+    }
+    if args.log_json {
+        config.log_format = "json".into();
+    }
+    config.check()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COHORT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if config.log_format == "json" {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let hook: Option<cohort_control::server::Hook> = if args.demo {
+        let tenants = demo::prepare(&config.data_dir, args.demo_tenants.max(1))?;
+        let data_dir = config.data_dir.clone();
+        Some(Box::new(move |state| Box::pin(demo::drive(state, tenants, data_dir))))
+    } else {
+        None
+    };
+    cohort_control::server::run(config, hook)?;
+    Ok(())
 }
 
 async fn load(model: &Path, segment: &Path) -> anyhow::Result<(Catalog, Segment)> {

@@ -12,7 +12,8 @@ use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderO
 #[allow(deprecated)] // Still the object-store reader DataFusion 55 itself uses for footers.
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::json::did_you_mean;
@@ -111,8 +112,10 @@ impl Catalog {
     /// Lists every source, reads its schema and checks it against the model. Reads
     /// metadata only (Parquet footers, the first line of each CSV file), never rows.
     pub async fn load(model: Model, ctx: &SessionContext) -> Result<Catalog> {
-        let loaded: Vec<LoadedObject> = futures::stream::iter(model.objects.iter().enumerate())
-            .map(|(i, def)| load_object(&model, i, def, ctx))
+        // Boxed futures: their type is then provably `Send`, so callers can spawn a load.
+        let loads: Vec<BoxFuture<'_, Result<LoadedObject>>> =
+            model.objects.iter().enumerate().map(|(i, def)| load_object(&model, i, def, ctx).boxed()).collect();
+        let loaded: Vec<LoadedObject> = futures::stream::iter(loads)
             .buffered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -273,8 +276,10 @@ async fn parquet_schema(
     store: &Arc<dyn ObjectStore>,
     files: &[ObjectMeta],
 ) -> std::result::Result<(SchemaRef, Option<u64>), String> {
-    let metas: Vec<(String, ArrowReaderMetadata)> = futures::stream::iter(files.iter())
-        .map(|f| async move {
+    let reads: Vec<BoxFuture<'_, std::result::Result<(String, ArrowReaderMetadata), String>>> = files
+        .iter()
+        .map(|f| {
+            async move {
             #[allow(deprecated)]
             let mut reader = ParquetObjectReader::new(Arc::clone(store), f.location.clone()).with_file_size(f.size);
             let options = ArrowReaderOptions::new();
@@ -282,7 +287,11 @@ async fn parquet_schema(
                 .await
                 .map(|m| (f.location.to_string(), m))
                 .map_err(|e| format!("{}: not a readable Parquet file: {e}", f.location))
+            }
+            .boxed()
         })
+        .collect();
+    let metas: Vec<(String, ArrowReaderMetadata)> = futures::stream::iter(reads)
         .buffered(LOAD_CONCURRENCY)
         .try_collect()
         .await?;
@@ -317,11 +326,17 @@ async fn csv_schema(
     store: &Arc<dyn ObjectStore>,
     files: &[ObjectMeta],
 ) -> std::result::Result<SchemaRef, String> {
-    let headers: Vec<(String, Vec<String>)> = futures::stream::iter(files.iter())
-        .map(|f| async move {
-            let header = read_csv_header(store, f).await?;
-            Ok::<_, String>((f.location.to_string(), header))
+    let reads: Vec<BoxFuture<'_, std::result::Result<(String, Vec<String>), String>>> = files
+        .iter()
+        .map(|f| {
+            async move {
+                let header = read_csv_header(store, f).await?;
+                Ok::<_, String>((f.location.to_string(), header))
+            }
+            .boxed()
         })
+        .collect();
+    let headers: Vec<(String, Vec<String>)> = futures::stream::iter(reads)
         .buffered(LOAD_CONCURRENCY)
         .try_collect()
         .await?;

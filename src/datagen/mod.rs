@@ -13,7 +13,7 @@
 //! `model.json` is written last: when it exists, the tenant is complete.
 
 mod b2b;
-mod random;
+pub(crate) mod random;
 mod retail;
 mod wide;
 mod writer;

@@ -1,3 +1,7 @@
 //! End-to-end tests of the `cohort` binary (one test binary for the root package).
 
+mod bad_input;
 mod cli;
+mod crash;
+mod server;
+mod service;

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Service benchmark: JOBS small segment jobs pushed through a running `cohort serve`, first on
+# SQLite, then on PostgreSQL, same machine, same run. Prints jobs per second end to end
+# (first submission to last job final) and submission latency p50/p99, and writes the table
+# to bench/results/service.md.
+#
+#     bench/service.sh                     # 10,000 jobs over 4 small retail tenants
+#     JOBS=2000 bench/service.sh           # a quick check
+# Environment: JOBS (10000), TENANTS (4), SCALE (individuals per tenant, 100), WORKERS
+# (executor slots, default: cores), CONCURRENCY (submissions in flight, 32),
+# DATABASE_URL (PostgreSQL server to create a scratch database on,
+# postgres://postgres@127.0.0.1:5432/test; set it empty to skip PostgreSQL).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+JOBS="${JOBS:-10000}"
+TENANTS="${TENANTS:-4}"
+SCALE="${SCALE:-100}"
+WORKERS="${WORKERS:-$(nproc)}"
+CONCURRENCY="${CONCURRENCY:-32}"
+DATABASE_URL="${DATABASE_URL-postgres://postgres@127.0.0.1:5432/test}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+COHORT="$TARGET_DIR/release/cohort"
+BENCH="$TARGET_DIR/release/examples/service_bench"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-service-bench.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { printf '\n== %s\n' "$*" >&2; }
+
+say "building the release binary and the load generator"
+cargo build --release --bin cohort --example service_bench
+
+say "generating $TENANTS tenants of $SCALE individuals"
+for i in $(seq 1 "$TENANTS"); do
+    "$COHORT" datagen --profile retail --scale "$SCALE" --seed "$i" --out "$WORK/data/t$i" 2>/dev/null
+done
+
+ADMIN="bench-admin-token-$(date +%s)"
+ROWS=()
+run_one() {
+    local label="$1" url="$2" dir="$WORK/serve-$1"
+    mkdir -p "$dir"
+    COHORT_ADMIN_TOKEN="$ADMIN" COHORT_LOG=warn "$COHORT" serve --listen 127.0.0.1:0 --data-dir "$dir" \
+        --database-url "$url" --workers "$WORKERS" >"$dir/stdout" 2>"$dir/stderr" &
+    SERVER_PID=$!
+    local base=""
+    # The server prints its address once it listens.
+    while [ -z "$base" ]; do
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/stderr" >&2; exit 1; }
+        base="$(sed -n 's/^cohort listening on //p' "$dir/stdout")"
+        [ -n "$base" ] || sleep 0.1
+    done
+    say "$label: $JOBS jobs through $base"
+    ROWS+=("$("$BENCH" --base "$base" --admin "$ADMIN" --data "$WORK/data" --jobs "$JOBS" --concurrency "$CONCURRENCY" --label "$label")")
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=""
+}
+
+run_one sqlite "sqlite://$WORK/serve-sqlite/cohort.db"
+if [ -n "$DATABASE_URL" ]; then
+    DB="cohort_bench_$$"
+    psql "$DATABASE_URL" -qc "CREATE DATABASE $DB" >/dev/null
+    run_one postgres "${DATABASE_URL%/*}/$DB"
+    psql "$DATABASE_URL" -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null || true
+fi
+
+{
+    echo "# Service benchmark: jobs through \`cohort serve\`"
+    echo
+    echo "- run: $(date -u +%Y-%m-%dT%H:%M:%SZ), \`bench/service.sh\`, JOBS=$JOBS, TENANTS=$TENANTS (retail, $SCALE individuals each), WORKERS=$WORKERS, CONCURRENCY=$CONCURRENCY"
+    echo "- machine: $(uname -m), $(nproc) cores; load generator on the same machine"
+    echo "- end to end: first submission to the last job final (the service's own counts); latency: each POST .../runs"
+    echo
+    echo "| store | jobs | tenants | seconds | jobs/s | submit p50 ms | submit p99 ms | submitting s | succeeded | failed |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for row in "${ROWS[@]}"; do echo "$row"; done
+    echo
+    echo "Target: at least 1,000 jobs/s end to end on this 2-core machine."
+} | tee bench/results/service.md

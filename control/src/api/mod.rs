@@ -1,0 +1,1056 @@
+//! The HTTP API under `/v1`, described by the OpenAPI document at `/v1/openapi.json` (generated
+//! from these handlers by `utoipa`).
+//!
+//! Authorization: `Bearer <token>`. The admin token manages tenants and sees everything; a
+//! tenant token sees only its own tenant, and any other tenant's resources answer 404 (the
+//! same answer as a tenant that does not exist).
+
+mod error;
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cohort_executor::{Catalog, Model, Segment};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, parse_json};
+
+use crate::jobs::JobStatus;
+use crate::membership::MembershipFiles;
+use crate::pool::{Pool, Sizer, SizingInput};
+use crate::store::{JobRow, RunRow, SegmentRow, Store, Tenant};
+use crate::{new_id, now_micros, rfc3339, valid_id};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The executor pool.
+    pub pool: Arc<Pool>,
+    /// Membership files.
+    pub files: MembershipFiles,
+    /// Job sizing.
+    pub sizer: Arc<dyn Sizer>,
+    /// SHA-256 of the admin token.
+    pub admin_hash: [u8; 32],
+}
+
+/// The router: the API, health, metrics, the OpenAPI document and the dashboard.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let v1 = Router::new()
+        .route("/tenants", post(create_tenant).get(list_tenants))
+        .route("/tenants/{tenant}", get(get_tenant))
+        .route("/tenants/{tenant}/tokens", post(create_token))
+        .route("/tenants/{tenant}/model", get(get_model).put(put_model))
+        .route("/tenants/{tenant}/segments", get(list_segments))
+        .route("/tenants/{tenant}/segments/{segment}", get(get_segment).put(put_segment).delete(delete_segment))
+        .route("/tenants/{tenant}/segments/{segment}/runs", post(enqueue_run).get(list_runs))
+        .route("/tenants/{tenant}/segments/{segment}/members", get(get_members))
+        .route("/tenants/{tenant}/segments/{segment}/history", get(get_history))
+        .route("/tenants/{tenant}/segments/{segment}/history/{run}", get(get_history_record))
+        .route("/tenants/{tenant}/runs/{run}", get(get_run))
+        .route("/tenants/{tenant}/runs/{run}/cancel", post(cancel_run))
+        .route("/openapi.json", get(openapi_json));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource; the API is described at /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method; see /v1/openapi.json")
+}
+
+// ---- authorization
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token.
+    Admin,
+    /// A tenant's token.
+    Tenant(String),
+}
+
+/// The SHA-256 of a token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random token with a readable prefix.
+pub fn new_token(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("{prefix}{}", hex(&bytes))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string())
+        };
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be Bearer <token>"))?;
+        let hash = token_hash(token);
+        if bool::from(hash.ct_eq(&state.admin_hash)) {
+            return Ok(Caller::Admin);
+        }
+        match state.store.tenant_for_token(&hex(&hash)).await? {
+            Some(tenant) => Ok(Caller::Tenant(tenant)),
+            None => Err(unauthorized("the token is not valid")),
+        }
+    }
+}
+
+impl Caller {
+    fn admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this call needs the admin token")),
+        }
+    }
+
+    /// The tenant, if the caller may see it; otherwise 404, as for a tenant that does not exist.
+    async fn tenant(&self, store: &Store, id: &str) -> Result<Tenant, ApiError> {
+        let missing = || ApiError::not_found(format!("no tenant {id:?}"));
+        if let Caller::Tenant(own) = self {
+            if own != id {
+                return Err(missing());
+            }
+        }
+        store.tenant(id).await?.ok_or_else(missing)
+    }
+}
+
+// ---- types
+
+/// A new tenant.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 1–64 of `A-Z a-z 0-9 _ -`.
+    pub id: String,
+    /// The region its jobs run in.
+    pub region: String,
+    /// The folder its model reads from (must exist). Sources outside it are refused.
+    pub data_root: String,
+    /// Jobs that may run at once (default 4).
+    pub max_concurrent_jobs: Option<i64>,
+    /// Memory its running jobs may hold at once, in bytes (default: no quota beyond the pool).
+    pub memory_quota_bytes: Option<i64>,
+    /// Jobs it may start per minute (default 600).
+    pub jobs_per_minute: Option<i64>,
+    /// Its weight in the fair share (default 1).
+    pub share: Option<f64>,
+}
+
+/// A created tenant and its first token (shown once).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantCreated {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its API token. Only its hash is stored: keep it.
+    pub token: String,
+}
+
+/// A new token (shown once).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    /// The token. Only its hash is stored: keep it.
+    pub token: String,
+}
+
+/// A page of tenants.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantPage {
+    /// The tenants, by id.
+    pub items: Vec<Tenant>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// A stored model.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelView {
+    /// Increases by one at each replacement.
+    pub version: i64,
+    /// Objects.
+    pub objects: i64,
+    /// Relationships.
+    pub relationships: i64,
+    /// Bytes of all sources when it was stored.
+    pub source_bytes: i64,
+    /// When it was stored.
+    pub updated_at: String,
+    /// The model as sent (only on GET).
+    #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub definition: Value,
+}
+
+/// A segment to create or replace.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSegment {
+    /// The segment (`root`, `filter`, optional `name` equal to the segment id).
+    #[schema(value_type = Object)]
+    pub definition: Value,
+    /// A cron expression with seconds (`0 0 * * * *`), or absent.
+    pub schedule: Option<String>,
+    /// The time zone the schedule is read in (default `UTC`).
+    pub timezone: Option<String>,
+    /// `skip` (default), `buffer_one` or `allow`.
+    pub overlap: Option<String>,
+}
+
+/// A segment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SegmentView {
+    /// The segment's id.
+    pub id: String,
+    /// The definition.
+    #[schema(value_type = Object)]
+    pub definition: Value,
+    /// The schedule, if any.
+    pub schedule: Option<String>,
+    /// Its time zone.
+    pub timezone: String,
+    /// The overlap policy.
+    pub overlap: String,
+    /// The run whose members are the latest (absent before the first).
+    pub latest_run_id: Option<String>,
+    /// Members of the latest run.
+    pub members: i64,
+    /// Created.
+    pub created_at: String,
+    /// Last changed.
+    pub updated_at: String,
+}
+
+/// A page of segments.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SegmentPage {
+    /// The segments, by id.
+    pub items: Vec<SegmentView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// A run to enqueue.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRun {
+    /// The instant to evaluate for (RFC 3339); default now.
+    pub as_of: Option<String>,
+}
+
+/// A job: one run of a segment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// The job's id; also the run id its membership commits under.
+    pub id: String,
+    /// The segment.
+    pub segment_id: String,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// The submitter's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// `api`, `schedule` or `demo`.
+    pub trigger: String,
+    /// The instant the segment is evaluated for.
+    pub as_of: String,
+    /// Memory granted, in bytes.
+    pub grant_bytes: i64,
+    /// Attempts started.
+    pub attempts: i64,
+    /// The failure class, if failed.
+    pub error_class: Option<String>,
+    /// The failure, if failed.
+    pub error_message: Option<String>,
+    /// Members found, once succeeded.
+    pub members: Option<i64>,
+    /// Keys added since the previous run.
+    pub added: Option<i64>,
+    /// Keys removed since the previous run.
+    pub removed: Option<i64>,
+    /// Submitted.
+    pub created_at: String,
+    /// Last transition.
+    pub updated_at: String,
+    /// Last attempt started.
+    pub started_at: Option<String>,
+    /// Reached a final state.
+    pub finished_at: Option<String>,
+    /// Its transitions, oldest first (only on GET of one job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<Transition>,
+}
+
+/// One committed transition.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Transition {
+    /// When.
+    pub at: String,
+    /// From (empty at submission).
+    pub from: String,
+    /// To.
+    pub to: String,
+    /// Why.
+    pub detail: String,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    /// Newest first.
+    pub items: Vec<JobView>,
+    /// Pass as `before` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// A page of a segment's latest members.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MembersPage {
+    /// The run they come from (absent before the first run).
+    pub run_id: Option<String>,
+    /// `string` or `int`.
+    pub key_type: Option<String>,
+    /// Members in all.
+    pub total: i64,
+    /// The first member's position.
+    pub offset: i64,
+    /// Keys, sorted by the bytes of their text form (numbers for `int` keys).
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+}
+
+/// One committed run in a segment's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryRecord {
+    /// The run (job) id.
+    pub run_id: String,
+    /// The run it replaced (absent for the first).
+    pub previous_run_id: Option<String>,
+    /// Members after it.
+    pub members: i64,
+    /// Keys it added.
+    pub added: i64,
+    /// Keys it removed.
+    pub removed: i64,
+    /// `string` or `int`.
+    pub key_type: String,
+    /// When it was committed.
+    pub committed_at: String,
+}
+
+/// A page of history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub items: Vec<HistoryRecord>,
+    /// Pass as `before` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// One key's change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyChange {
+    /// The key (a number for `int` keys).
+    #[schema(value_type = Object)]
+    pub key: Value,
+    /// `added` or `removed`.
+    pub change: String,
+}
+
+/// A history record with a page of its changes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryDetail {
+    /// The record.
+    pub run: HistoryRecord,
+    /// Changes in all.
+    pub total: i64,
+    /// The first change's position.
+    pub offset: i64,
+    /// Added keys first, then removed ones.
+    pub changes: Vec<KeyChange>,
+}
+
+/// Paging by key.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AfterPage {
+    /// Start after this id.
+    pub after: Option<String>,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// Paging newest first.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BeforePage {
+    /// Start before this id.
+    pub before: Option<String>,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// Paging by position.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetPage {
+    /// Skip this many (default 0).
+    pub offset: Option<i64>,
+    /// At most this many (1–10000, default 1000).
+    pub limit: Option<i64>,
+}
+
+/// Waiting for a job.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds (at most 60) for the job to reach a final state.
+    pub wait_seconds: Option<u64>,
+}
+
+fn limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match requested {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request("invalid_query", format!("limit {n} is out of range 1..={max}"))),
+    }
+}
+
+fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{kind} id {id:?} must be 1 to 64 of A-Z a-z 0-9 _ - (not starting with -)"),
+        ))
+    }
+}
+
+// ---- tenants
+
+/// Creates a tenant and its first token.
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+    responses((status = 201, body = TenantCreated), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_tenant(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJson<CreateTenant>) -> Result<Response, ApiError> {
+    caller.admin()?;
+    check_id("tenant", &body.id)?;
+    if body.region.trim().is_empty() || body.region.len() > 64 {
+        return Err(ApiError::bad_request("invalid_body", "region must be 1 to 64 characters"));
+    }
+    let root = FsPath::new(&body.data_root);
+    if !root.is_absolute() || !root.is_dir() {
+        return Err(ApiError::bad_request(
+            "invalid_data_root",
+            format!("data_root {:?} must be an absolute path to an existing folder", body.data_root),
+        ));
+    }
+    let positive = |name: &str, v: Option<i64>, default: i64| match v {
+        None => Ok(default),
+        Some(n) if n > 0 => Ok(n),
+        Some(n) => Err(ApiError::bad_request("invalid_body", format!("{name} must be positive, not {n}"))),
+    };
+    let share = body.share.unwrap_or(1.0);
+    if !(share.is_finite() && share > 0.0) {
+        return Err(ApiError::bad_request("invalid_body", "share must be a positive number"));
+    }
+    let tenant = Tenant {
+        id: body.id,
+        region: body.region,
+        data_root: body.data_root,
+        max_concurrent_jobs: positive("max_concurrent_jobs", body.max_concurrent_jobs, 4)?,
+        memory_quota_bytes: positive("memory_quota_bytes", body.memory_quota_bytes, i64::MAX)?,
+        jobs_per_minute: positive("jobs_per_minute", body.jobs_per_minute, 600)?,
+        share,
+        created_at: rfc3339(now_micros()),
+    };
+    let token = new_token("ct_");
+    s.store.create_tenant(&tenant, &hex(&token_hash(&token))).await?;
+    tracing::info!(tenant = %tenant.id, region = %tenant.region, "tenant created");
+    Ok((StatusCode::CREATED, Json(TenantCreated { tenant, token })).into_response())
+}
+
+/// Lists tenants (a tenant token sees only its own).
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(AfterPage),
+    responses((status = 200, body = TenantPage)), security(("bearer" = [])))]
+async fn list_tenants(State(s): State<AppState>, caller: Caller, ApiQuery(page): ApiQuery<AfterPage>) -> Result<Json<TenantPage>, ApiError> {
+    let limit = limit(page.limit, 100, 1000)?;
+    let items = match &caller {
+        Caller::Admin => s.store.tenants(page.after.as_deref().unwrap_or(""), limit).await?,
+        Caller::Tenant(own) => {
+            let after = page.after.as_deref().unwrap_or("");
+            s.store.tenant(own).await?.into_iter().filter(|t| t.id.as_str() > after).collect()
+        }
+    };
+    let next = (items.len() as i64 == limit).then(|| items.last().map(|t| t.id.clone())).flatten();
+    Ok(Json(TenantPage { items, next }))
+}
+
+/// One tenant.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_tenant(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(caller.tenant(&s.store, &tenant).await?))
+}
+
+/// Adds a token to a tenant (the old ones stay valid).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 201, body = TokenCreated), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_token(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Response, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let token = new_token("ct_");
+    s.store.add_token(&tenant.id, &hex(&token_hash(&token))).await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { token })).into_response())
+}
+
+// ---- models
+
+/// Loads and checks a model against the tenant's data: confined to its data root, every source
+/// found and its schema agreeing with the model.
+pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog, ApiError> {
+    let root = FsPath::new(&tenant.data_root);
+    let model = Model::from_value(definition, root)?;
+    model.confined_to(root)?;
+    Ok(Catalog::load(model, &SessionContext::new()).await?)
+}
+
+/// Replaces the tenant's data model, after checking it against the sources.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/model", tag = "models", params(("tenant" = String, Path)),
+    request_body(content = Object, description = "The data model (segments.md)"),
+    responses((status = 200, body = ModelView), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_model(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>, ApiJson(definition): ApiJson<Value>) -> Result<Json<ModelView>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let catalog = check_model(&tenant, &definition).await?;
+    let objects = catalog.objects.len() as i64;
+    let relationships = catalog.model.relationships.len() as i64;
+    let source_bytes = catalog.objects.iter().map(|o| o.bytes).sum::<u64>().min(i64::MAX as u64) as i64;
+    let text = definition.to_string();
+    let version = s.store.put_model(&tenant.id, &text, objects, relationships, source_bytes).await?;
+    Ok(Json(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null }))
+}
+
+/// The tenant's data model.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/model", tag = "models", params(("tenant" = String, Path)),
+    responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_model(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Json<ModelView>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let row = s.store.model(&tenant.id).await?.ok_or_else(|| ApiError::not_found("the tenant has no model yet"))?;
+    Ok(Json(ModelView {
+        version: row.version,
+        objects: row.objects,
+        relationships: row.relationships,
+        source_bytes: row.source_bytes,
+        updated_at: rfc3339(row.updated_at),
+        definition: serde_json::from_str(&row.definition).map_err(ApiError::internal)?,
+    }))
+}
+
+// ---- segments
+
+fn segment_view(row: SegmentRow) -> Result<SegmentView, ApiError> {
+    Ok(SegmentView {
+        id: row.id,
+        definition: serde_json::from_str(&row.definition).map_err(ApiError::internal)?,
+        schedule: row.schedule,
+        timezone: row.timezone,
+        overlap: row.overlap,
+        latest_run_id: Some(row.latest_run_id).filter(|r| !r.is_empty()),
+        members: row.members,
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    })
+}
+
+/// Creates or replaces a segment, after checking it against the tenant's model.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/segments/{segment}", tag = "segments",
+    params(("tenant" = String, Path), ("segment" = String, Path)), request_body = PutSegment,
+    responses((status = 200, body = SegmentView), (status = 201, body = SegmentView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_segment(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PutSegment>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    check_id("segment", &segment)?;
+    if let Some(name) = body.definition.get("name") {
+        if name.as_str() != Some(segment.as_str()) {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_segment", format!(
+                "invalid segment: name: {name} differs from the segment id {segment:?} in the path (leave it out or make them equal)"
+            ))
+            .with_details(json!({"place": "name"})));
+        }
+    }
+    let overlap = body.overlap.unwrap_or_else(|| "skip".into());
+    if !matches!(overlap.as_str(), "skip" | "buffer_one" | "allow") {
+        return Err(ApiError::bad_request("invalid_body", format!("overlap {overlap:?}: expected skip, buffer_one or allow")));
+    }
+    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
+    if timezone != "UTC" {
+        return Err(ApiError::bad_request("invalid_body", format!("timezone {timezone:?}: only UTC is supported so far")));
+    }
+    if let Some(schedule) = &body.schedule {
+        if schedule.split_whitespace().count() < 6 {
+            return Err(ApiError::bad_request(
+                "invalid_schedule",
+                format!("schedule {schedule:?}: expected a cron expression with seconds, like \"0 0 * * * *\""),
+            ));
+        }
+    }
+    let model = s.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model: PUT its model first"))?;
+    let model_value: Value = serde_json::from_str(&model.definition).map_err(ApiError::internal)?;
+    let catalog = check_model(&tenant, &model_value).await?;
+    Segment::from_value(&body.definition, &catalog)?;
+    let row = SegmentRow {
+        tenant_id: tenant.id.clone(),
+        id: segment.clone(),
+        definition: body.definition.to_string(),
+        schedule: body.schedule,
+        timezone,
+        overlap,
+        latest_run_id: String::new(),
+        members: 0,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let created = s.store.put_segment(&row).await?;
+    let stored = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::internal("segment vanished"))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(segment_view(stored)?)).into_response())
+}
+
+/// One segment.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}", tag = "segments",
+    params(("tenant" = String, Path), ("segment" = String, Path)),
+    responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_segment(State(s): State<AppState>, caller: Caller, ApiPath((tenant, segment)): ApiPath<(String, String)>) -> Result<Json<SegmentView>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let row = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::not_found(format!("no segment {segment:?}")))?;
+    Ok(Json(segment_view(row)?))
+}
+
+/// Deletes a segment (its jobs and history stay readable by run id).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/segments/{segment}", tag = "segments",
+    params(("tenant" = String, Path), ("segment" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn delete_segment(State(s): State<AppState>, caller: Caller, ApiPath((tenant, segment)): ApiPath<(String, String)>) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    if s.store.delete_segment(&tenant.id, &segment).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no segment {segment:?}")))
+    }
+}
+
+/// The tenant's segments.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments", tag = "segments", params(("tenant" = String, Path), AfterPage),
+    responses((status = 200, body = SegmentPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_segments(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>, ApiQuery(page): ApiQuery<AfterPage>) -> Result<Json<SegmentPage>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let limit = limit(page.limit, 100, 1000)?;
+    let rows = s.store.segments(&tenant.id, page.after.as_deref().unwrap_or(""), limit).await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.clone())).flatten();
+    let items = rows.into_iter().map(segment_view).collect::<Result<_, _>>()?;
+    Ok(Json(SegmentPage { items, next }))
+}
+
+// ---- runs (jobs)
+
+fn job_view(job: JobRow) -> JobView {
+    JobView {
+        id: job.id,
+        segment_id: job.segment_id,
+        status: job.status,
+        idempotency_key: job.idempotency_key,
+        trigger: job.trigger,
+        as_of: rfc3339(job.as_of),
+        grant_bytes: job.grant_bytes,
+        attempts: job.attempts,
+        error_class: job.error_class,
+        error_message: job.error_message,
+        members: job.members,
+        added: job.added,
+        removed: job.removed,
+        created_at: rfc3339(job.created_at),
+        updated_at: rfc3339(job.updated_at),
+        started_at: job.started_at.map(rfc3339),
+        finished_at: job.finished_at.map(rfc3339),
+        transitions: Vec::new(),
+    }
+}
+
+/// Enqueues a job for a segment.
+pub async fn submit(state: &AppState, tenant: &Tenant, segment: &str, as_of: i64, key: Option<String>, trigger: &str) -> Result<(JobRow, bool), ApiError> {
+    if state.store.segment(&tenant.id, segment).await?.is_none() {
+        return Err(ApiError::not_found(format!("no segment {segment:?}")));
+    }
+    let model = state.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model"))?;
+    let grant = state.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
+    let now = now_micros();
+    let job = JobRow {
+        id: new_id("run_"),
+        tenant_id: tenant.id.clone(),
+        segment_id: segment.to_string(),
+        status: JobStatus::Queued,
+        idempotency_key: key,
+        trigger: trigger.to_string(),
+        as_of,
+        grant_bytes: grant.memory_bytes.min(i64::MAX as u64) as i64,
+        attempts: 0,
+        error_class: None,
+        error_message: None,
+        members: None,
+        added: None,
+        removed: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+    };
+    let (job, created) = state.store.insert_job(&job).await?;
+    if created {
+        state.pool.announce(&job.id, JobStatus::Queued);
+        state.pool.wake();
+    }
+    Ok((job, created))
+}
+
+/// Enqueues a run of the segment. With an `Idempotency-Key` this tenant used before, answers
+/// the first job (200) instead of queuing another.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/segments/{segment}/runs", tag = "runs",
+    params(("tenant" = String, Path), ("segment" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Option<EnqueueRun>),
+    responses((status = 202, body = JobView), (status = 200, body = JobView, description = "the job first queued with this idempotency key"),
+        (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn enqueue_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let request: EnqueueRun = if body.iter().all(u8::is_ascii_whitespace) { EnqueueRun::default() } else { parse_json(&body)? };
+    let as_of = match &request.as_of {
+        None => now_micros(),
+        Some(text) => cohort_executor::parse_timestamp(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_body", format!("as_of {text:?} is not an RFC 3339 timestamp"))
+        })?,
+    };
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+            })?;
+            Some(k.to_string())
+        }
+    };
+    let (job, created) = submit(&s, &tenant, &segment, as_of, key, "api").await?;
+    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(job_view(job))).into_response())
+}
+
+/// The segment's jobs, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}/runs", tag = "runs",
+    params(("tenant" = String, Path), ("segment" = String, Path), BeforePage),
+    responses((status = 200, body = JobPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_runs(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment)): ApiPath<(String, String)>,
+    ApiQuery(page): ApiQuery<BeforePage>,
+) -> Result<Json<JobPage>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let limit = limit(page.limit, 100, 1000)?;
+    let rows = s.store.jobs_of_segment(&tenant.id, &segment, page.before.as_deref().unwrap_or(""), limit).await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.clone())).flatten();
+    Ok(Json(JobPage { items: rows.into_iter().map(job_view).collect(), next }))
+}
+
+/// One job, with its transitions. `wait_seconds` waits for a final state.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/runs/{run}", tag = "runs",
+    params(("tenant" = String, Path), ("run" = String, Path), WaitQuery),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, run)): ApiPath<(String, String)>,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
+) -> Result<Json<JobView>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let missing = || ApiError::not_found(format!("no run {run:?}"));
+    let wait = Duration::from_secs(wait.wait_seconds.unwrap_or(0).min(60));
+    let mut events = s.pool.subscribe();
+    let mut job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    while !job.status.is_final() && !wait.is_zero() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => break,
+            Ok(Ok(event)) if event.job_id != job.id || !event.status.is_final() => continue,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            Ok(_) => {}
+        }
+        job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
+    }
+    let transitions = s
+        .store
+        .job_events(&job.id)
+        .await?
+        .into_iter()
+        .map(|(at, from, to, detail)| Transition { at: rfc3339(at), from, to, detail })
+        .collect();
+    let mut view = job_view(job);
+    view.transitions = transitions;
+    Ok(Json(view))
+}
+
+/// Cancels a job that has not finished.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/runs/{run}/cancel", tag = "runs",
+    params(("tenant" = String, Path), ("run" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn cancel_run(State(s): State<AppState>, caller: Caller, ApiPath((tenant, run)): ApiPath<(String, String)>) -> Result<Json<JobView>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let missing = || ApiError::not_found(format!("no run {run:?}"));
+    let mut events = s.pool.subscribe();
+    let job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
+    if job.status.is_final() {
+        return Err(ApiError::conflict(format!("run {run:?} is already {}", job.status.as_str())));
+    }
+    for from in [JobStatus::Queued, JobStatus::Retrying] {
+        if s.store.transition(&job.id, from, JobStatus::Cancelled, "cancelled by request", None).await? {
+            s.pool.announce(&job.id, JobStatus::Cancelled);
+        }
+    }
+    if s.pool.cancel(&job.id) {
+        // Running here: wait (briefly) for the worker to record the cancellation.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if event.job_id == job.id && event.status.is_final() {
+                break;
+            }
+        }
+    }
+    let job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
+    Ok(Json(job_view(job)))
+}
+
+// ---- members and history
+
+fn key_value(key: String, key_type: &str) -> Value {
+    if key_type == "int" {
+        if let Ok(n) = key.parse::<i64>() {
+            return Value::from(n);
+        }
+    }
+    Value::String(key)
+}
+
+fn history_record(row: RunRow) -> HistoryRecord {
+    HistoryRecord {
+        run_id: row.run_id,
+        previous_run_id: Some(row.previous_run_id).filter(|r| !r.is_empty()),
+        members: row.members,
+        added: row.added,
+        removed: row.removed,
+        key_type: row.key_type,
+        committed_at: rfc3339(row.committed_at),
+    }
+}
+
+/// The segment's latest members, paged.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}/members", tag = "members",
+    params(("tenant" = String, Path), ("segment" = String, Path), OffsetPage),
+    responses((status = 200, body = MembersPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_members(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment)): ApiPath<(String, String)>,
+    ApiQuery(page): ApiQuery<OffsetPage>,
+) -> Result<Json<MembersPage>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let limit = limit(page.limit, 1000, 10_000)?;
+    let offset = page.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request("invalid_query", "offset must not be negative"));
+    }
+    let row = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::not_found(format!("no segment {segment:?}")))?;
+    if row.latest_run_id.is_empty() {
+        return Ok(Json(MembersPage { run_id: None, key_type: None, total: 0, offset, items: Vec::new() }));
+    }
+    let run = s.store.run(&tenant.id, &row.latest_run_id).await?.ok_or_else(|| ApiError::internal("latest run without a history record"))?;
+    let files = s.files.clone();
+    let (t, seg, r) = (tenant.id.clone(), segment.clone(), row.latest_run_id.clone());
+    let members = tokio::task::spawn_blocking(move || files.read_members(&t, &seg, &r))
+        .await
+        .map_err(ApiError::internal)??;
+    let total = members.len() as i64;
+    let items = members.into_iter().skip(offset as usize).take(limit as usize).map(|k| key_value(k, &run.key_type)).collect();
+    Ok(Json(MembersPage { run_id: Some(row.latest_run_id), key_type: Some(run.key_type), total, offset, items }))
+}
+
+/// The segment's membership history, newest first.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}/history", tag = "members",
+    params(("tenant" = String, Path), ("segment" = String, Path), BeforePage),
+    responses((status = 200, body = HistoryPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_history(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment)): ApiPath<(String, String)>,
+    ApiQuery(page): ApiQuery<BeforePage>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let limit = limit(page.limit, 100, 1000)?;
+    let rows = s.store.runs(&tenant.id, &segment, page.before.as_deref().unwrap_or(""), limit).await?;
+    if rows.is_empty() && s.store.segment(&tenant.id, &segment).await?.is_none() {
+        return Err(ApiError::not_found(format!("no segment {segment:?}")));
+    }
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.run_id.clone())).flatten();
+    Ok(Json(HistoryPage { items: rows.into_iter().map(history_record).collect(), next }))
+}
+
+/// One run's record and the keys it added and removed, paged.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}/history/{run}", tag = "members",
+    params(("tenant" = String, Path), ("segment" = String, Path), ("run" = String, Path), OffsetPage),
+    responses((status = 200, body = HistoryDetail), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_history_record(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, segment, run)): ApiPath<(String, String, String)>,
+    ApiQuery(page): ApiQuery<OffsetPage>,
+) -> Result<Json<HistoryDetail>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let limit = limit(page.limit, 1000, 10_000)?;
+    let offset = page.offset.unwrap_or(0).max(0);
+    let row = s
+        .store
+        .run(&tenant.id, &run)
+        .await?
+        .filter(|r| r.segment_id == segment)
+        .ok_or_else(|| ApiError::not_found(format!("no run {run:?} in the history of {segment:?}")))?;
+    let files = s.files.clone();
+    let (t, seg, r) = (tenant.id.clone(), segment.clone(), run.clone());
+    let changes = tokio::task::spawn_blocking(move || files.read_changes(&t, &seg, &r)).await.map_err(ApiError::internal)??;
+    let total = changes.len() as i64;
+    let changes = changes
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(|(key, change)| KeyChange { key: key_value(key, &row.key_type), change })
+        .collect();
+    Ok(Json(HistoryDetail { run: history_record(row), total, offset, changes }))
+}
+
+// ---- service endpoints
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "store": s.store.backend()})).into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("the store does not answer: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let counts = s.store.job_counts().await?;
+    let (used_slots, used_bytes) = s.pool.usage();
+    let (slots, budget) = s.pool.capacity();
+    let mut out = String::new();
+    out.push_str("# HELP cohort_jobs Jobs in the store by status.\n# TYPE cohort_jobs gauge\n");
+    for status in JobStatus::ALL {
+        let n = counts.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
+        out.push_str(&format!("cohort_jobs{{status=\"{}\"}} {n}\n", status.as_str()));
+    }
+    out.push_str(&format!(
+        "# HELP cohort_pool_slots Executor worker slots.\n# TYPE cohort_pool_slots gauge\ncohort_pool_slots {slots}\n\
+         # HELP cohort_pool_slots_used Slots running a job.\n# TYPE cohort_pool_slots_used gauge\ncohort_pool_slots_used {used_slots}\n\
+         # HELP cohort_pool_memory_budget_bytes Memory the pool may grant.\n# TYPE cohort_pool_memory_budget_bytes gauge\ncohort_pool_memory_budget_bytes {budget}\n\
+         # HELP cohort_pool_memory_granted_bytes Memory granted to running jobs.\n# TYPE cohort_pool_memory_granted_bytes gauge\ncohort_pool_memory_granted_bytes {used_bytes}\n"
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The OpenAPI document of the API.
+#[derive(OpenApi, Debug)]
+#[openapi(
+    info(title = "Cohort", description = "The Cohort control plane: tenants, data models, segments, runs and memberships."),
+    paths(
+        create_tenant, list_tenants, get_tenant, create_token, put_model, get_model, put_segment, get_segment,
+        delete_segment, list_segments, enqueue_run, list_runs, get_run, cancel_run, get_members, get_history,
+        get_history_record
+    ),
+    components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TenantPage, ModelView, PutSegment,
+        SegmentView, SegmentPage, EnqueueRun, JobView, Transition, JobPage, MembersPage, HistoryRecord, HistoryPage,
+        KeyChange, HistoryDetail, JobStatus, CreateTenant)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;

@@ -1,0 +1,216 @@
+//! Configuration: defaults that work on one machine with no file, a TOML file over them,
+//! `COHORT_*` environment variables over the file, and command-line flags over everything
+//! (the binary applies those).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Everything `cohort serve` can be told. Sizes accept `512MiB`-style text or byte counts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address to listen on (`COHORT_LISTEN`). Port 0 picks a free port.
+    pub listen: String,
+    /// Where the SQLite store and the memberships live (`COHORT_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…` (`COHORT_DATABASE_URL`); default: a SQLite file
+    /// `cohort.db` in the data folder.
+    pub database_url: Option<String>,
+    /// The admin token (`COHORT_ADMIN_TOKEN`); default: one is made on first start and kept in
+    /// `<data_dir>/admin-token` (mode 0600).
+    pub admin_token: Option<String>,
+    /// Executor worker slots (`COHORT_WORKERS`); default: the number of cores.
+    pub workers: usize,
+    /// Memory the running jobs may be granted in all (`COHORT_MEMORY_BUDGET`); default: half
+    /// the machine's memory.
+    #[serde(deserialize_with = "de_bytes")]
+    pub memory_budget: u64,
+    /// The smallest grant a job gets (`COHORT_MIN_GRANT`).
+    #[serde(deserialize_with = "de_bytes")]
+    pub min_grant: u64,
+    /// Grant per byte of the tenant's sources, before the estimator learns better
+    /// (`COHORT_GRANT_PER_SOURCE_BYTE`).
+    pub grant_per_source_byte: f64,
+    /// Request bodies larger than this are refused with 413 (`COHORT_MAX_BODY`).
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_body: u64,
+    /// On SIGTERM/SIGINT, how long running jobs may finish before they are queued again
+    /// (`COHORT_SHUTDOWN_GRACE_SECONDS`).
+    pub shutdown_grace_seconds: u64,
+    /// Connections to the store (`COHORT_DB_CONNECTIONS`).
+    pub db_connections: u32,
+    /// How often the pool looks at the store for work even when nothing signalled it
+    /// (`COHORT_POLL_MS`): a backstop for jobs queued by another process.
+    pub poll_ms: u64,
+    /// `text` or `json` logs (`COHORT_LOG_FORMAT`).
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./cohort-data"),
+            database_url: None,
+            admin_token: None,
+            workers: cores,
+            memory_budget: machine_memory().map(|m| m / 2).unwrap_or(4 << 30),
+            min_grant: 64 << 20,
+            grant_per_source_byte: 4.0,
+            max_body: 16 << 20,
+            shutdown_grace_seconds: 30,
+            db_connections: 8,
+            poll_ms: 1000,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, then the TOML file (if any), then the `COHORT_*` variables of `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+            None => Config::default(),
+        };
+        for (name, value) in env {
+            config.set_from_env(&name, &value)?;
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn set_from_env(&mut self, name: &str, value: &str) -> Result<()> {
+        let bad = |what: &str| Error::Config(format!("{name}={value:?}: {what}"));
+        match name {
+            "COHORT_LISTEN" => self.listen = value.into(),
+            "COHORT_DATA_DIR" => self.data_dir = value.into(),
+            "COHORT_DATABASE_URL" => self.database_url = Some(value.into()),
+            "COHORT_ADMIN_TOKEN" => self.admin_token = Some(value.into()),
+            "COHORT_WORKERS" => self.workers = value.parse().map_err(|_| bad("expected a number of slots"))?,
+            "COHORT_MEMORY_BUDGET" => self.memory_budget = parse_bytes(value).map_err(|e| bad(&e))?,
+            "COHORT_MIN_GRANT" => self.min_grant = parse_bytes(value).map_err(|e| bad(&e))?,
+            "COHORT_GRANT_PER_SOURCE_BYTE" => self.grant_per_source_byte = value.parse().map_err(|_| bad("expected a number"))?,
+            "COHORT_MAX_BODY" => self.max_body = parse_bytes(value).map_err(|e| bad(&e))?,
+            "COHORT_SHUTDOWN_GRACE_SECONDS" => self.shutdown_grace_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_DB_CONNECTIONS" => self.db_connections = value.parse().map_err(|_| bad("expected a number"))?,
+            "COHORT_POLL_MS" => self.poll_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
+            "COHORT_LOG_FORMAT" => self.log_format = value.into(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses settings that cannot work, saying which.
+    pub fn check(&self) -> Result<()> {
+        if self.workers == 0 {
+            return Err(Error::Config("workers must be at least 1".into()));
+        }
+        if self.min_grant > self.memory_budget {
+            return Err(Error::Config(format!(
+                "min_grant ({}) is larger than memory_budget ({})",
+                self.min_grant, self.memory_budget
+            )));
+        }
+        if !(self.grant_per_source_byte.is_finite() && self.grant_per_source_byte >= 0.0) {
+            return Err(Error::Config("grant_per_source_byte must be a non-negative number".into()));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::Config(format!("log_format {:?}: expected text or json", self.log_format)));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config("admin_token must be at least 16 characters".into()));
+        }
+        Ok(())
+    }
+
+    /// The store's URL: the configured one, or the SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cohort.db").display()))
+    }
+}
+
+/// Parses a size such as `512MiB`, `2GiB`, `100MB`, `64k` or a plain byte count.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Total memory of the machine, from `/proc/meminfo`.
+fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cohort.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\nworkers = 3\nmemory_budget = \"2GiB\"\n").expect("write");
+        let env = vec![("COHORT_WORKERS".to_string(), "5".to_string()), ("PATH".to_string(), "/bin".to_string())];
+        let config = Config::load(Some(&file), env).expect("load");
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.workers, 5);
+        assert_eq!(config.memory_budget, 2 << 30);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cohort.toml");
+        std::fs::write(&file, "listn = \"x\"\n").expect("write");
+        let e = Config::load(Some(&file), Vec::new()).expect_err("unknown key");
+        assert!(e.to_string().contains("listn"), "{e}");
+        let e = Config::load(None, vec![("COHORT_WORKERS".into(), "many".into())]).expect_err("bad number");
+        assert!(e.to_string().contains("COHORT_WORKERS"), "{e}");
+        assert!(Config::load(None, Vec::new()).is_ok());
+    }
+}

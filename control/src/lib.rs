@@ -1,0 +1,79 @@
+//! `cohort-control`: the control plane of Cohort.
+//!
+//! It holds tenants, their data models and segments in a durable [`Store`] (SQLite or
+//! PostgreSQL), runs segment jobs on the embedded executor [`pool`], commits each run's
+//! membership atomically ([`membership`]), and serves all of it over HTTP ([`api`]).
+//!
+//! A job's life is `queued → admitted → running → succeeded | failed | cancelled`; every
+//! transition is committed (with its time) before it takes effect, so a crash loses no job:
+//! on start, [`server::serve`] queues again what was admitted or running.
+//!
+//! Invariants, stated as absences: no job state lives only in memory (the pool's bookkeeping
+//! is rebuilt from the store); no run's membership is committed twice (the `runs` table is
+//! keyed by run id); no tenant reads another tenant's anything (every query is keyed by the
+//! caller's tenant); no request body reaches a panic (bad input is a 4xx JSON error).
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod jobs;
+pub mod membership;
+pub mod pool;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use store::Store;
+
+/// Errors of the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A file of the service (memberships) could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// Something asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something to be created exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// A bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The control plane's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Microseconds since the epoch as RFC 3339 (UTC, microsecond precision).
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// A new time-ordered id: a prefix, the time in microseconds (hex, fixed width) and random bits.
+pub fn new_id(prefix: &str) -> String {
+    let random: u32 = rand::random();
+    format!("{prefix}{:014x}{random:08x}", now_micros().max(0))
+}
+
+/// Whether `id` may name a tenant or a segment: 1 to 64 of `A-Z a-z 0-9 _ -`, not starting
+/// with `-`. Ids become folder names, so nothing else is allowed.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,129 @@
+//! `cohort serve`: the store, the executor pool and the HTTP API in one process.
+//!
+//! Start: open the store (migrations applied), queue again whatever a previous process left
+//! admitted or running, start the pool's dispatcher, then listen. Stop (SIGTERM or SIGINT):
+//! stop accepting requests, stop admitting, give running jobs the grace period, queue the rest
+//! again, close the store.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, AppState, new_token, token_hash};
+use crate::membership::MembershipFiles;
+use crate::pool::{Pool, SizeRule};
+use crate::{Config, Error, Result, Store};
+
+/// Work to start once the service is up (the demo uses it).
+pub type Hook = Box<dyn FnOnce(AppState) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Runs the service until SIGTERM or SIGINT. Builds its own runtimes: one for the API and the
+/// store, one for segment execution.
+pub fn run(config: Config, hook: Option<Hook>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("cohort-api")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
+    let executor = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.clamp(1, 64))
+        .thread_name("cohort-exec")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the executor runtime: {e}")))?;
+    let result = runtime.block_on(serve(config, executor.handle().clone(), hook));
+    executor.shutdown_timeout(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// The admin token: configured, or kept in `<data_dir>/admin-token` (made on first start).
+fn admin_token(config: &Config) -> Result<String> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if token.len() >= 16 {
+            return Ok(token);
+        }
+    }
+    let token = new_token("ca_");
+    write_private(&path, &token).map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+    eprintln!("cohort: a new admin token was written to {}", path.display());
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Hook>) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
+    let admin = admin_token(&config)?;
+    let store = Store::connect(&config.database_url(), config.db_connections).await?;
+    let requeued = store.requeue_unfinished("recovered at start: the previous process stopped while it ran").await?;
+    if requeued > 0 {
+        tracing::info!(jobs = requeued, "recovered unfinished jobs; they run again");
+    }
+    let files = MembershipFiles::new(config.data_dir.join("members"));
+    let pool = Pool::new(
+        store.clone(),
+        files.clone(),
+        config.workers,
+        config.memory_budget,
+        executor,
+        Duration::from_millis(config.poll_ms.max(10)),
+    );
+    let sizer = Arc::new(SizeRule {
+        min_bytes: config.min_grant,
+        per_source_byte: config.grant_per_source_byte,
+        max_bytes: config.memory_budget,
+    });
+    let state = AppState { store: store.clone(), pool: Arc::clone(&pool), files, sizer, admin_hash: token_hash(&admin) };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
+    let dispatcher = tokio::spawn(Arc::clone(&pool).dispatch());
+    let app = api::router(state.clone(), usize::try_from(config.max_body).unwrap_or(usize::MAX));
+    tracing::info!(%address, store = ?store.backend(), workers = config.workers, memory_budget = config.memory_budget, "cohort is serving");
+    // The line tests and scripts wait for.
+    println!("cohort listening on http://{address}");
+    let _ = std::io::stdout().flush();
+    if let Some(hook) = hook {
+        tokio::spawn(hook(state.clone()));
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal())
+        .await
+        .map_err(|e| Error::Internal(format!("server: {e}")))?;
+    tracing::info!(grace_seconds = config.shutdown_grace_seconds, "stopping: no new jobs; running jobs get the grace period");
+    pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
+    dispatcher.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the service still runs; it stops when killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

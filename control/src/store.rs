@@ -1,0 +1,996 @@
+//! The durable store: one set of queries over SQLite or PostgreSQL through sqlx's `Any` driver.
+//!
+//! Every query here is portable SQL with `$n` parameters (both databases read them). Times are
+//! microseconds since the Unix epoch. Each job transition is one transaction that checks the
+//! status it leaves (compare-and-set) and records the transition in `job_events`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::jobs::JobStatus;
+use crate::{Error, Result, now_micros};
+
+/// The migrations, in order; each runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Which database the store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The store: a connection pool and what it is connected to.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Tenant {
+    /// The tenant's id.
+    pub id: String,
+    /// The region the tenant's jobs run in.
+    pub region: String,
+    /// The folder the tenant's model reads from; sources outside it are refused.
+    pub data_root: String,
+    /// Jobs of this tenant that may run at once.
+    pub max_concurrent_jobs: i64,
+    /// Memory the tenant's running jobs may hold at once, in bytes.
+    pub memory_quota_bytes: i64,
+    /// Jobs the tenant may start per minute.
+    pub jobs_per_minute: i64,
+    /// The tenant's weight in the fair share of the pool.
+    pub share: f64,
+    /// When the tenant was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A tenant's model as stored.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    /// Increases by one at each replacement.
+    pub version: i64,
+    /// The model's JSON text.
+    pub definition: String,
+    /// Objects in the model.
+    pub objects: i64,
+    /// Relationships in the model.
+    pub relationships: i64,
+    /// Bytes of all sources when the model was stored.
+    pub source_bytes: i64,
+    /// When it was stored (microseconds).
+    pub updated_at: i64,
+}
+
+/// A segment as stored.
+#[derive(Debug, Clone)]
+pub struct SegmentRow {
+    /// The tenant it belongs to.
+    pub tenant_id: String,
+    /// The segment's id (its name).
+    pub id: String,
+    /// The segment's JSON text.
+    pub definition: String,
+    /// A cron expression (with seconds), if scheduled.
+    pub schedule: Option<String>,
+    /// The time zone the schedule is read in.
+    pub timezone: String,
+    /// What a due run does while the previous one still runs.
+    pub overlap: String,
+    /// The run whose members are the latest ('' before the first).
+    pub latest_run_id: String,
+    /// How many members the latest run found.
+    pub members: i64,
+    /// Created (microseconds).
+    pub created_at: i64,
+    /// Last changed (microseconds).
+    pub updated_at: i64,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// The job's id, also its run id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The segment it runs.
+    pub segment_id: String,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// The submitter's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// `api`, `schedule` or `demo`.
+    pub trigger: String,
+    /// The instant the segment is evaluated for (microseconds).
+    pub as_of: i64,
+    /// Memory granted to the job, in bytes.
+    pub grant_bytes: i64,
+    /// Attempts started.
+    pub attempts: i64,
+    /// Why it failed, as a class.
+    pub error_class: Option<String>,
+    /// Why it failed, in words.
+    pub error_message: Option<String>,
+    /// Members found, once succeeded.
+    pub members: Option<i64>,
+    /// Keys added since the previous run, once succeeded.
+    pub added: Option<i64>,
+    /// Keys removed since the previous run, once succeeded.
+    pub removed: Option<i64>,
+    /// Submitted (microseconds).
+    pub created_at: i64,
+    /// Last transition (microseconds).
+    pub updated_at: i64,
+    /// Last attempt started (microseconds).
+    pub started_at: Option<i64>,
+    /// Reached a final state (microseconds).
+    pub finished_at: Option<i64>,
+}
+
+/// One committed run in a segment's membership history.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// The run (job) id.
+    pub run_id: String,
+    /// The segment.
+    pub segment_id: String,
+    /// The run whose members this one replaced ('' for the first).
+    pub previous_run_id: String,
+    /// Members after this run.
+    pub members: i64,
+    /// Keys this run added.
+    pub added: i64,
+    /// Keys this run removed.
+    pub removed: i64,
+    /// The type of the keys (`string` or `int`).
+    pub key_type: String,
+    /// When it was committed (microseconds).
+    pub committed_at: i64,
+}
+
+/// What a finished attempt measured.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptOutcome {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub outcome: String,
+    /// The failure class, if failed.
+    pub error_class: Option<String>,
+    /// The failure, in words.
+    pub error_message: Option<String>,
+    /// Peak pool memory.
+    pub peak_memory_bytes: Option<i64>,
+    /// Wall time of the execution.
+    pub elapsed_micros: Option<i64>,
+    /// Rows read from sources.
+    pub rows_scanned: Option<i64>,
+    /// Bytes read from sources.
+    pub bytes_scanned: Option<i64>,
+    /// Spills to disk.
+    pub spill_count: Option<i64>,
+    /// `single` or `phased`.
+    pub plan_mode: Option<String>,
+    /// The plan's shape: objects, joins, related predicates, max hops.
+    pub shape: Option<[i64; 4]>,
+}
+
+/// What a successful run commits, atomically.
+#[derive(Debug, Clone)]
+pub struct Commit<'a> {
+    /// The job (run) id.
+    pub job_id: &'a str,
+    /// Its tenant.
+    pub tenant_id: &'a str,
+    /// Its segment.
+    pub segment_id: &'a str,
+    /// The latest run the diff was computed against.
+    pub previous_run_id: &'a str,
+    /// Members found.
+    pub members: i64,
+    /// Keys added since the previous run.
+    pub added: i64,
+    /// Keys removed since the previous run.
+    pub removed: i64,
+    /// `string` or `int`.
+    pub key_type: &'a str,
+}
+
+/// How a membership commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitResult {
+    /// Committed: the segment's latest members are this run's.
+    Committed,
+    /// Another run became the latest since the diff was computed: compute it again against
+    /// this run id.
+    LatestMoved(String),
+    /// The job is no longer running (cancelled, or recovered by a restart): nothing committed.
+    NotRunning,
+    /// This run was committed before (a re-run after a crash): nothing committed again.
+    AlreadyCommitted,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), creating a SQLite file and its
+    /// folder if needed, and applies the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::Config(format!(
+                "database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
+                }
+                format!("sqlite://{path}?mode=rwc")
+            }
+            Backend::Postgres => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| Error::Config(format!("database URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer; NORMAL: a commit survives a
+                        // crash of this process (not of the machine's power).
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Config(format!("cannot open the store at {}: {e}", redact(&url))))?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes fails at once, without waiting, when
+    /// another connection wrote in between.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// The database the store is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS cohort_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.begin().await?;
+            let done: Option<AnyRow> = sqlx::query("SELECT version FROM cohort_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in statements(sql) {
+                sqlx::query(&statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO cohort_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Answers whether the store can be reached.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- tenants and tokens
+
+    /// Creates a tenant with its first token; `Conflict` if the id is taken.
+    pub async fn create_tenant(&self, tenant: &Tenant, token_hash: &str) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT id FROM tenants WHERE id = $1").bind(&tenant.id).fetch_optional(&mut *tx).await?;
+        if exists.is_some() {
+            return Err(Error::Conflict(format!("tenant {:?} already exists", tenant.id)));
+        }
+        sqlx::query(
+            "INSERT INTO tenants (id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.region)
+        .bind(&tenant.data_root)
+        .bind(tenant.max_concurrent_jobs)
+        .bind(tenant.memory_quota_bytes)
+        .bind(tenant.jobs_per_minute)
+        .bind(tenant.share)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO tokens (hash, tenant_id, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(&tenant.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a token to a tenant.
+    pub async fn add_token(&self, tenant_id: &str, token_hash: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (hash, tenant_id, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(tenant_id)
+            .bind(now_micros())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The tenant a token hash belongs to.
+    pub async fn tenant_for_token(&self, token_hash: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT tenant_id FROM tokens WHERE hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    }
+
+    /// One tenant.
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| tenant_from_row(&r)).transpose()
+    }
+
+    /// Tenants ordered by id, after `after`.
+    pub async fn tenants(&self, after: &str, limit: i64) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    // ---- models
+
+    /// Replaces a tenant's model; returns its new version.
+    pub async fn put_model(&self, tenant_id: &str, definition: &str, objects: i64, relationships: i64, source_bytes: i64) -> Result<i64> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let current = sqlx::query("SELECT version FROM models WHERE tenant_id = $1").bind(tenant_id).fetch_optional(&mut *tx).await?;
+        let version = match current {
+            Some(row) => {
+                let version = row.try_get::<i64, _>(0)? + 1;
+                sqlx::query(
+                    "UPDATE models SET version = $1, definition = $2, objects = $3, relationships = $4, source_bytes = $5, updated_at = $6 \
+                     WHERE tenant_id = $7",
+                )
+                .bind(version)
+                .bind(definition)
+                .bind(objects)
+                .bind(relationships)
+                .bind(source_bytes)
+                .bind(now)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+                version
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO models (tenant_id, version, definition, objects, relationships, source_bytes, updated_at) \
+                     VALUES ($1, 1, $2, $3, $4, $5, $6)",
+                )
+                .bind(tenant_id)
+                .bind(definition)
+                .bind(objects)
+                .bind(relationships)
+                .bind(source_bytes)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                1
+            }
+        };
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// A tenant's model.
+    pub async fn model(&self, tenant_id: &str) -> Result<Option<ModelRow>> {
+        let row = sqlx::query(
+            "SELECT version, definition, objects, relationships, source_bytes, updated_at FROM models WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ModelRow {
+                version: r.try_get(0)?,
+                definition: r.try_get(1)?,
+                objects: r.try_get(2)?,
+                relationships: r.try_get(3)?,
+                source_bytes: r.try_get(4)?,
+                updated_at: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- segments
+
+    /// Creates or replaces a segment's definition and schedule; true when created.
+    pub async fn put_segment(&self, row: &SegmentRow) -> Result<bool> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT id FROM segments WHERE tenant_id = $1 AND id = $2")
+            .bind(&row.tenant_id)
+            .bind(&row.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if exists {
+            sqlx::query(
+                "UPDATE segments SET definition = $1, schedule = $2, timezone = $3, overlap = $4, updated_at = $5 \
+                 WHERE tenant_id = $6 AND id = $7",
+            )
+            .bind(&row.definition)
+            .bind(&row.schedule)
+            .bind(&row.timezone)
+            .bind(&row.overlap)
+            .bind(now)
+            .bind(&row.tenant_id)
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO segments (tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, '', 0, $7, $7)",
+            )
+            .bind(&row.tenant_id)
+            .bind(&row.id)
+            .bind(&row.definition)
+            .bind(&row.schedule)
+            .bind(&row.timezone)
+            .bind(&row.overlap)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(!exists)
+    }
+
+    /// One segment.
+    pub async fn segment(&self, tenant_id: &str, id: &str) -> Result<Option<SegmentRow>> {
+        let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| segment_from_row(&r)).transpose()
+    }
+
+    /// A tenant's segments ordered by id, after `after`.
+    pub async fn segments(&self, tenant_id: &str, after: &str, limit: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    /// Deletes a segment; false if there was none.
+    pub async fn delete_segment(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM segments WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- jobs
+
+    /// Queues a job. With an idempotency key already used by this tenant, returns the first
+    /// job instead (and `false`).
+    pub async fn insert_job(&self, job: &JobRow) -> Result<(JobRow, bool)> {
+        if let Some(key) = &job.idempotency_key {
+            if let Some(existing) = self.job_by_key(&job.tenant_id, key).await? {
+                return Ok((existing, false));
+            }
+        }
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.segment_id)
+        .bind(JobStatus::Queued.as_str())
+        .bind(&job.idempotency_key)
+        .bind(&job.trigger)
+        .bind(job.as_of)
+        .bind(job.grant_bytes)
+        .bind(job.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Two submissions with the same key raced: the other one won.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && job.idempotency_key.is_some() => {
+                drop(tx);
+                let key = job.idempotency_key.as_deref().unwrap_or_default();
+                let existing = self.job_by_key(&job.tenant_id, key).await?;
+                return existing
+                    .map(|j| (j, false))
+                    .ok_or_else(|| Error::Internal("idempotency key conflict without a job".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_event(&mut tx, &job.id, job.created_at, "", JobStatus::Queued.as_str(), "submitted").await?;
+        tx.commit().await?;
+        let mut job = job.clone();
+        job.status = JobStatus::Queued;
+        Ok((job, true))
+    }
+
+    async fn job_by_key(&self, tenant_id: &str, key: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"))
+            .bind(tenant_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// One job of a tenant.
+    pub async fn job(&self, tenant_id: &str, id: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// A segment's jobs, newest first, before `before` (a job id; '' for the newest).
+    pub async fn jobs_of_segment(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<JobRow>> {
+        let before = if before.is_empty() { "\u{10FFFF}" } else { before };
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND segment_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(segment_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Queued jobs, oldest first.
+    pub async fn queued_jobs(&self, limit: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id LIMIT $2"))
+            .bind(JobStatus::Queued.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Counts of jobs by status.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
+    /// Moves a job from `from` to `to` if it is still in `from`; false if it was not.
+    /// Starting to run counts an attempt; a final state records its time, error and counts.
+    pub async fn transition(&self, job_id: &str, from: JobStatus, to: JobStatus, detail: &str, failure: Option<(&str, &str)>) -> Result<bool> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let done = if to == JobStatus::Running {
+            sqlx::query("UPDATE jobs SET status = $1, updated_at = $2, started_at = $2, attempts = attempts + 1 WHERE id = $3 AND status = $4")
+                .bind(to.as_str())
+                .bind(now)
+                .bind(job_id)
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+        } else if to.is_final() {
+            sqlx::query(
+                "UPDATE jobs SET status = $1, updated_at = $2, finished_at = $2, error_class = $3, error_message = $4 \
+                 WHERE id = $5 AND status = $6",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(failure.map(|f| f.0.to_string()))
+            .bind(failure.map(|f| f.1.to_string()))
+            .bind(job_id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query("UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+                .bind(to.as_str())
+                .bind(now)
+                .bind(job_id)
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+        };
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, job_id, now, from.as_str(), to.as_str(), detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Jobs left admitted or running by a process that stopped: queued again, each with a
+    /// recorded transition. Returns how many.
+    pub async fn requeue_unfinished(&self, detail: &str) -> Result<u64> {
+        let mut total = 0;
+        for from in [JobStatus::Admitted, JobStatus::Running] {
+            let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1").bind(from.as_str()).fetch_all(&self.pool).await?;
+            for row in rows {
+                let id: String = row.try_get(0)?;
+                if self.transition(&id, from, JobStatus::Queued, detail, None).await? {
+                    total += 1;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// The transitions of a job, oldest first: (time, from, to, detail).
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<(i64, String, String, String)>> {
+        let rows = sqlx::query("SELECT at, from_status, to_status, detail FROM job_events WHERE job_id = $1 ORDER BY at, to_status")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+    }
+
+    // ---- attempts
+
+    /// Records the start of attempt `attempt` of a job.
+    pub async fn start_attempt(&self, job_id: &str, attempt: i64, grant_bytes: i64) -> Result<()> {
+        // A crash may have left this attempt's row behind: replace it.
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM attempts WHERE job_id = $1 AND attempt = $2").bind(job_id).bind(attempt).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO attempts (job_id, attempt, started_at, grant_bytes) VALUES ($1, $2, $3, $4)")
+            .bind(job_id)
+            .bind(attempt)
+            .bind(now_micros())
+            .bind(grant_bytes)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records how attempt `attempt` of a job ended.
+    pub async fn finish_attempt(&self, job_id: &str, attempt: i64, o: &AttemptOutcome) -> Result<()> {
+        let shape = o.shape.unwrap_or_default();
+        let has_shape = o.shape.is_some();
+        sqlx::query(
+            "UPDATE attempts SET finished_at = $1, outcome = $2, error_class = $3, error_message = $4, peak_memory_bytes = $5, \
+             elapsed_micros = $6, rows_scanned = $7, bytes_scanned = $8, spill_count = $9, plan_mode = $10, objects = $11, \
+             joins = $12, related_predicates = $13, max_hops = $14 WHERE job_id = $15 AND attempt = $16",
+        )
+        .bind(now_micros())
+        .bind(&o.outcome)
+        .bind(&o.error_class)
+        .bind(&o.error_message)
+        .bind(o.peak_memory_bytes)
+        .bind(o.elapsed_micros)
+        .bind(o.rows_scanned)
+        .bind(o.bytes_scanned)
+        .bind(o.spill_count)
+        .bind(&o.plan_mode)
+        .bind(has_shape.then_some(shape[0]))
+        .bind(has_shape.then_some(shape[1]))
+        .bind(has_shape.then_some(shape[2]))
+        .bind(has_shape.then_some(shape[3]))
+        .bind(job_id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- membership runs
+
+    /// Commits a successful run in one transaction: its history record, the segment's latest
+    /// run and count, and the job's final state.
+    pub async fn commit_run(&self, c: &Commit<'_>) -> Result<CommitResult> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let seen = sqlx::query("SELECT run_id FROM runs WHERE run_id = $1").bind(c.job_id).fetch_optional(&mut *tx).await?;
+        if seen.is_some() {
+            return Ok(CommitResult::AlreadyCommitted);
+        }
+        let latest = sqlx::query("SELECT latest_run_id FROM segments WHERE tenant_id = $1 AND id = $2")
+            .bind(c.tenant_id)
+            .bind(c.segment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(latest) = latest else {
+            return Err(Error::NotFound(format!("segment {:?} was deleted while it ran", c.segment_id)));
+        };
+        let latest: String = latest.try_get(0)?;
+        if latest != c.previous_run_id {
+            return Ok(CommitResult::LatestMoved(latest));
+        }
+        let job = sqlx::query(
+            "UPDATE jobs SET status = $1, updated_at = $2, finished_at = $2, members = $3, added = $4, removed = $5, \
+             error_class = NULL, error_message = NULL WHERE id = $6 AND status = $7",
+        )
+        .bind(JobStatus::Succeeded.as_str())
+        .bind(now)
+        .bind(c.members)
+        .bind(c.added)
+        .bind(c.removed)
+        .bind(c.job_id)
+        .bind(JobStatus::Running.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if job.rows_affected() == 0 {
+            return Ok(CommitResult::NotRunning);
+        }
+        insert_event(&mut tx, c.job_id, now, JobStatus::Running.as_str(), JobStatus::Succeeded.as_str(), "membership committed").await?;
+        sqlx::query(
+            "INSERT INTO runs (run_id, tenant_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(c.job_id)
+        .bind(c.tenant_id)
+        .bind(c.segment_id)
+        .bind(c.previous_run_id)
+        .bind(c.members)
+        .bind(c.added)
+        .bind(c.removed)
+        .bind(c.key_type)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Conditional on the latest run read above: a concurrent commit of the same segment
+        // (PostgreSQL, read committed) makes this touch no row, and this commit starts over.
+        let moved = sqlx::query(
+            "UPDATE segments SET latest_run_id = $1, members = $2 WHERE tenant_id = $3 AND id = $4 AND latest_run_id = $5",
+        )
+        .bind(c.job_id)
+        .bind(c.members)
+        .bind(c.tenant_id)
+        .bind(c.segment_id)
+        .bind(c.previous_run_id)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(CommitResult::LatestMoved(String::new()));
+        }
+        tx.commit().await?;
+        Ok(CommitResult::Committed)
+    }
+
+    /// A segment's history, newest first, before `before` (a run id; '' for the newest).
+    pub async fn runs(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<RunRow>> {
+        let before = if before.is_empty() { "\u{10FFFF}" } else { before };
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id < $3 ORDER BY run_id DESC LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(segment_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// One history record.
+    pub async fn run(&self, tenant_id: &str, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND run_id = $2"))
+            .bind(tenant_id)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+}
+
+const TENANT_COLUMNS: &str = "id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at";
+const SEGMENT_COLUMNS: &str =
+    "tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
+     error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at";
+
+fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: r.try_get(0)?,
+        region: r.try_get(1)?,
+        data_root: r.try_get(2)?,
+        max_concurrent_jobs: r.try_get(3)?,
+        memory_quota_bytes: r.try_get(4)?,
+        jobs_per_minute: r.try_get(5)?,
+        share: r.try_get(6)?,
+        created_at: crate::rfc3339(r.try_get(7)?),
+    })
+}
+
+fn segment_from_row(r: &AnyRow) -> Result<SegmentRow> {
+    Ok(SegmentRow {
+        tenant_id: r.try_get(0)?,
+        id: r.try_get(1)?,
+        definition: r.try_get(2)?,
+        schedule: r.try_get(3)?,
+        timezone: r.try_get(4)?,
+        overlap: r.try_get(5)?,
+        latest_run_id: r.try_get(6)?,
+        members: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+    })
+}
+
+fn job_from_row(r: &AnyRow) -> Result<JobRow> {
+    let status: String = r.try_get(3)?;
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        segment_id: r.try_get(2)?,
+        status: JobStatus::parse(&status).ok_or_else(|| Error::Internal(format!("unknown job status {status:?} in the store")))?,
+        idempotency_key: r.try_get(4)?,
+        trigger: r.try_get(5)?,
+        as_of: r.try_get(6)?,
+        grant_bytes: r.try_get(7)?,
+        attempts: r.try_get(8)?,
+        error_class: r.try_get(9)?,
+        error_message: r.try_get(10)?,
+        members: r.try_get(11)?,
+        added: r.try_get(12)?,
+        removed: r.try_get(13)?,
+        created_at: r.try_get(14)?,
+        updated_at: r.try_get(15)?,
+        started_at: r.try_get(16)?,
+        finished_at: r.try_get(17)?,
+    })
+}
+
+fn run_from_row(r: &AnyRow) -> Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.try_get(0)?,
+        segment_id: r.try_get(1)?,
+        previous_run_id: r.try_get(2)?,
+        members: r.try_get(3)?,
+        added: r.try_get(4)?,
+        removed: r.try_get(5)?,
+        key_type: r.try_get(6)?,
+        committed_at: r.try_get(7)?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: &str,
+    at: i64,
+    from: &str,
+    to: &str,
+    detail: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(job_id)
+        .bind(at)
+        .bind(from)
+        .bind(to)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The statements of a migration: split at semicolons that end a line, comments dropped.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let line = line.split("--").next().unwrap_or("").trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            out.push(current.trim().trim_end_matches(';').to_string());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_split_into_statements() {
+        let statements = statements(MIGRATIONS[0].1);
+        assert!(statements.len() > 8, "{statements:?}");
+        assert!(statements.iter().all(|s| !s.contains(';') && !s.contains("--")));
+    }
+
+    #[test]
+    fn passwords_do_not_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

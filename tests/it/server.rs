@@ -1,0 +1,254 @@
+//! A real `cohort serve` process on a loopback port, and what the service tests share.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const AS_OF: &str = "2026-11-01T00:00:00Z";
+
+/// Where a test's store lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL when `COHORT_TEST_DATABASE_URL` names a server (CI sets it).
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite];
+    match std::env::var("COHORT_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => out.push(Backend::Postgres(url)),
+        _ => println!("skipping PostgreSQL: COHORT_TEST_DATABASE_URL is not set (.ci/run sets it)"),
+    }
+    out
+}
+
+/// A fresh store for one test: a SQLite file in `dir`, or a new PostgreSQL database (dropped
+/// with the value).
+#[derive(Debug)]
+pub struct TestStore {
+    pub url: String,
+    admin_url: Option<(String, String)>,
+}
+
+impl TestStore {
+    pub async fn new(backend: &Backend, dir: &Path) -> TestStore {
+        match backend {
+            Backend::Sqlite => TestStore { url: format!("sqlite://{}", dir.join("cohort.db").display()), admin_url: None },
+            Backend::Postgres(url) => {
+                use sqlx::Connection;
+                sqlx::any::install_default_drivers();
+                let name = format!("cohort_test_{:016x}", rand_u64());
+                let mut conn = sqlx::AnyConnection::connect(url).await.expect("PostgreSQL at COHORT_TEST_DATABASE_URL answers");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+                let _ = conn.close().await;
+                let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("the URL names a database");
+                TestStore { url: format!("{base}/{name}"), admin_url: Some((url.clone(), name)) }
+            }
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        if let Some((url, name)) = &self.admin_url {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::AnyConnection::connect(url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+/// A running `cohort serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary and waits for the line that says where it listens.
+    pub fn start(data_dir: &Path, database_url: &str, workers: usize) -> Server {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log = data_dir.join(format!("serve-{}.log", rand_u64()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", database_url, "--workers", &workers.to_string(), "--memory-budget", "4GiB"])
+            .env("COHORT_ADMIN_TOKEN", ADMIN)
+            .env("COHORT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("cohort serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("cohort listening on ") {
+                        break address.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    panic!("cohort serve stopped before listening: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base, log }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client speaking for one token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// A status and a JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        Api { client: reqwest::Client::new(), base: base.to_string(), token: token.to_string() }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Answer {
+        self.try_send(method, path, body, &[]).await.unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub async fn try_send(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> reqwest::Result<Answer> {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "not_json": text }));
+        Ok(Answer { status, body })
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+}
+
+/// `cohort datagen` into `out` (skipped when already there).
+pub fn datagen(profile: &str, scale: u64, seed: u64, out: &Path) {
+    if out.join("model.json").exists() {
+        return;
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["datagen", "--profile", profile, "--scale", &scale.to_string(), "--seed", &seed.to_string(), "--out"])
+        .arg(out)
+        .stderr(Stdio::null())
+        .status()
+        .expect("datagen runs");
+    assert!(status.success(), "datagen failed");
+}
+
+/// The executor's own answer, through `cohort segment run`: sorted member keys.
+pub fn executor_members(model: &Path, segment: &Path, as_of: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["segment", "run", "--model"])
+        .arg(model)
+        .arg("--segment")
+        .arg(segment)
+        .args(["--as-of", as_of])
+        .output()
+        .expect("segment run");
+    assert!(out.status.success(), "segment run failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Creates a tenant over `root` with its model and the named segments of its `segments/`.
+pub async fn setup_tenant(admin: &Api, id: &str, region: &str, root: &Path, segments: &[&str]) -> Api {
+    let root = root.canonicalize().expect("root");
+    let created = admin.post("/v1/tenants", &json!({"id": id, "region": region, "data_root": root})).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let token = created.body["token"].as_str().expect("token").to_string();
+    let api = Api::new(&admin.base, &token);
+    let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json")).expect("model")).expect("json");
+    let put = api.put(&format!("/v1/tenants/{id}/model"), &model).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    for segment in segments {
+        let definition: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("segments").join(format!("{segment}.json"))).expect("segment")).expect("json");
+        let put = api.put(&format!("/v1/tenants/{id}/segments/{segment}"), &json!({"definition": definition})).await;
+        assert_eq!(put.status, 201, "{segment}: {:?}", put.body);
+    }
+    api
+}
+
+/// Every key of a value that is a string or a number, as text.
+pub fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
