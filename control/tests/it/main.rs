@@ -1,0 +1,210 @@
+//! The store's contract, on SQLite and (when `COHORT_TEST_DATABASE_URL` is set) PostgreSQL:
+//! transitions are compare-and-set and recorded, idempotency keys answer the first job,
+//! membership commits happen once per run and chain, recovery queues what was left running.
+
+use cohort_control::jobs::JobStatus;
+use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};
+use cohort_control::{new_id, now_micros};
+
+struct Scratch {
+    store: Store,
+    drop: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+async fn stores() -> Vec<Scratch> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()), 4).await.expect("sqlite");
+    let mut out = vec![Scratch { store: sqlite, drop: None, _dir: dir }];
+    match std::env::var("COHORT_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let name = format!("cohort_store_{}", &new_id("")[6..]);
+            let mut conn = sqlx::AnyConnection::connect(&url).await.expect("PostgreSQL answers");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+            let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL with a database");
+            let store = Store::connect(&format!("{base}/{name}"), 4).await.expect("postgres store");
+            let dir = tempfile::tempdir().expect("tempdir");
+            out.push(Scratch { store, drop: Some((url, name)), _dir: dir });
+        }
+        _ => println!("skipping PostgreSQL: COHORT_TEST_DATABASE_URL is not set"),
+    }
+    out
+}
+
+async fn finish(s: Scratch) {
+    s.store.close().await;
+    if let Some((url, name)) = s.drop {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::AnyConnection::connect(&url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
+}
+
+async fn tenant_and_segment(store: &Store) {
+    let tenant = Tenant {
+        id: "acme".into(),
+        region: "us-east".into(),
+        data_root: "/tmp".into(),
+        max_concurrent_jobs: 2,
+        memory_quota_bytes: 1 << 30,
+        jobs_per_minute: 60,
+        share: 1.0,
+        created_at: String::new(),
+    };
+    store.create_tenant(&tenant, "hash-1").await.expect("tenant");
+    let e = store.create_tenant(&tenant, "hash-2").await.expect_err("a second tenant with the same id");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(store.tenant_for_token("hash-1").await.expect("lookup").as_deref(), Some("acme"));
+    assert_eq!(store.tenant_for_token("hash-2").await.expect("lookup"), None);
+    store.put_model("acme", "{}", 1, 0, 10).await.expect("model");
+    assert_eq!(store.put_model("acme", "{}", 1, 0, 10).await.expect("model"), 2);
+    let segment = SegmentRow {
+        tenant_id: "acme".into(),
+        id: "vip".into(),
+        definition: "{}".into(),
+        schedule: None,
+        timezone: "UTC".into(),
+        overlap: "skip".into(),
+        latest_run_id: String::new(),
+        members: 0,
+        created_at: 0,
+        updated_at: 0,
+    };
+    assert!(store.put_segment(&segment).await.expect("segment"));
+    assert!(!store.put_segment(&segment).await.expect("segment again"));
+}
+
+fn job(key: Option<&str>) -> JobRow {
+    let now = now_micros();
+    JobRow {
+        id: new_id("run_"),
+        tenant_id: "acme".into(),
+        segment_id: "vip".into(),
+        status: JobStatus::Queued,
+        idempotency_key: key.map(String::from),
+        trigger: "api".into(),
+        as_of: now,
+        grant_bytes: 1 << 20,
+        attempts: 0,
+        error_class: None,
+        error_message: None,
+        members: None,
+        added: None,
+        removed: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn transitions_are_compare_and_set_and_recorded() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let (j, created) = store.insert_job(&job(None)).await.expect("insert");
+        assert!(created);
+        assert!(store.transition(&j.id, JobStatus::Queued, JobStatus::Admitted, "granted", None).await.expect("t"));
+        // A second admission of the same job finds it no longer queued.
+        assert!(!store.transition(&j.id, JobStatus::Queued, JobStatus::Admitted, "granted", None).await.expect("t"));
+        assert!(store.transition(&j.id, JobStatus::Admitted, JobStatus::Running, "started", None).await.expect("t"));
+        assert!(store.transition(&j.id, JobStatus::Running, JobStatus::Failed, "failed", Some(("source_unavailable", "gone"))).await.expect("t"));
+        let row = store.job("acme", &j.id).await.expect("get").expect("job");
+        assert_eq!((row.status, row.attempts, row.error_class.as_deref()), (JobStatus::Failed, 1, Some("source_unavailable")));
+        assert!(row.finished_at.is_some());
+        let events = store.job_events(&j.id).await.expect("events");
+        let path: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+        assert_eq!(path, vec!["queued", "admitted", "running", "failed"]);
+        // Another tenant never sees it.
+        assert!(store.job("other", &j.id).await.expect("get").is_none());
+        finish(s).await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_answer_the_first_job() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let (first, created) = store.insert_job(&job(Some("k1"))).await.expect("insert");
+        assert!(created);
+        let (again, created) = store.insert_job(&job(Some("k1"))).await.expect("insert");
+        assert!(!created);
+        assert_eq!(first.id, again.id);
+        // Racing submissions with one key: one job.
+        let racers: Vec<_> = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_job(&job(Some("k2"))).await.expect("insert") })
+        }).collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for r in racers {
+            ids.insert(r.await.expect("join").0.id);
+        }
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        finish(s).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_commits_once_and_the_history_chains() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let mut previous = String::new();
+        for members in [3i64, 5, 4] {
+            let (j, _) = store.insert_job(&job(None)).await.expect("insert");
+            store.transition(&j.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
+            store.transition(&j.id, JobStatus::Admitted, JobStatus::Running, "", None).await.expect("t");
+            let commit = Commit {
+                job_id: &j.id,
+                tenant_id: "acme",
+                segment_id: "vip",
+                previous_run_id: &previous,
+                members,
+                added: members,
+                removed: 0,
+                key_type: "string",
+            };
+            // A stale view of the latest run is refused.
+            let stale = Commit { previous_run_id: "run_stale", ..commit.clone() };
+            assert!(matches!(store.commit_run(&stale).await.expect("commit"), CommitResult::LatestMoved(_)));
+            assert_eq!(store.commit_run(&commit).await.expect("commit"), CommitResult::Committed);
+            // The same run again (a re-run after a crash) commits nothing.
+            assert_eq!(store.commit_run(&commit).await.expect("commit"), CommitResult::AlreadyCommitted);
+            let row = store.job("acme", &j.id).await.expect("get").expect("job");
+            assert_eq!((row.status, row.members), (JobStatus::Succeeded, Some(members)));
+            previous = j.id.clone();
+        }
+        let history = store.runs("acme", "vip", "", 10).await.expect("runs");
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0].run_id, previous);
+        assert_eq!(history[0].previous_run_id, history[1].run_id);
+        assert_eq!(history[2].previous_run_id, "");
+        let segment = store.segment("acme", "vip").await.expect("get").expect("segment");
+        assert_eq!((segment.latest_run_id.as_str(), segment.members), (previous.as_str(), 4));
+        finish(s).await;
+    }
+}
+
+#[tokio::test]
+async fn recovery_queues_what_was_left_admitted_or_running() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let (a, _) = store.insert_job(&job(None)).await.expect("insert");
+        let (b, _) = store.insert_job(&job(None)).await.expect("insert");
+        let (c, _) = store.insert_job(&job(None)).await.expect("insert");
+        store.transition(&a.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
+        store.transition(&b.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
+        store.transition(&b.id, JobStatus::Admitted, JobStatus::Running, "", None).await.expect("t");
+        assert_eq!(store.requeue_unfinished("recovered").await.expect("recover"), 2);
+        let queued: Vec<String> = store.queued_jobs(10).await.expect("queued").into_iter().map(|j| j.id).collect();
+        assert_eq!(queued, vec![a.id.clone(), b.id.clone(), c.id.clone()], "oldest first");
+        assert_eq!(store.job_events(&b.id).await.expect("events").last().map(|e| e.3.clone()), Some("recovered".into()));
+        finish(s).await;
+    }
+}
