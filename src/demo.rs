@@ -46,6 +46,7 @@ pub fn prepare(data_dir: &Path, tenants: usize) -> anyhow::Result<Vec<DemoTenant
                 out: root.clone(),
             })?;
         }
+        repair(&root)?;
         out.push(DemoTenant { id, region: REGIONS[i % REGIONS.len()], root, flaky: i % 8 == 5 });
     }
     Ok(out)
@@ -165,11 +166,32 @@ async fn flake(root: PathBuf) {
             .find(|p| p.extension().is_some_and(|x| x == "parquet"));
         let Some(victim) = victim else { return };
         let Ok(good) = std::fs::read(&victim) else { continue };
+        // Keep the good copy beside the tenant, so a stop mid-damage is repaired at next start.
+        let backup = root.join(BACKUP);
+        if std::fs::write(&backup, &good).is_err() || std::fs::write(root.join(BACKUP_OF), victim.to_string_lossy().as_bytes()).is_err() {
+            continue;
+        }
         let damaged = &good[..good.len() / 2];
         if std::fs::write(&victim, damaged).is_ok() {
             tracing::info!(file = %victim.display(), "demo: a source of a flaky tenant is damaged for a while");
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
-        let _ = std::fs::write(&victim, &good);
+        if std::fs::write(&victim, &good).is_ok() {
+            let _ = std::fs::remove_file(&backup);
+        }
     }
+}
+
+const BACKUP: &str = ".flaky-backup";
+const BACKUP_OF: &str = ".flaky-backup-of";
+
+/// Puts back a file a previous demo left damaged.
+fn repair(root: &Path) -> anyhow::Result<()> {
+    let (backup, of) = (root.join(BACKUP), root.join(BACKUP_OF));
+    if backup.exists() {
+        let target = std::fs::read_to_string(&of).with_context(|| format!("reading {}", of.display()))?;
+        std::fs::copy(&backup, target.trim()).with_context(|| format!("restoring {}", target.trim()))?;
+        std::fs::remove_file(&backup)?;
+    }
+    Ok(())
 }
