@@ -19,6 +19,7 @@ pub mod config;
 pub mod jobs;
 pub mod membership;
 pub mod pool;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 

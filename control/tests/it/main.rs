@@ -2,6 +2,8 @@
 //! transitions are compare-and-set and recorded, idempotency keys answer the first job,
 //! membership commits happen once per run and chain, recovery queues what was left running.
 
+mod scheduler;
+
 use cohort_control::jobs::JobStatus;
 use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};
 use cohort_control::{new_id, now_micros};

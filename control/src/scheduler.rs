@@ -1,0 +1,473 @@
+//! The scheduling core: which queued jobs start now. Pure: time, queue and pool state in,
+//! decisions out; no I/O, no clock of its own, so the service and a simulated month run the
+//! same code.
+//!
+//! The rules, in the order a decision applies them:
+//! - a job starts only when a slot is free and its grant fits the memory budget left;
+//! - its tenant must be under its concurrency cap and memory quota, and its token bucket
+//!   (jobs per minute, with a burst) must hold a token;
+//! - among tenants whose next job can start, the one with the least decayed usage (memory ×
+//!   time, halving every `half_life`) divided by its weight goes first;
+//! - within a tenant, jobs go oldest first, an on-demand run counting as submitted
+//!   `on_demand_lead` earlier than it was (someone is waiting for it; a scheduled run still
+//!   cannot be overtaken forever);
+//! - the first job that would go next but waits for memory or a slot gets a **reservation**:
+//!   the time its grant will be free, from the running jobs' expected ends. It goes first at
+//!   every later decision, and another job may start ahead of it (backfill) only if that cannot
+//!   delay it: it ends before the reservation, or leaves the reserved memory and a slot free.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Microseconds (of whatever clock the caller uses).
+pub type Micros = i64;
+
+/// What a tenant may use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPolicy {
+    /// Jobs that may run at once.
+    pub max_concurrent: u32,
+    /// Memory its running jobs may hold at once.
+    pub memory_quota: u64,
+    /// Jobs it may start per minute (the token bucket's refill).
+    pub jobs_per_minute: f64,
+    /// Jobs it may start at once after being idle (the bucket's size).
+    pub burst: f64,
+    /// Its weight in the fair share.
+    pub weight: f64,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy { max_concurrent: 4, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 }
+    }
+}
+
+/// Why a job was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Someone asked for it through the API.
+    OnDemand,
+    /// Its segment's schedule was due.
+    Scheduled,
+}
+
+/// A queued job, as the core sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The job's id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The memory it is granted.
+    pub grant: u64,
+    /// How long it is expected to run.
+    pub expected_runtime: Micros,
+    /// When it was submitted.
+    pub submitted: Micros,
+    /// On demand or scheduled.
+    pub kind: Kind,
+}
+
+/// Why a queued job is not starting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Every worker slot is busy.
+    Slot,
+    /// The memory budget left is smaller than its grant.
+    Memory,
+    /// Its tenant runs as many jobs as it may.
+    TenantCap,
+    /// Its tenant's running jobs hold its memory quota.
+    Quota,
+    /// Its tenant's rate limit has no token now.
+    RateLimit,
+    /// Other tenants, with less recent usage for their weight, go first.
+    FairShare,
+    /// Another job holds a reservation this one would delay.
+    Reservation,
+    /// An older job of the same tenant goes first.
+    Behind,
+}
+
+impl Wait {
+    /// The reason as shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wait::Slot => "slot",
+            Wait::Memory => "memory",
+            Wait::TenantCap => "tenant_cap",
+            Wait::Quota => "quota",
+            Wait::RateLimit => "rate_limit",
+            Wait::FairShare => "fair_share",
+            Wait::Reservation => "reservation",
+            Wait::Behind => "behind_own_jobs",
+        }
+    }
+}
+
+/// Settings of the core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    /// Worker slots.
+    pub slots: usize,
+    /// Memory budget.
+    pub budget: u64,
+    /// Usage halves every this long.
+    pub half_life: Micros,
+    /// How much earlier an on-demand run counts as submitted.
+    pub on_demand_lead: Micros,
+    /// Whether jobs may start ahead of a reserved one (off: strictly in order).
+    pub backfill: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { slots: 2, budget: 8 << 30, half_life: 3_600_000_000, on_demand_lead: 60_000_000, backfill: true }
+    }
+}
+
+#[derive(Debug)]
+struct Tenant {
+    policy: TenantPolicy,
+    queue: VecDeque<Job>,
+    running: u32,
+    memory: u64,
+    tokens: f64,
+    refilled_at: Micros,
+    usage: f64,
+    usage_at: Micros,
+}
+
+impl Tenant {
+    fn new(policy: TenantPolicy, now: Micros) -> Self {
+        let tokens = policy.burst.max(1.0);
+        Tenant { policy, queue: VecDeque::new(), running: 0, memory: 0, tokens, refilled_at: now, usage: 0.0, usage_at: now }
+    }
+
+    fn refill(&mut self, now: Micros) {
+        if now > self.refilled_at {
+            let minutes = (now - self.refilled_at) as f64 / 60e6;
+            self.tokens = (self.tokens + minutes * self.policy.jobs_per_minute).min(self.policy.burst.max(1.0));
+            self.refilled_at = now;
+        }
+    }
+
+    fn decay(&mut self, now: Micros, half_life: Micros) {
+        if now > self.usage_at && half_life > 0 {
+            self.usage *= 0.5f64.powf((now - self.usage_at) as f64 / half_life as f64);
+            self.usage_at = now;
+        }
+    }
+
+    /// The tenant's own reason its head job cannot start, if any.
+    fn blocked(&self, grant: u64) -> Option<Wait> {
+        if self.running >= self.policy.max_concurrent {
+            Some(Wait::TenantCap)
+        } else if self.memory.saturating_add(grant) > self.policy.memory_quota {
+            Some(Wait::Quota)
+        } else if self.tokens < 1.0 {
+            Some(Wait::RateLimit)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RunningJob {
+    tenant: String,
+    grant: u64,
+    started: Micros,
+    expected_end: Micros,
+}
+
+/// A held reservation: the job, when its grant will be free, and that grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    /// The job that holds it.
+    pub job: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// When its memory and a slot are expected to be free.
+    pub start_at: Micros,
+    /// Its grant.
+    pub grant: u64,
+}
+
+/// The scheduling core.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    tenants: HashMap<Arc<str>, Tenant>,
+    running: HashMap<String, RunningJob>,
+    used: u64,
+    queued: usize,
+    reservation: Option<Reservation>,
+}
+
+/// A tenant in the fair order: lower share first, then by id for determinism.
+#[derive(Debug, PartialEq)]
+struct Turn {
+    share: f64,
+    tenant: Arc<str>,
+}
+
+impl Eq for Turn {}
+
+impl Ord for Turn {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: reverse so the smallest share pops first.
+        other.share.total_cmp(&self.share).then_with(|| other.tenant.cmp(&self.tenant))
+    }
+}
+
+impl PartialOrd for Turn {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Core {
+    /// An empty core.
+    pub fn new(config: CoreConfig) -> Core {
+        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Sets (or changes) a tenant's policy.
+    pub fn set_tenant(&mut self, id: &str, policy: TenantPolicy, now: Micros) {
+        match self.tenants.get_mut(id) {
+            Some(t) => t.policy = policy,
+            None => {
+                self.tenants.insert(Arc::from(id), Tenant::new(policy, now));
+            }
+        }
+    }
+
+    /// Queues a job (its grant capped at the budget). A tenant not yet known gets the
+    /// default policy.
+    pub fn submit(&mut self, mut job: Job, now: Micros) {
+        job.grant = job.grant.min(self.config.budget);
+        let lead = self.config.on_demand_lead;
+        let key = |j: &Job| if j.kind == Kind::OnDemand { j.submitted.saturating_sub(lead) } else { j.submitted };
+        let tenant = self.tenants.entry(Arc::from(job.tenant.as_str())).or_insert_with(|| Tenant::new(TenantPolicy::default(), now));
+        // Keep the tenant's queue in order of effective submission time; a job holding the
+        // reservation keeps its place at the head.
+        let reserved_head = self.reservation.as_ref().is_some_and(|r| tenant.queue.front().is_some_and(|h| h.id == r.job));
+        let at = tenant.queue.iter().rposition(|q| key(q) <= key(&job)).map_or(0, |i| i + 1).max(usize::from(reserved_head));
+        tenant.queue.insert(at, job);
+        self.queued += 1;
+    }
+
+    /// Removes a queued job; false if it was not queued.
+    pub fn remove(&mut self, job_id: &str, tenant: &str) -> bool {
+        let Some(t) = self.tenants.get_mut(tenant) else { return false };
+        let Some(i) = t.queue.iter().position(|j| j.id == job_id) else { return false };
+        t.queue.remove(i);
+        self.queued -= 1;
+        if self.reservation.as_ref().is_some_and(|r| r.job == job_id) {
+            self.reservation = None;
+        }
+        true
+    }
+
+    /// Records that a running job ended at `now`: its slot and memory are free, and its tenant
+    /// is charged for the time it really ran.
+    pub fn finish(&mut self, job_id: &str, now: Micros) {
+        let Some(r) = self.running.remove(job_id) else { return };
+        self.used = self.used.saturating_sub(r.grant);
+        let half_life = self.config.half_life;
+        if let Some(t) = self.tenants.get_mut(r.tenant.as_str()) {
+            t.running = t.running.saturating_sub(1);
+            t.memory = t.memory.saturating_sub(r.grant);
+            t.decay(now, half_life);
+            // The start charged the expected time; correct it to the real one.
+            let real = (now - r.started).max(0) as f64;
+            let expected = (r.expected_end - r.started).max(0) as f64;
+            t.usage = (t.usage + r.grant as f64 * (real - expected) / 1e6).max(0.0);
+        }
+    }
+
+    /// Jobs queued.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Jobs running.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Memory granted to running jobs.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The reservation held, if any.
+    pub fn reservation(&self) -> Option<&Reservation> {
+        self.reservation.as_ref()
+    }
+
+    /// A tenant's running jobs and their memory.
+    pub fn tenant_usage(&self, tenant: &str) -> Option<(u32, u64)> {
+        self.tenants.get(tenant).map(|t| (t.running, t.memory))
+    }
+
+    /// The jobs to start now, in order; they count as running from now.
+    pub fn decide(&mut self, now: Micros) -> Vec<Job> {
+        let half_life = self.config.half_life;
+        let mut free_slots = self.config.slots.saturating_sub(self.running.len());
+        let mut free_memory = self.config.budget.saturating_sub(self.used);
+        let mut started = Vec::new();
+
+        // The reserved job goes first, as soon as its memory and a slot are free.
+        if let Some(r) = self.reservation.clone() {
+            let still_head = self.tenants.get(r.tenant.as_str()).is_some_and(|t| t.queue.front().is_some_and(|j| j.id == r.job));
+            if !still_head {
+                self.reservation = None;
+            } else if free_slots > 0 && r.grant <= free_memory {
+                if let Some(job) = self.start_head(&r.tenant, now) {
+                    free_slots -= 1;
+                    free_memory -= job.grant;
+                    started.push(job);
+                }
+                self.reservation = None;
+            } else if !self.config.backfill {
+                return started;
+            }
+        }
+        if free_slots == 0 {
+            return started;
+        }
+
+        // Fair order: the tenant with the lowest usage per weight first; after a start it goes
+        // back in with its new share.
+        let mut heap = BinaryHeap::new();
+        for (id, t) in self.tenants.iter_mut() {
+            if t.queue.is_empty() {
+                continue;
+            }
+            t.refill(now);
+            t.decay(now, half_life);
+            heap.push(Turn { share: t.usage / t.policy.weight.max(1e-9), tenant: Arc::clone(id) });
+        }
+        while free_slots > 0 {
+            let Some(Turn { tenant: id, .. }) = heap.pop() else { break };
+            let Some(t) = self.tenants.get(&id) else { continue };
+            let Some(head) = t.queue.front() else { continue };
+            if t.blocked(head.grant).is_some() {
+                continue;
+            }
+            let (grant, runtime) = (head.grant, head.expected_runtime);
+            if grant > free_memory {
+                if self.reservation.is_none() {
+                    // The first job that must wait for memory reserves it.
+                    let start_at = self.expected_free_at(grant, now);
+                    self.reservation = Some(Reservation { job: head.id.clone(), tenant: id.to_string(), start_at, grant });
+                    if !self.config.backfill {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if let Some(r) = &self.reservation {
+                if !self.config.backfill || !self.harmless(r, grant, runtime, now, free_memory, free_slots) {
+                    continue;
+                }
+            }
+            if let Some(job) = self.start_head(&id, now) {
+                free_slots -= 1;
+                free_memory -= job.grant;
+                started.push(job);
+            }
+            if let Some(t) = self.tenants.get(&id).filter(|t| !t.queue.is_empty()) {
+                heap.push(Turn { share: t.usage / t.policy.weight.max(1e-9), tenant: id });
+            }
+        }
+        started
+    }
+
+    /// Whether starting a job of `grant` and `runtime` now cannot delay reservation `r`.
+    fn harmless(&self, r: &Reservation, grant: u64, runtime: Micros, now: Micros, free_memory: u64, free_slots: usize) -> bool {
+        if now.saturating_add(runtime) <= r.start_at {
+            return true;
+        }
+        // It would still run at the reserved time: the memory and slots free then must cover
+        // the reservation with this job running too.
+        let (freed_memory, freed_slots) = self
+            .running
+            .values()
+            .filter(|j| j.expected_end <= r.start_at)
+            .fold((0u64, 0usize), |(m, s), j| (m + j.grant, s + 1));
+        let memory_then = free_memory + freed_memory;
+        let slots_then = free_slots + freed_slots;
+        memory_then >= grant + r.grant && slots_then >= 2
+    }
+
+    /// When `grant` bytes and a slot are expected to be free, from the running jobs' expected
+    /// ends.
+    fn expected_free_at(&self, grant: u64, now: Micros) -> Micros {
+        let slots = 1;
+        let mut ends: Vec<(&Micros, u64)> = self.running.values().map(|j| (&j.expected_end, j.grant)).collect();
+        ends.sort_by_key(|e| *e.0);
+        let mut memory = self.config.budget.saturating_sub(self.used);
+        let mut free = self.config.slots.saturating_sub(self.running.len());
+        if memory >= grant && free >= slots {
+            return now;
+        }
+        for (end, g) in ends {
+            memory += g;
+            free += 1;
+            if memory >= grant && free >= slots {
+                return (*end).max(now);
+            }
+        }
+        now
+    }
+
+    fn start_head(&mut self, tenant: &str, now: Micros) -> Option<Job> {
+        let t = self.tenants.get_mut(tenant)?;
+        let job = t.queue.pop_front()?;
+        t.running += 1;
+        t.memory += job.grant;
+        t.tokens -= 1.0;
+        t.decay(now, self.config.half_life);
+        t.usage += job.grant as f64 * job.expected_runtime.max(0) as f64 / 1e6;
+        self.used += job.grant;
+        self.queued -= 1;
+        self.running.insert(
+            job.id.clone(),
+            RunningJob { tenant: tenant.to_string(), grant: job.grant, started: now, expected_end: now.saturating_add(job.expected_runtime) },
+        );
+        Some(job)
+    }
+
+    /// Why a queued job is not starting now (as of the last decision's state).
+    pub fn why_waiting(&self, job_id: &str, tenant: &str) -> Option<Wait> {
+        let t = self.tenants.get(tenant)?;
+        let position = t.queue.iter().position(|j| j.id == job_id)?;
+        if position > 0 {
+            return Some(Wait::Behind);
+        }
+        let job = &t.queue[position];
+        if let Some(reason) = t.blocked(job.grant) {
+            return Some(reason);
+        }
+        if self.running.len() >= self.config.slots {
+            return Some(Wait::Slot);
+        }
+        if job.grant > self.config.budget.saturating_sub(self.used) {
+            return Some(Wait::Memory);
+        }
+        if self.reservation.as_ref().is_some_and(|r| r.job != job_id) {
+            return Some(Wait::Reservation);
+        }
+        Some(Wait::FairShare)
+    }
+}
