@@ -46,20 +46,22 @@ ROWS=()
 run_one() {
     local label="$1" url="$2" dir="$WORK/serve-$1"
     mkdir -p "$dir"
+    mkfifo "$dir/stdout"
     COHORT_ADMIN_TOKEN="$ADMIN" COHORT_LOG=warn "$COHORT" serve --listen 127.0.0.1:0 --data-dir "$dir" \
         --database-url "$url" --workers "$WORKERS" >"$dir/stdout" 2>"$dir/stderr" &
     SERVER_PID=$!
-    local base=""
-    # The server prints its address once it listens.
-    while [ -z "$base" ]; do
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/stderr" >&2; exit 1; }
-        base="$(sed -n 's/^cohort listening on //p' "$dir/stdout")"
-        [ -n "$base" ] || sleep 0.1
+    # The server prints its address once it listens: read it from the pipe as it comes.
+    local base="" line
+    exec 3<"$dir/stdout"
+    while IFS= read -r line <&3; do
+        case "$line" in "cohort listening on "*) base="${line#cohort listening on }"; break ;; esac
     done
+    [ -n "$base" ] || { cat "$dir/stderr" >&2; exit 1; }
     say "$label: $JOBS jobs through $base"
     ROWS+=("$("$BENCH" --base "$base" --admin "$ADMIN" --data "$WORK/data" --jobs "$JOBS" --concurrency "$CONCURRENCY" --label "$label")")
     kill -TERM "$SERVER_PID"
     wait "$SERVER_PID" || true
+    exec 3<&-
     SERVER_PID=""
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use cohort_control::api::{AppState, check_model, new_token, submit, token_hash};
+use cohort_control::api::{AppState, new_token, store_model, stored_token, submit};
 use cohort_control::store::{SegmentRow, Tenant};
 use rand::Rng;
 use serde_json::Value;
@@ -112,17 +112,10 @@ async fn register(state: &AppState, tenants: &[DemoTenant], data_dir: &Path) -> 
             created_at: String::new(),
         };
         let token = new_token("ct_");
-        let hash: String = token_hash(&token).iter().map(|b| format!("{b:02x}")).collect();
-        state.store.create_tenant(&tenant, &hash).await?;
+        state.store.create_tenant(&tenant, &stored_token(&token)).await?;
         tokens.push_str(&format!("{} {token}\n", t.id));
-        let model_text = std::fs::read_to_string(root.join("model.json"))?;
-        let model: Value = serde_json::from_str(&model_text)?;
-        let catalog = check_model(&tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {}", t.id, e.message))?;
-        let bytes: u64 = catalog.objects.iter().map(|o| o.bytes).sum();
-        state
-            .store
-            .put_model(&t.id, &model_text, catalog.objects.len() as i64, catalog.model.relationships.len() as i64, bytes as i64)
-            .await?;
+        let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json"))?)?;
+        store_model(&state.store, &tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {}", t.id, e.message))?;
         for (name, path) in segment_files(&root) {
             let definition = std::fs::read_to_string(&path)?;
             state

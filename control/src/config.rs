@@ -203,6 +203,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cohort.example.toml");
+        let config = Config::load(Some(&path), Vec::new()).expect("cohort.example.toml");
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.min_grant, 64 << 20);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("cohort.toml");

@@ -305,7 +305,7 @@ impl Pool {
             Some(Ok(report)) => {
                 let mut measured = measured(&report);
                 measured.outcome = "succeeded".into();
-                let committed = self.commit(&job, &report).await?;
+                let committed = self.commit(&job, report.members, report.key_type.name()).await?;
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
                 if committed {
                     self.announce(&job.id, JobStatus::Succeeded);
@@ -330,11 +330,10 @@ impl Pool {
 
     /// Writes the run's files and commits it; retries the diff if another run of the same
     /// segment committed meanwhile. False if the job was no longer running.
-    async fn commit(&self, job: &JobRow, report: &RunReport) -> Result<bool> {
-        let mut members = report.members.clone();
+    async fn commit(&self, job: &JobRow, mut members: Vec<String>, key_type: &str) -> Result<bool> {
         members.sort_unstable();
         members.dedup();
-        let key_type = report.key_type.name();
+        let members = Arc::new(members);
         let mut previous = match self.store.segment(&job.tenant_id, &job.segment_id).await? {
             Some(s) => s.latest_run_id,
             None => return self.fail_commit(job, "the segment was deleted while it ran").await,
@@ -342,7 +341,7 @@ impl Pool {
         for _ in 0..16 {
             let files = self.files.clone();
             let (tenant, segment, run, prev, current) =
-                (job.tenant_id.clone(), job.segment_id.clone(), job.id.clone(), previous.clone(), members.clone());
+                (job.tenant_id.clone(), job.segment_id.clone(), job.id.clone(), previous.clone(), Arc::clone(&members));
             let (added, removed) = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
                 let before = files.read_members(&tenant, &segment, &prev)?;
                 let (added, removed) = diff(&before, &current);

@@ -139,6 +139,33 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
 }
 
+impl JobRow {
+    /// A job as submitted: queued, no attempt yet.
+    pub fn queued(tenant_id: &str, segment_id: &str, idempotency_key: Option<String>, trigger: &str, as_of: i64, grant_bytes: i64) -> JobRow {
+        let now = now_micros();
+        JobRow {
+            id: crate::new_id("run_"),
+            tenant_id: tenant_id.to_string(),
+            segment_id: segment_id.to_string(),
+            status: JobStatus::Queued,
+            idempotency_key,
+            trigger: trigger.to_string(),
+            as_of,
+            grant_bytes,
+            attempts: 0,
+            error_class: None,
+            error_message: None,
+            members: None,
+            added: None,
+            removed: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// One committed run in a segment's membership history.
 #[derive(Debug, Clone)]
 pub struct RunRow {
@@ -604,7 +631,7 @@ impl Store {
 
     /// A segment's jobs, newest first, before `before` (a job id; '' for the newest).
     pub async fn jobs_of_segment(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<JobRow>> {
-        let before = if before.is_empty() { "\u{10FFFF}" } else { before };
+        let before = newest_first(before);
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND segment_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
         ))
@@ -826,7 +853,7 @@ impl Store {
 
     /// A segment's history, newest first, before `before` (a run id; '' for the newest).
     pub async fn runs(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<RunRow>> {
-        let before = if before.is_empty() { "\u{10FFFF}" } else { before };
+        let before = newest_first(before);
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id < $3 ORDER BY run_id DESC LIMIT $4"
         ))
@@ -939,6 +966,11 @@ async fn insert_event(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The upper bound of a newest-first page: ids below `before`, or all of them ('' given).
+fn newest_first(before: &str) -> &str {
+    if before.is_empty() { "\u{10FFFF}" } else { before }
 }
 
 /// The statements of a migration: split at semicolons that end a line, comments dropped.

@@ -31,7 +31,7 @@ use crate::jobs::JobStatus;
 use crate::membership::MembershipFiles;
 use crate::pool::{Pool, Sizer, SizingInput};
 use crate::store::{JobRow, RunRow, SegmentRow, Store, Tenant};
-use crate::{new_id, now_micros, rfc3339, valid_id};
+use crate::{now_micros, rfc3339, valid_id};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -105,6 +105,11 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The form a token is stored in: its SHA-256, in hex.
+pub fn stored_token(token: &str) -> String {
+    hex(&token_hash(token))
 }
 
 /// A new random token with a readable prefix.
@@ -511,7 +516,7 @@ async fn create_tenant(State(s): State<AppState>, caller: Caller, ApiJson(body):
         created_at: rfc3339(now_micros()),
     };
     let token = new_token("ct_");
-    s.store.create_tenant(&tenant, &hex(&token_hash(&token))).await?;
+    s.store.create_tenant(&tenant, &stored_token(&token)).await?;
     tracing::info!(tenant = %tenant.id, region = %tenant.region, "tenant created");
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant, token })).into_response())
 }
@@ -545,7 +550,7 @@ async fn get_tenant(State(s): State<AppState>, caller: Caller, ApiPath(tenant): 
 async fn create_token(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Response, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     let token = new_token("ct_");
-    s.store.add_token(&tenant.id, &hex(&token_hash(&token))).await?;
+    s.store.add_token(&tenant.id, &stored_token(&token)).await?;
     Ok((StatusCode::CREATED, Json(TokenCreated { token })).into_response())
 }
 
@@ -560,6 +565,16 @@ pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog,
     Ok(Catalog::load(model, &SessionContext::new()).await?)
 }
 
+/// Checks a model against the tenant's data and stores it as the tenant's model.
+pub async fn store_model(store: &Store, tenant: &Tenant, definition: &Value) -> Result<ModelView, ApiError> {
+    let catalog = check_model(tenant, definition).await?;
+    let objects = catalog.objects.len() as i64;
+    let relationships = catalog.model.relationships.len() as i64;
+    let source_bytes = catalog.objects.iter().map(|o| o.bytes).sum::<u64>().min(i64::MAX as u64) as i64;
+    let version = store.put_model(&tenant.id, &definition.to_string(), objects, relationships, source_bytes).await?;
+    Ok(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null })
+}
+
 /// Replaces the tenant's data model, after checking it against the sources.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/model", tag = "models", params(("tenant" = String, Path)),
     request_body(content = Object, description = "The data model (segments.md)"),
@@ -567,13 +582,7 @@ pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog,
     security(("bearer" = [])))]
 async fn put_model(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>, ApiJson(definition): ApiJson<Value>) -> Result<Json<ModelView>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
-    let catalog = check_model(&tenant, &definition).await?;
-    let objects = catalog.objects.len() as i64;
-    let relationships = catalog.model.relationships.len() as i64;
-    let source_bytes = catalog.objects.iter().map(|o| o.bytes).sum::<u64>().min(i64::MAX as u64) as i64;
-    let text = definition.to_string();
-    let version = s.store.put_model(&tenant.id, &text, objects, relationships, source_bytes).await?;
-    Ok(Json(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null }))
+    Ok(Json(store_model(&s.store, &tenant, &definition).await?))
 }
 
 /// The tenant's data model.
@@ -734,27 +743,8 @@ pub async fn submit(state: &AppState, tenant: &Tenant, segment: &str, as_of: i64
     }
     let model = state.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model"))?;
     let grant = state.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
-    let now = now_micros();
-    let job = JobRow {
-        id: new_id("run_"),
-        tenant_id: tenant.id.clone(),
-        segment_id: segment.to_string(),
-        status: JobStatus::Queued,
-        idempotency_key: key,
-        trigger: trigger.to_string(),
-        as_of,
-        grant_bytes: grant.memory_bytes.min(i64::MAX as u64) as i64,
-        attempts: 0,
-        error_class: None,
-        error_message: None,
-        members: None,
-        added: None,
-        removed: None,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        finished_at: None,
-    };
+    let grant_bytes = grant.memory_bytes.min(i64::MAX as u64) as i64;
+    let job = JobRow::queued(&tenant.id, segment, key, trigger, as_of, grant_bytes);
     let (job, created) = state.store.insert_job(&job).await?;
     if created {
         state.pool.announce(&job.id, JobStatus::Queued);

@@ -80,27 +80,7 @@ async fn tenant_and_segment(store: &Store) {
 }
 
 fn job(key: Option<&str>) -> JobRow {
-    let now = now_micros();
-    JobRow {
-        id: new_id("run_"),
-        tenant_id: "acme".into(),
-        segment_id: "vip".into(),
-        status: JobStatus::Queued,
-        idempotency_key: key.map(String::from),
-        trigger: "api".into(),
-        as_of: now,
-        grant_bytes: 1 << 20,
-        attempts: 0,
-        error_class: None,
-        error_message: None,
-        members: None,
-        added: None,
-        removed: None,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        finished_at: None,
-    }
+    JobRow::queued("acme", "vip", key.map(String::from), "api", now_micros(), 1 << 20)
 }
 
 #[tokio::test]
