@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cohort_control::api::{AppState, new_token, store_model, stored_token, submit};
+use cohort_control::now_micros;
+use cohort_control::schedules::CronSchedule;
 use cohort_control::store::{SegmentRow, Tenant};
 use rand::Rng;
 use serde_json::Value;
@@ -18,6 +20,8 @@ use serde_json::Value;
 use crate::datagen::{self, DatagenArgs, Profile};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+/// Every demo segment is also recomputed on this schedule (every five minutes).
+const DEMO_SCHEDULE: &str = "0 */5 * * * *";
 
 /// One demo tenant.
 #[derive(Debug, Clone)]
@@ -73,7 +77,7 @@ pub async fn drive(state: AppState, tenants: Vec<DemoTenant>, data_dir: PathBuf)
             (tenant.clone(), segments[rng.random_range(0..segments.len())].0.clone())
         };
         if let Ok(Some(row)) = state.store.tenant(&tenant.id).await {
-            if let Err(e) = submit(&state, &row, &segment, as_of, None, "demo").await {
+            if let Err(e) = submit(&state, &row, &segment, as_of, None, "demo", None).await {
                 tracing::warn!(tenant = %tenant.id, segment = %segment, error = ?e, "demo: enqueue failed");
             }
         }
@@ -124,13 +128,11 @@ async fn register(state: &AppState, tenants: &[DemoTenant], data_dir: &Path) -> 
                     tenant_id: t.id.clone(),
                     id: name,
                     definition,
-                    schedule: Some("0 */5 * * * *".into()),
+                    schedule: Some(DEMO_SCHEDULE.into()),
                     timezone: "UTC".into(),
                     overlap: "skip".into(),
-                    latest_run_id: String::new(),
-                    members: 0,
-                    created_at: 0,
-                    updated_at: 0,
+                    next_due_at: CronSchedule::parse(DEMO_SCHEDULE, "UTC").ok().and_then(|c| c.next_after(now_micros())),
+                    ..SegmentRow::default()
                 })
                 .await?;
         }

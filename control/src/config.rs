@@ -47,6 +47,25 @@ pub struct Config {
     pub poll_ms: u64,
     /// `text` or `json` logs (`COHORT_LOG_FORMAT`).
     pub log_format: String,
+    /// Fair share: a tenant's recent usage halves every this many seconds
+    /// (`COHORT_FAIR_SHARE_HALF_LIFE_SECONDS`).
+    pub fair_share_half_life_seconds: f64,
+    /// Attempts in all for a job whose failures are transient (`COHORT_RETRY_ATTEMPTS`).
+    pub retry_attempts: u32,
+    /// The wait before the first transient retry, doubling after (`COHORT_RETRY_BACKOFF_MS`).
+    pub retry_backoff_ms: u64,
+    /// The longest wait between retries (`COHORT_RETRY_BACKOFF_MAX_SECONDS`).
+    pub retry_backoff_max_seconds: f64,
+    /// An attempt's deadline is its expected runtime times this (`COHORT_DEADLINE_FACTOR`)...
+    pub deadline_factor: f64,
+    /// ...but at least this many seconds (`COHORT_DEADLINE_FLOOR_SECONDS`)...
+    pub deadline_floor_seconds: f64,
+    /// ...and at most this many (`COHORT_DEADLINE_CEILING_SECONDS`); it also caps a run's own
+    /// `timeout_seconds`.
+    pub deadline_ceiling_seconds: f64,
+    /// Of the due runs missed while the service was down, the latest still runs if it is at
+    /// most this many seconds late (`COHORT_CATCH_UP_SECONDS`).
+    pub catch_up_seconds: f64,
 }
 
 impl Default for Config {
@@ -66,6 +85,14 @@ impl Default for Config {
             db_connections: 8,
             poll_ms: 1000,
             log_format: "text".into(),
+            fair_share_half_life_seconds: 3600.0,
+            retry_attempts: 3,
+            retry_backoff_ms: 1000,
+            retry_backoff_max_seconds: 300.0,
+            deadline_factor: 10.0,
+            deadline_floor_seconds: 60.0,
+            deadline_ceiling_seconds: 6.0 * 3600.0,
+            catch_up_seconds: 3600.0,
         }
     }
 }
@@ -104,6 +131,14 @@ impl Config {
             "COHORT_DB_CONNECTIONS" => self.db_connections = value.parse().map_err(|_| bad("expected a number"))?,
             "COHORT_POLL_MS" => self.poll_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
             "COHORT_LOG_FORMAT" => self.log_format = value.into(),
+            "COHORT_FAIR_SHARE_HALF_LIFE_SECONDS" => self.fair_share_half_life_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_RETRY_ATTEMPTS" => self.retry_attempts = value.parse().map_err(|_| bad("expected a number of attempts"))?,
+            "COHORT_RETRY_BACKOFF_MS" => self.retry_backoff_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
+            "COHORT_RETRY_BACKOFF_MAX_SECONDS" => self.retry_backoff_max_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_DEADLINE_FACTOR" => self.deadline_factor = value.parse().map_err(|_| bad("expected a number"))?,
+            "COHORT_DEADLINE_FLOOR_SECONDS" => self.deadline_floor_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_DEADLINE_CEILING_SECONDS" => self.deadline_ceiling_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_CATCH_UP_SECONDS" => self.catch_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             _ => {}
         }
         Ok(())
@@ -126,10 +161,54 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::Config(format!("log_format {:?}: expected text or json", self.log_format)));
         }
+        for (name, seconds) in [
+            ("fair_share_half_life_seconds", self.fair_share_half_life_seconds),
+            ("retry_backoff_max_seconds", self.retry_backoff_max_seconds),
+            ("deadline_floor_seconds", self.deadline_floor_seconds),
+            ("deadline_ceiling_seconds", self.deadline_ceiling_seconds),
+            ("catch_up_seconds", self.catch_up_seconds),
+        ] {
+            if !(0.0..1e9).contains(&seconds) {
+                return Err(Error::Config(format!("{name} must be a number of seconds, 0 or more")));
+            }
+        }
+        if self.fair_share_half_life_seconds <= 0.0 {
+            return Err(Error::Config("fair_share_half_life_seconds must be more than 0".into()));
+        }
+        if !(self.deadline_factor.is_finite() && self.deadline_factor >= 1.0) {
+            return Err(Error::Config("deadline_factor must be a number of at least 1".into()));
+        }
+        if self.deadline_floor_seconds > self.deadline_ceiling_seconds {
+            return Err(Error::Config(format!(
+                "deadline_floor_seconds ({}) is larger than deadline_ceiling_seconds ({})",
+                self.deadline_floor_seconds, self.deadline_ceiling_seconds
+            )));
+        }
+        if self.retry_attempts == 0 {
+            return Err(Error::Config("retry_attempts must be at least 1 (the first attempt)".into()));
+        }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(Error::Config("admin_token must be at least 16 characters".into()));
         }
         Ok(())
+    }
+
+    /// The pool's retry policy.
+    pub fn retry_policy(&self) -> crate::pool::RetryPolicy {
+        crate::pool::RetryPolicy {
+            transient_attempts: self.retry_attempts,
+            backoff_base: std::time::Duration::from_millis(self.retry_backoff_ms),
+            backoff_max: std::time::Duration::from_secs_f64(self.retry_backoff_max_seconds),
+        }
+    }
+
+    /// Attempt deadlines.
+    pub fn deadlines(&self) -> crate::pool::Deadlines {
+        crate::pool::Deadlines {
+            factor: self.deadline_factor,
+            floor: std::time::Duration::from_secs_f64(self.deadline_floor_seconds),
+            ceiling: std::time::Duration::from_secs_f64(self.deadline_ceiling_seconds),
+        }
     }
 
     /// The store's URL: the configured one, or the SQLite file in the data folder.

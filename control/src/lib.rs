@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod membership;
 pub mod pool;
 pub mod scheduler;
+pub mod schedules;
 pub mod server;
 pub mod store;
 

@@ -1,15 +1,21 @@
 //! The executor pool: worker slots and a memory budget, fed from the store.
 //!
-//! Jobs wait in the store. The dispatcher wakes when a job is submitted or finishes (and on a
-//! slow backstop tick), reads the oldest queued jobs, and admits each that fits: a free slot
-//! and a grant within the budget left. Admission is a committed transition; so is every step
-//! after it. Execution happens on a runtime of its own, so segment evaluation never stalls
-//! the HTTP server.
+//! Jobs wait in the store. The dispatcher holds the queued ones in the scheduling core
+//! ([`crate::scheduler`]), which decides what starts: slots, budget, tenant caps, quotas and
+//! rate limits, fair share and reservations. Jobs reach it as they are submitted in this
+//! process, from a scan of the store at each poll (jobs of other processes), and from a full
+//! read of the queue at start and every half minute. Admission is a committed transition; so
+//! is every step after it. Execution happens on a runtime of its own, so segment evaluation
+//! never stalls the HTTP server.
+//!
+//! An attempt runs under its grant and its deadline. A failure is retried by its class
+//! ([`RetryPolicy`]): out of memory at once with a doubled grant, transient failures after a
+//! backoff with jitter, the rest not at all.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use cohort_executor::{Catalog, Model, RunOptions, RunReport, Segment, run_segment};
@@ -18,8 +24,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::jobs::JobStatus;
 use crate::membership::{MembershipFiles, diff};
-use crate::store::{AttemptOutcome, Commit, CommitResult, JobRow, Store};
-use crate::{Error, Result};
+use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, TenantPolicy, Wait};
+use crate::store::{AttemptOutcome, Commit, CommitResult, JobRow, Store, Tenant};
+use crate::{Error, Result, now_micros, rfc3339};
 
 /// What sizing knows about a job before it runs.
 #[derive(Debug, Clone)]
@@ -66,6 +73,125 @@ impl Sizer for SizeRule {
     }
 }
 
+/// How long an attempt may run: the expected runtime times a factor, within a floor and a
+/// ceiling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadlines {
+    /// Multiple of the expected runtime.
+    pub factor: f64,
+    /// The shortest deadline.
+    pub floor: Duration,
+    /// The longest deadline (also caps a deadline asked for with the run).
+    pub ceiling: Duration,
+}
+
+impl Deadlines {
+    /// The deadline of a job expected to run `expected`.
+    pub fn for_runtime(&self, expected: Duration) -> Duration {
+        let ceiling = self.ceiling.max(self.floor);
+        let scaled = Duration::try_from_secs_f64(expected.as_secs_f64() * self.factor.max(1.0)).unwrap_or(ceiling);
+        scaled.clamp(self.floor, ceiling)
+    }
+}
+
+/// Failure classes worth another attempt after a wait: they may pass by themselves.
+pub const TRANSIENT_CLASSES: &[&str] = &["source_unavailable", "execution", "store"];
+
+/// How failed attempts are retried, by failure class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all for a job failing transiently (the first included).
+    pub transient_attempts: u32,
+    /// The wait before the first transient retry; it doubles at each next one.
+    pub backoff_base: Duration,
+    /// The longest wait.
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { transient_attempts: 3, backoff_base: Duration::from_secs(1), backoff_max: Duration::from_secs(300) }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retry {
+    /// Run again at once with this larger grant.
+    Larger(u64),
+    /// Run again after this wait.
+    After(Duration),
+    /// Fail the job, for this reason.
+    No(String),
+}
+
+impl RetryPolicy {
+    /// The decision after an attempt under `grant` failed with `class`: `cap` is the largest
+    /// grant the job may have, `transient_failures` how many of its attempts failed
+    /// transiently (this one included), `jitter` a number in [0, 1).
+    pub fn decide(&self, class: &str, grant: u64, cap: u64, transient_failures: u32, jitter: f64) -> Retry {
+        match class {
+            "resources_exhausted" if grant < cap => Retry::Larger(grant.saturating_mul(2).min(cap)),
+            "resources_exhausted" => Retry::No(format!("ran out of memory at the largest grant it may have ({cap} bytes)")),
+            c if TRANSIENT_CLASSES.contains(&c) => {
+                if transient_failures < self.transient_attempts {
+                    Retry::After(self.backoff(transient_failures, jitter))
+                } else {
+                    Retry::No(format!("failed {transient_failures} times ({c}); no attempts left"))
+                }
+            }
+            c => Retry::No(format!("{c}: another attempt cannot help")),
+        }
+    }
+
+    /// The wait after the `n`th transient failure: `base × 2^(n-1)`, capped, with "equal
+    /// jitter" (half of it fixed, half random) so retries of many jobs spread out.
+    pub fn backoff(&self, n: u32, jitter: f64) -> Duration {
+        let full = self.backoff_base.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(self.backoff_max);
+        full / 2 + (full / 2).mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Makes jobs: sizes them and sets their deadlines.
+#[derive(Debug, Clone)]
+pub struct Sizing {
+    /// Predicts grants and runtimes.
+    pub sizer: Arc<dyn Sizer>,
+    /// Deadlines from the runtimes.
+    pub deadlines: Deadlines,
+}
+
+impl Sizing {
+    /// A queued job of `segment_id` for `as_of`, sized from the tenant's model. `timeout`
+    /// (capped at the ceiling) replaces the deadline from the estimate.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new_job(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        segment_id: &str,
+        as_of: i64,
+        key: Option<String>,
+        trigger: &str,
+        timeout: Option<Duration>,
+    ) -> Result<JobRow> {
+        let model = store.model(tenant_id).await?.ok_or_else(|| Error::Conflict("the tenant has no model".into()))?;
+        let grant = self.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
+        let mut job = JobRow::queued(tenant_id, segment_id, key, trigger, as_of, grant.memory_bytes.min(i64::MAX as u64) as i64);
+        let deadline = match timeout {
+            Some(t) => t.min(self.deadlines.ceiling),
+            None => self.deadlines.for_runtime(grant.runtime),
+        };
+        job.expected_micros = micros(grant.runtime);
+        job.deadline_micros = micros(deadline).max(1);
+        Ok(job)
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// A change of a job's status, for whoever waits on it.
 #[derive(Debug, Clone)]
 pub struct JobEvent {
@@ -75,50 +201,95 @@ pub struct JobEvent {
     pub status: JobStatus,
 }
 
+/// Why a job is not running yet, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// `slot`, `memory`, `tenant_cap`, `quota`, `rate_limit`, `fair_share`, `reservation`,
+    /// `behind_own_jobs`, `retry_backoff` or `not_seen`.
+    pub reason: String,
+    /// The same, in words, with the numbers behind it.
+    pub message: String,
+}
+
+/// The pool's settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Worker slots.
+    pub slots: usize,
+    /// Memory budget.
+    pub budget: u64,
+    /// How often the store is read even when nothing signalled (jobs of other processes).
+    pub poll: Duration,
+    /// Fair-share usage halves every this long.
+    pub half_life: Duration,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+}
+
 #[derive(Debug)]
 struct Running {
-    grant: u64,
     cancel: Arc<Notify>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// The dispatcher's view: the scheduling core, the rows of the jobs it holds, the running
+/// jobs. Rebuilt from the store at start.
+#[derive(Debug)]
+struct Sched {
+    core: Core,
+    queued: HashMap<String, JobRow>,
     running: HashMap<String, Running>,
-    used: u64,
+    /// The newest queued job id read from the store.
+    watermark: String,
 }
+
+/// Queued jobs read at a reconcile, at most.
+const RECONCILE_LIMIT: i64 = 1_000_000;
+/// How often the whole queue is read again (jobs cancelled or queued by other processes).
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// A scan of new jobs also looks this far behind the newest id it saw: ids are made before
+/// their row is committed, so another process's job may land behind it.
+const SCAN_SLACK_MICROS: i64 = 10_000_000;
 
 /// The pool. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct Pool {
     store: Store,
     files: MembershipFiles,
-    slots: usize,
-    budget: u64,
-    state: std::sync::Mutex<State>,
+    settings: PoolSettings,
+    sched: std::sync::Mutex<Sched>,
+    inbox: std::sync::Mutex<Vec<JobRow>>,
+    next_retry: AtomicI64,
     wake: Notify,
     idle: Notify,
     stopping: AtomicBool,
     events: broadcast::Sender<JobEvent>,
     executor: tokio::runtime::Handle,
-    poll: Duration,
 }
 
 impl Pool {
-    /// A pool of `slots` workers and `budget` bytes, running jobs on `executor`.
-    pub fn new(store: Store, files: MembershipFiles, slots: usize, budget: u64, executor: tokio::runtime::Handle, poll: Duration) -> Arc<Pool> {
+    /// A pool running jobs on `executor`.
+    pub fn new(store: Store, files: MembershipFiles, settings: PoolSettings, executor: tokio::runtime::Handle) -> Arc<Pool> {
         let (events, _) = broadcast::channel(4096);
+        let mut settings = settings;
+        settings.slots = settings.slots.max(1);
+        let core = Core::new(CoreConfig {
+            slots: settings.slots,
+            budget: settings.budget,
+            half_life: micros(settings.half_life).max(1),
+            ..CoreConfig::default()
+        });
         Arc::new(Pool {
             store,
             files,
-            slots: slots.max(1),
-            budget,
-            state: std::sync::Mutex::new(State::default()),
+            settings,
+            sched: std::sync::Mutex::new(Sched { core, queued: HashMap::new(), running: HashMap::new(), watermark: String::new() }),
+            inbox: std::sync::Mutex::new(Vec::new()),
+            next_retry: AtomicI64::new(i64::MIN),
             wake: Notify::new(),
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
             events,
             executor,
-            poll,
         })
     }
 
@@ -127,7 +298,7 @@ impl Pool {
         self.events.subscribe()
     }
 
-    /// Tells the dispatcher to look at the store.
+    /// Tells the dispatcher to look again.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -137,26 +308,51 @@ impl Pool {
         let _ = self.events.send(JobEvent { job_id: job_id.to_string(), status });
     }
 
+    /// Hands a job just committed as queued to the dispatcher. With its tenant at hand the
+    /// job joins the core at once (so the API can say at once why it waits); otherwise the
+    /// dispatcher's next round takes it, loading the tenant's policy.
+    pub fn enqueued(&self, job: JobRow, tenant: Option<&Tenant>) {
+        self.announce(&job.id, JobStatus::Queued);
+        let mut sched = lock(&self.sched);
+        let known = sched.core.knows_tenant(&job.tenant_id);
+        match tenant {
+            Some(t) if !known => sched.core.set_tenant(&t.id, policy(t), now_micros()),
+            None if !known => {
+                drop(sched);
+                lock(&self.inbox).push(job);
+                self.wake();
+                return;
+            }
+            _ => {}
+        }
+        if !sched.queued.contains_key(&job.id) && !sched.running.contains_key(&job.id) {
+            sched.core.submit(core_job(&job), now_micros());
+            sched.queued.insert(job.id.clone(), job);
+        }
+        drop(sched);
+        self.wake();
+    }
+
     /// Slots in use, memory granted to running jobs.
     pub fn usage(&self) -> (usize, u64) {
-        let state = self.lock();
-        (state.running.len(), state.used)
+        let sched = lock(&self.sched);
+        (sched.running.len(), sched.core.used())
     }
 
     /// Worker slots and memory budget.
     pub fn capacity(&self) -> (usize, u64) {
-        (self.slots, self.budget)
+        (self.settings.slots, self.settings.budget)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves counts that are still consistent.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Jobs the dispatcher holds queued.
+    pub fn queued(&self) -> usize {
+        lock(&self.sched).core.queued()
     }
 
     /// Asks a running job to stop; true if it was running here.
     pub fn cancel(&self, job_id: &str) -> bool {
-        let state = self.lock();
-        match state.running.get(job_id) {
+        let sched = lock(&self.sched);
+        match sched.running.get(job_id) {
             Some(r) => {
                 r.cancel.notify_one();
                 true
@@ -165,54 +361,143 @@ impl Pool {
         }
     }
 
-    /// Admits jobs until stopped.
-    pub async fn dispatch(self: Arc<Self>) {
-        while !self.stopping.load(Ordering::SeqCst) {
-            match self.admit_round().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "admission failed; trying again"),
+    /// Drops a queued job that was cancelled.
+    pub fn forget(&self, job_id: &str, tenant_id: &str) {
+        let mut sched = lock(&self.sched);
+        sched.core.remove(job_id, tenant_id);
+        sched.queued.remove(job_id);
+    }
+
+    /// Why a job is not running yet, if it is waiting.
+    pub fn why_waiting(&self, job: &JobRow) -> Option<Waiting> {
+        let waiting = |reason: &str, message: String| Some(Waiting { reason: reason.into(), message });
+        match job.status {
+            JobStatus::Retrying => waiting(
+                "retry_backoff",
+                format!("its last attempt failed ({}); it is queued again at {}", job.error_class.as_deref().unwrap_or("unknown"), job.not_before.map(rfc3339).unwrap_or_default()),
+            ),
+            JobStatus::Queued => {
+                let sched = lock(&self.sched);
+                let core = &sched.core;
+                let Some(wait) = core.why_waiting(&job.id, &job.tenant_id) else {
+                    return waiting("not_seen", "the dispatcher has not read it yet".into());
+                };
+                let (slots, budget) = (core.config().slots, core.config().budget);
+                let grant = sched.queued.get(&job.id).map_or(job.grant_bytes.max(0) as u64, |q| q.grant_bytes.max(0) as u64);
+                let (tenant_running, tenant_memory) = core.tenant_usage(&job.tenant_id).unwrap_or_default();
+                let message = match wait {
+                    Wait::Slot => format!("all {slots} worker slots are busy"),
+                    Wait::Memory => format!("its grant of {grant} bytes exceeds the {} bytes of the budget left", budget.saturating_sub(core.used())),
+                    Wait::TenantCap => format!("its tenant already runs {tenant_running} jobs, its concurrency cap"),
+                    Wait::Quota => format!("its tenant's running jobs hold {tenant_memory} bytes; {grant} more would pass its memory quota"),
+                    Wait::RateLimit => "its tenant used its rate limit (jobs per minute); the next token comes soon".into(),
+                    Wait::FairShare => "tenants with less recent use of the pool (for their weight) go first".into(),
+                    Wait::Reservation => match core.reservation() {
+                        Some(r) => format!("job {} holds a reservation for {} bytes from {}; starting this one would delay it", r.job, r.grant, rfc3339(r.start_at)),
+                        None => "another job holds a reservation".into(),
+                    },
+                    Wait::Behind => "older jobs of its tenant go first".into(),
+                };
+                waiting(wait.as_str(), message)
             }
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.poll) => {}
-            }
+            _ => None,
         }
     }
 
-    /// One pass over the queue; true if anything was admitted.
-    async fn admit_round(self: &Arc<Self>) -> Result<bool> {
-        let (free, left) = {
-            let state = self.lock();
-            (self.slots.saturating_sub(state.running.len()), self.budget.saturating_sub(state.used))
-        };
-        if free == 0 {
-            return Ok(false);
+    /// Admits jobs until stopped.
+    pub async fn dispatch(self: Arc<Self>) {
+        let mut reconciled: Option<std::time::Instant> = None;
+        let mut scan = true;
+        while !self.stopping.load(Ordering::SeqCst) {
+            let reconcile = reconciled.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY);
+            match self.round(scan, reconcile).await {
+                Ok(()) => {
+                    if reconcile {
+                        reconciled = Some(std::time::Instant::now());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "admission failed; trying again"),
+            }
+            let retry_in = self.next_retry.load(Ordering::SeqCst).saturating_sub(now_micros());
+            let nap = self.settings.poll.min(Duration::from_micros(retry_in.clamp(0, i64::MAX) as u64));
+            scan = tokio::select! {
+                () = self.wake.notified() => false,
+                () = tokio::time::sleep(nap) => true,
+            };
         }
-        let queued = self.store.queued_jobs((free as i64).saturating_mul(4).max(16)).await?;
-        let (mut free, mut left) = (free, left);
-        let mut admitted = false;
-        for job in queued {
-            if free == 0 || self.stopping.load(Ordering::SeqCst) {
-                break;
+    }
+
+    /// One pass: retries whose wait is over go back to the queue, new jobs join the core, and
+    /// the core's decisions are admitted.
+    async fn round(self: &Arc<Self>, scan: bool, reconcile: bool) -> Result<()> {
+        let now = now_micros();
+        if scan || reconcile || self.next_retry.load(Ordering::SeqCst) <= now {
+            self.promote_retries(now).await?;
+        }
+        let mut fresh: Vec<JobRow> = std::mem::take(&mut *lock(&self.inbox));
+        let mut all_queued = None;
+        let read_at = now_micros();
+        if reconcile {
+            let rows = self.store.queued_jobs(RECONCILE_LIMIT).await?;
+            all_queued = Some(rows.iter().map(|r| r.id.clone()).collect::<std::collections::HashSet<_>>());
+            fresh.extend(rows);
+        } else if scan {
+            let from = lock(&self.sched).watermark.clone();
+            fresh.extend(self.store.queued_after(&id_before(&from, SCAN_SLACK_MICROS), 10_000).await?);
+        }
+        self.learn_tenants(&fresh, reconcile).await?;
+        let decided = {
+            let mut guard = lock(&self.sched);
+            let sched = &mut *guard;
+            if let Some(keep) = &all_queued {
+                // Jobs no longer queued in the store (cancelled, or taken by another process);
+                // not ones submitted while the queue was read.
+                let gone: Vec<(String, String)> = sched
+                    .queued
+                    .values()
+                    .filter(|j| !keep.contains(&j.id) && j.created_at < read_at - SCAN_SLACK_MICROS)
+                    .map(|j| (j.id.clone(), j.tenant_id.clone()))
+                    .collect();
+                for (id, tenant) in gone {
+                    sched.core.remove(&id, &tenant);
+                    sched.queued.remove(&id);
+                }
             }
-            let grant = (job.grant_bytes.max(0) as u64).min(self.budget);
-            if grant > left {
-                continue;
+            for row in fresh {
+                if sched.queued.contains_key(&row.id) || sched.running.contains_key(&row.id) || row.status != JobStatus::Queued {
+                    continue;
+                }
+                if row.id > sched.watermark {
+                    sched.watermark = row.id.clone();
+                }
+                sched.core.submit(core_job(&row), now);
+                sched.queued.insert(row.id.clone(), row);
             }
-            if !self.store.transition(&job.id, JobStatus::Queued, JobStatus::Admitted, "slot and memory granted", None).await? {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let started = sched.core.decide(now);
+            started.into_iter().filter_map(|j| sched.queued.remove(&j.id).map(|row| (j.grant, row))).collect::<Vec<_>>()
+        };
+        for (grant, job) in decided {
+            let admitted = match self.store.transition(&job.id, JobStatus::Queued, JobStatus::Admitted, "slot and memory granted", None).await {
+                Ok(done) => done,
+                Err(e) => {
+                    let mut sched = lock(&self.sched);
+                    sched.core.abandon(&job.id);
+                    sched.core.submit(core_job(&job), now);
+                    sched.queued.insert(job.id.clone(), job);
+                    return Err(e);
+                }
+            };
+            if !admitted {
+                // Cancelled meanwhile, or another process took it.
+                lock(&self.sched).core.abandon(&job.id);
                 continue;
             }
             let cancel = Arc::new(Notify::new());
-            {
-                let mut state = self.lock();
-                state.used += grant;
-                state.running.insert(job.id.clone(), Running { grant, cancel: Arc::clone(&cancel) });
-            }
+            lock(&self.sched).running.insert(job.id.clone(), Running { cancel: Arc::clone(&cancel) });
             self.announce(&job.id, JobStatus::Admitted);
-            free -= 1;
-            left -= grant;
-            admitted = true;
             let pool = Arc::clone(self);
             tokio::spawn(async move {
                 let id = job.id.clone();
@@ -223,7 +508,39 @@ impl Pool {
                 pool.release(&id);
             });
         }
-        Ok(admitted)
+        Ok(())
+    }
+
+    /// Loads the policies of tenants the core does not know yet (all of them at a reconcile).
+    async fn learn_tenants(&self, rows: &[JobRow], all: bool) -> Result<()> {
+        let mut unknown: Vec<&str> = {
+            let sched = lock(&self.sched);
+            rows.iter().map(|r| r.tenant_id.as_str()).filter(|t| all || !sched.core.knows_tenant(t)).collect()
+        };
+        unknown.sort_unstable();
+        unknown.dedup();
+        let now = now_micros();
+        for id in unknown {
+            if let Some(tenant) = self.store.tenant(id).await? {
+                lock(&self.sched).core.set_tenant(id, policy(&tenant), now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Retrying jobs whose wait is over: queued again.
+    async fn promote_retries(&self, now: i64) -> Result<()> {
+        for id in self.store.due_retries(now, 1000).await? {
+            if self.store.transition(&id, JobStatus::Retrying, JobStatus::Queued, "retry wait over: queued again", None).await?
+                && let Some(row) = self.store.job_by_id(&id).await?
+            {
+                self.announce(&id, JobStatus::Queued);
+                lock(&self.inbox).push(row);
+            }
+        }
+        let next = self.store.next_retry_at().await?.unwrap_or(i64::MAX);
+        self.next_retry.store(next, Ordering::SeqCst);
+        Ok(())
     }
 
     /// After a store error mid-job: put the job back in the queue so it is not left running.
@@ -235,6 +552,9 @@ impl Pool {
                 match self.store.transition(job_id, from, JobStatus::Queued, "store error during the run: queued again", None).await {
                     Ok(true) => {
                         self.announce(job_id, JobStatus::Queued);
+                        if let Ok(Some(row)) = self.store.job_by_id(job_id).await {
+                            lock(&self.inbox).push(row);
+                        }
                         return;
                     }
                     Ok(false) => done = true,
@@ -254,18 +574,18 @@ impl Pool {
     }
 
     fn release(&self, job_id: &str) {
-        let mut state = self.lock();
-        if let Some(r) = state.running.remove(job_id) {
-            state.used = state.used.saturating_sub(r.grant);
-        }
-        if state.running.is_empty() {
+        let mut sched = lock(&self.sched);
+        sched.running.remove(job_id);
+        sched.core.finish(job_id, now_micros());
+        if sched.running.is_empty() {
             self.idle.notify_waiters();
         }
-        drop(state);
+        drop(sched);
         self.wake();
     }
 
-    /// One admitted job: run it, commit what it found, record the attempt.
+    /// One admitted job: run it under its deadline, commit what it found, record the attempt;
+    /// a failure is retried or final by its class.
     async fn work(self: Arc<Self>, job: JobRow, grant: u64, cancel: Arc<Notify>) -> Result<()> {
         if !self.store.transition(&job.id, JobStatus::Admitted, JobStatus::Running, "started", None).await? {
             return Ok(());
@@ -275,20 +595,38 @@ impl Pool {
         self.store.start_attempt(&job.id, attempt, grant as i64).await?;
         let store = self.store.clone();
         let input = job.clone();
+        let started = std::time::Instant::now();
         let execution = self.executor.spawn(async move { execute(&store, &input, grant).await });
         let abort = execution.abort_handle();
+        // Rows from before deadlines existed carry 0: no deadline.
+        let deadline = (job.deadline_micros > 0).then(|| Duration::from_micros(job.deadline_micros as u64));
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        enum Ended {
+            Ran(std::result::Result<RunReport, ExecError>),
+            Stopped,
+            TimedOut,
+        }
         let outcome = tokio::select! {
             joined = execution => match joined {
-                Ok(result) => Some(result),
-                Err(e) => Some(Err(ExecError::Internal(format!("the execution task ended: {e}")))),
+                Ok(result) => Ended::Ran(result),
+                Err(e) => Ended::Ran(Err(ExecError::Internal(format!("the execution task ended: {e}")))),
             },
             () = cancel.notified() => {
                 abort.abort();
-                None
+                Ended::Stopped
+            }
+            () = timer => {
+                abort.abort();
+                Ended::TimedOut
             }
         };
         match outcome {
-            None => {
+            Ended::Stopped => {
                 if self.stopping.load(Ordering::SeqCst) {
                     // Shutting down: the job goes back to the queue for the next start.
                     self.store.finish_attempt(&job.id, attempt, &AttemptOutcome { outcome: "interrupted".into(), ..Default::default() }).await?;
@@ -302,7 +640,22 @@ impl Pool {
                     }
                 }
             }
-            Some(Ok(report)) => {
+            Ended::TimedOut => {
+                let limit = deadline.unwrap_or_default();
+                let message = format!("ran past its deadline of {:.3} s and was stopped", limit.as_secs_f64());
+                let measured = AttemptOutcome {
+                    outcome: "failed".into(),
+                    error_class: Some("timeout".into()),
+                    error_message: Some(message.clone()),
+                    elapsed_micros: Some(micros(started.elapsed())),
+                    ..Default::default()
+                };
+                self.store.finish_attempt(&job.id, attempt, &measured).await?;
+                if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &message, Some(("timeout", &message))).await? {
+                    self.announce(&job.id, JobStatus::Failed);
+                }
+            }
+            Ended::Ran(Ok(report)) => {
                 let mut measured = measured(&report);
                 measured.outcome = "succeeded".into();
                 let committed = self.commit(&job, report.members, report.key_type.name()).await?;
@@ -311,19 +664,50 @@ impl Pool {
                     self.announce(&job.id, JobStatus::Succeeded);
                 }
             }
-            Some(Err(failure)) => {
-                let (class, message) = failure.describe();
-                let measured = AttemptOutcome {
-                    outcome: "failed".into(),
-                    error_class: Some(class.clone()),
-                    error_message: Some(message.clone()),
-                    ..Default::default()
-                };
-                self.store.finish_attempt(&job.id, attempt, &measured).await?;
-                if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, "failed", Some((&class, &message))).await? {
+            Ended::Ran(Err(failure)) => self.failed(&job, attempt, grant, &failure, started.elapsed()).await?,
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt and retries the job or fails it, by the failure's class.
+    async fn failed(&self, job: &JobRow, attempt: i64, grant: u64, failure: &ExecError, elapsed: Duration) -> Result<()> {
+        let (class, message) = failure.describe();
+        let measured = AttemptOutcome {
+            outcome: "failed".into(),
+            error_class: Some(class.clone()),
+            error_message: Some(message.clone()),
+            elapsed_micros: Some(micros(elapsed)),
+            ..Default::default()
+        };
+        self.store.finish_attempt(&job.id, attempt, &measured).await?;
+        let transient = if TRANSIENT_CLASSES.contains(&class.as_str()) {
+            u32::try_from(self.store.failed_attempts(&job.id, TRANSIENT_CLASSES).await?).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let cap = lock(&self.sched).core.grant_cap(&job.tenant_id);
+        let now = now_micros();
+        let (not_before, next_grant, detail) = match self.settings.retry.decide(&class, grant, cap, transient, rand::random::<f64>()) {
+            Retry::Larger(larger) => {
+                (now, larger, format!("attempt {attempt} ran out of its {grant}-byte grant: retrying at once with {larger} bytes"))
+            }
+            Retry::After(wait) => (
+                now.saturating_add(micros(wait)),
+                grant,
+                format!("attempt {attempt} failed ({class}): retrying in {:.3} s", wait.as_secs_f64()),
+            ),
+            Retry::No(why) => {
+                let detail = format!("attempt {attempt} failed: {why}");
+                if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &detail, Some((&class, &message))).await? {
                     self.announce(&job.id, JobStatus::Failed);
                 }
+                return Ok(());
             }
+        };
+        if self.store.retry(&job.id, (&class, &message), not_before, i64::try_from(next_grant).unwrap_or(i64::MAX), &detail).await? {
+            self.announce(&job.id, JobStatus::Retrying);
+            self.next_retry.fetch_min(not_before, Ordering::SeqCst);
+            self.wake();
         }
         Ok(())
     }
@@ -392,21 +776,21 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let idle = self.idle.notified();
-            if self.lock().running.is_empty() {
+            if lock(&self.sched).running.is_empty() {
                 return;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 break;
             }
         }
-        let ids: Vec<String> = self.lock().running.keys().cloned().collect();
+        let ids: Vec<String> = lock(&self.sched).running.keys().cloned().collect();
         tracing::info!(jobs = ids.len(), "grace period over: interrupting running jobs, they are queued again");
         for id in &ids {
             self.cancel(id);
         }
         loop {
             let idle = self.idle.notified();
-            if self.lock().running.is_empty() {
+            if lock(&self.sched).running.is_empty() {
                 return;
             }
             if tokio::time::timeout(Duration::from_secs(10), idle).await.is_err() {
@@ -468,6 +852,43 @@ async fn execute(store: &Store, job: &JobRow, grant: u64) -> std::result::Result
         options.target_partitions = 1;
     }
     run_segment(&catalog, &segment, &options).await.map_err(ExecError::Executor)
+}
+
+/// Locks a mutex; a panic while it was held leaves state that is still consistent.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A tenant's limits as the core applies them. The token bucket holds a tenth of a minute's
+/// jobs (at least one).
+pub fn policy(t: &Tenant) -> TenantPolicy {
+    let per_minute = t.jobs_per_minute.max(1) as f64;
+    TenantPolicy {
+        max_concurrent: u32::try_from(t.max_concurrent_jobs.max(1)).unwrap_or(u32::MAX),
+        memory_quota: u64::try_from(t.memory_quota_bytes).ok().filter(|q| *q > 0).unwrap_or(u64::MAX),
+        jobs_per_minute: per_minute,
+        burst: (per_minute / 10.0).max(1.0),
+        weight: if t.share > 0.0 { t.share } else { 1.0 },
+    }
+}
+
+fn core_job(row: &JobRow) -> CoreJob {
+    CoreJob {
+        id: row.id.clone(),
+        tenant: row.tenant_id.clone(),
+        grant: row.grant_bytes.max(0) as u64,
+        expected_runtime: if row.expected_micros > 0 { row.expected_micros } else { 1_000_000 },
+        submitted: row.created_at,
+        kind: if row.trigger == "schedule" { Kind::Scheduled } else { Kind::OnDemand },
+    }
+}
+
+/// A job id made `slack` microseconds before the time in `id` ('' stays '').
+fn id_before(id: &str, slack: i64) -> String {
+    let Some(time) = id.strip_prefix("run_").and_then(|rest| rest.get(..14)).and_then(|hex| i64::from_str_radix(hex, 16).ok()) else {
+        return String::new();
+    };
+    format!("run_{:014x}", (time - slack).max(0))
 }
 
 fn measured(report: &RunReport) -> AttemptOutcome {

@@ -250,13 +250,14 @@ impl Core {
         }
     }
 
-    /// Queues a job (its grant capped at the budget). A tenant not yet known gets the
+    /// Queues a job (its grant capped at the budget and its tenant's quota). A tenant not yet known gets the
     /// default policy.
     pub fn submit(&mut self, mut job: Job, now: Micros) {
-        job.grant = job.grant.min(self.config.budget);
         let lead = self.config.on_demand_lead;
         let key = |j: &Job| if j.kind == Kind::OnDemand { j.submitted.saturating_sub(lead) } else { j.submitted };
         let tenant = self.tenants.entry(Arc::from(job.tenant.as_str())).or_insert_with(|| Tenant::new(TenantPolicy::default(), now));
+        // A grant above the budget or the tenant's quota could never start.
+        job.grant = job.grant.min(self.config.budget).min(tenant.policy.memory_quota);
         // Keep the tenant's queue in order of effective submission time; a job holding the
         // reservation keeps its place at the head.
         let reserved_head = self.reservation.as_ref().is_some_and(|r| tenant.queue.front().is_some_and(|h| h.id == r.job));
@@ -292,6 +293,43 @@ impl Core {
             let expected = (r.expected_end - r.started).max(0) as f64;
             t.usage = (t.usage + r.grant as f64 * (real - expected) / 1e6).max(0.0);
         }
+    }
+
+    /// Undoes the start of a job that could not begin after all (another process took it,
+    /// or it was cancelled meanwhile): its slot, memory, token and usage charge come back.
+    pub fn abandon(&mut self, job_id: &str) -> bool {
+        let Some(r) = self.running.remove(job_id) else { return false };
+        self.used = self.used.saturating_sub(r.grant);
+        if let Some(t) = self.tenants.get_mut(r.tenant.as_str()) {
+            t.running = t.running.saturating_sub(1);
+            t.memory = t.memory.saturating_sub(r.grant);
+            t.tokens = (t.tokens + 1.0).min(t.policy.burst.max(1.0));
+            let charged = r.grant as f64 * (r.expected_end - r.started).max(0) as f64 / 1e6;
+            t.usage = (t.usage - charged).max(0.0);
+        }
+        true
+    }
+
+    /// Whether a job is queued here.
+    pub fn is_queued(&self, job_id: &str, tenant: &str) -> bool {
+        self.tenants.get(tenant).is_some_and(|t| t.queue.iter().any(|j| j.id == job_id))
+    }
+
+    /// Whether a job runs here.
+    pub fn is_running(&self, job_id: &str) -> bool {
+        self.running.contains_key(job_id)
+    }
+
+    /// Whether the core knows a tenant's policy.
+    pub fn knows_tenant(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
+    }
+
+    /// The largest grant a tenant's job can ever be given: the budget, or the tenant's quota
+    /// if smaller.
+    pub fn grant_cap(&self, tenant: &str) -> u64 {
+        let quota = self.tenants.get(tenant).map_or(u64::MAX, |t| t.policy.memory_quota);
+        self.config.budget.min(quota)
     }
 
     /// Jobs queued.

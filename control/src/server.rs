@@ -1,7 +1,8 @@
 //! `cohort serve`: the store, the executor pool and the HTTP API in one process.
 //!
 //! Start: open the store (migrations applied), queue again whatever a previous process left
-//! admitted or running, start the pool's dispatcher, then listen. Stop (SIGTERM or SIGINT):
+//! admitted or running, catch up on schedules that fell due meanwhile, start the pool's
+//! dispatcher and the schedule loop, then listen. Stop (SIGTERM or SIGINT):
 //! stop accepting requests, stop admitting, give running jobs the grace period, queue the rest
 //! again, close the store.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use crate::api::{self, AppState, new_token, token_hash};
 use crate::membership::MembershipFiles;
-use crate::pool::{Pool, SizeRule};
+use crate::pool::{Pool, PoolSettings, SizeRule, Sizing};
 use crate::{Config, Error, Result, Store};
 
 /// Work to start once the service is up (the demo uses it).
@@ -76,25 +77,45 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         tracing::info!(jobs = requeued, "recovered unfinished jobs; they run again");
     }
     let files = MembershipFiles::new(config.data_dir.join("members"));
-    let pool = Pool::new(
-        store.clone(),
-        files.clone(),
-        config.workers,
-        config.memory_budget,
-        executor,
-        Duration::from_millis(config.poll_ms.max(10)),
-    );
+    let settings = PoolSettings {
+        slots: config.workers,
+        budget: config.memory_budget,
+        poll: Duration::from_millis(config.poll_ms.max(10)),
+        half_life: Duration::from_secs_f64(config.fair_share_half_life_seconds),
+        retry: config.retry_policy(),
+    };
+    let pool = Pool::new(store.clone(), files.clone(), settings, executor);
     let sizer = Arc::new(SizeRule {
         min_bytes: config.min_grant,
         per_source_byte: config.grant_per_source_byte,
         max_bytes: config.memory_budget,
     });
-    let state = AppState { store: store.clone(), pool: Arc::clone(&pool), files, sizer, admin_hash: token_hash(&admin) };
+    let sizing = Sizing { sizer, deadlines: config.deadlines() };
+    let schedules_wake = Arc::new(tokio::sync::Notify::new());
+    let state = AppState {
+        store: store.clone(),
+        pool: Arc::clone(&pool),
+        files,
+        sizing: sizing.clone(),
+        admin_hash: token_hash(&admin),
+        schedules: Arc::clone(&schedules_wake),
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
+    let catch_up = (config.catch_up_seconds * 1e6) as i64;
+    // Runs that fell due while the service was down are enqueued (or counted as missed)
+    // before it says it is listening.
+    let caught_up = crate::schedules::tick(&store, &sizing, crate::now_micros(), catch_up).await?;
+    if !caught_up.enqueued.is_empty() || caught_up.missed > 0 {
+        tracing::info!(enqueued = caught_up.enqueued.len(), missed = caught_up.missed, "schedules caught up at start");
+    }
+    for job in caught_up.enqueued {
+        pool.enqueued(job, None);
+    }
     let dispatcher = tokio::spawn(Arc::clone(&pool).dispatch());
+    let schedules = tokio::spawn(crate::schedules::run(store.clone(), sizing, Arc::clone(&pool), schedules_wake, catch_up));
     let app = api::router(state.clone(), usize::try_from(config.max_body).unwrap_or(usize::MAX));
     tracing::info!(%address, store = ?store.backend(), workers = config.workers, memory_budget = config.memory_budget, "cohort is serving");
     // The line tests and scripts wait for.
@@ -108,6 +129,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
     tracing::info!(grace_seconds = config.shutdown_grace_seconds, "stopping: no new jobs; running jobs get the grace period");
+    schedules.abort();
     pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
     dispatcher.abort();
     store.close().await;

@@ -16,7 +16,10 @@ use crate::jobs::JobStatus;
 use crate::{Error, Result, now_micros};
 
 /// The migrations, in order; each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_schedules_retries.sql")),
+];
 
 /// Which database the store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +77,7 @@ pub struct ModelRow {
 }
 
 /// A segment as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SegmentRow {
     /// The tenant it belongs to.
     pub tenant_id: String,
@@ -96,6 +99,14 @@ pub struct SegmentRow {
     pub created_at: i64,
     /// Last changed (microseconds).
     pub updated_at: i64,
+    /// The next due time of its schedule not yet handled (microseconds).
+    pub next_due_at: Option<i64>,
+    /// A due run held back by overlap policy `buffer_one` until the running one ends.
+    pub buffered_due_at: Option<i64>,
+    /// Due runs skipped because the service was down past the catch-up window.
+    pub missed_runs: i64,
+    /// Due runs skipped (or superseded in the buffer) because a run was still going.
+    pub overlapped_runs: i64,
 }
 
 /// A job as stored.
@@ -137,6 +148,14 @@ pub struct JobRow {
     pub started_at: Option<i64>,
     /// Reached a final state (microseconds).
     pub finished_at: Option<i64>,
+    /// While retrying: not queued again before this time (microseconds).
+    pub not_before: Option<i64>,
+    /// The runtime expected (microseconds).
+    pub expected_micros: i64,
+    /// How long each attempt may run before it fails as `timeout` (microseconds).
+    pub deadline_micros: i64,
+    /// For a scheduled run: the due time it was enqueued for (microseconds).
+    pub due_at: Option<i64>,
 }
 
 impl JobRow {
@@ -162,6 +181,10 @@ impl JobRow {
             updated_at: now,
             started_at: None,
             finished_at: None,
+            not_before: None,
+            expected_micros: 0,
+            deadline_micros: 0,
+            due_at: None,
         }
     }
 }
@@ -210,6 +233,42 @@ pub struct AttemptOutcome {
     pub plan_mode: Option<String>,
     /// The plan's shape: objects, joins, related predicates, max hops.
     pub shape: Option<[i64; 4]>,
+}
+
+/// One attempt of a job, as stored.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    /// 1 for the first.
+    pub attempt: i64,
+    /// Started (microseconds).
+    pub started_at: i64,
+    /// Ended (microseconds).
+    pub finished_at: Option<i64>,
+    /// `succeeded`, `failed`, `cancelled` or `interrupted`.
+    pub outcome: Option<String>,
+    /// The failure class.
+    pub error_class: Option<String>,
+    /// The failure, in words.
+    pub error_message: Option<String>,
+    /// The memory it ran under.
+    pub grant_bytes: i64,
+    /// Its peak pool memory.
+    pub peak_memory_bytes: Option<i64>,
+    /// Its execution time.
+    pub elapsed_micros: Option<i64>,
+}
+
+/// A segment's schedule state after a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleStep {
+    /// The next due time not yet handled.
+    pub next_due_at: Option<i64>,
+    /// The due run held for `buffer_one`.
+    pub buffered_due_at: Option<i64>,
+    /// Due runs skipped as missed (added to the count).
+    pub missed: i64,
+    /// Due runs skipped for overlap (added to the count).
+    pub overlapped: i64,
 }
 
 /// What a successful run commits, atomically.
@@ -488,17 +547,21 @@ impl Store {
 
     // ---- segments
 
-    /// Creates or replaces a segment's definition and schedule; true when created.
+    /// Creates or replaces a segment's definition and schedule; true when created. The
+    /// schedule's next due time is `row.next_due_at` when the schedule is new or changed; an
+    /// unchanged schedule keeps its place (a due run is neither skipped nor repeated).
     pub async fn put_segment(&self, row: &SegmentRow) -> Result<bool> {
         let now = now_micros();
         let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT id FROM segments WHERE tenant_id = $1 AND id = $2")
+        let existing = sqlx::query("SELECT schedule, timezone FROM segments WHERE tenant_id = $1 AND id = $2")
             .bind(&row.tenant_id)
             .bind(&row.id)
             .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if exists {
+            .await?;
+        let exists = existing.is_some();
+        if let Some(existing) = existing {
+            let (schedule, timezone): (Option<String>, String) = (existing.try_get(0)?, existing.try_get(1)?);
+            let same_schedule = schedule == row.schedule && timezone == row.timezone;
             sqlx::query(
                 "UPDATE segments SET definition = $1, schedule = $2, timezone = $3, overlap = $4, updated_at = $5 \
                  WHERE tenant_id = $6 AND id = $7",
@@ -512,10 +575,18 @@ impl Store {
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
+            if !same_schedule {
+                sqlx::query("UPDATE segments SET next_due_at = $1, buffered_due_at = NULL WHERE tenant_id = $2 AND id = $3")
+                    .bind(row.next_due_at)
+                    .bind(&row.tenant_id)
+                    .bind(&row.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         } else {
             sqlx::query(
-                "INSERT INTO segments (tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, '', 0, $7, $7)",
+                "INSERT INTO segments (tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, \
+                 updated_at, next_due_at) VALUES ($1, $2, $3, $4, $5, $6, '', 0, $7, $7, $8)",
             )
             .bind(&row.tenant_id)
             .bind(&row.id)
@@ -524,6 +595,7 @@ impl Store {
             .bind(&row.timezone)
             .bind(&row.overlap)
             .bind(now)
+            .bind(row.next_due_at)
             .execute(&mut *tx)
             .await?;
         }
@@ -577,7 +649,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9)",
+             created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
         )
         .bind(&job.id)
         .bind(&job.tenant_id)
@@ -588,6 +660,9 @@ impl Store {
         .bind(job.as_of)
         .bind(job.grant_bytes)
         .bind(job.created_at)
+        .bind(job.expected_micros)
+        .bind(job.deadline_micros)
+        .bind(job.due_at)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -717,6 +792,214 @@ impl Store {
             }
         }
         Ok(total)
+    }
+
+    /// A failed attempt that will be retried: `running → retrying`, with the failure, the
+    /// time it may be queued again and the grant of the next attempt.
+    pub async fn retry(&self, job_id: &str, failure: (&str, &str), not_before: i64, grant_bytes: i64, detail: &str) -> Result<bool> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, updated_at = $2, error_class = $3, error_message = $4, not_before = $5, grant_bytes = $6 \
+             WHERE id = $7 AND status = $8",
+        )
+        .bind(JobStatus::Retrying.as_str())
+        .bind(now)
+        .bind(failure.0)
+        .bind(failure.1)
+        .bind(not_before)
+        .bind(grant_bytes)
+        .bind(job_id)
+        .bind(JobStatus::Running.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, job_id, now, JobStatus::Running.as_str(), JobStatus::Retrying.as_str(), detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Retrying jobs whose wait is over at `now`, oldest first.
+    pub async fn due_retries(&self, now: i64, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1 AND not_before <= $2 ORDER BY not_before, id LIMIT $3")
+            .bind(JobStatus::Retrying.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The earliest time a retrying job may be queued again.
+    pub async fn next_retry_at(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(not_before) FROM jobs WHERE status = $1")
+            .bind(JobStatus::Retrying.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Queued jobs with ids after `after`, oldest first.
+    pub async fn queued_after(&self, after: &str, limit: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"))
+            .bind(JobStatus::Queued.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// A job by id alone (for the pool, which serves every tenant).
+    pub async fn job_by_id(&self, id: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// How many of a job's attempts failed with one of `classes`.
+    pub async fn failed_attempts(&self, job_id: &str, classes: &[&str]) -> Result<i64> {
+        let rows = sqlx::query("SELECT error_class FROM attempts WHERE job_id = $1 AND outcome = 'failed'")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut n = 0;
+        for r in rows {
+            let class: Option<String> = r.try_get(0)?;
+            if class.is_some_and(|c| classes.contains(&c.as_str())) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The attempts of a job, in order.
+    pub async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query(
+            "SELECT attempt, started_at, finished_at, outcome, error_class, error_message, grant_bytes, peak_memory_bytes, \
+             elapsed_micros FROM attempts WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    attempt: r.try_get(0)?,
+                    started_at: r.try_get(1)?,
+                    finished_at: r.try_get(2)?,
+                    outcome: r.try_get(3)?,
+                    error_class: r.try_get(4)?,
+                    error_message: r.try_get(5)?,
+                    grant_bytes: r.try_get(6)?,
+                    peak_memory_bytes: r.try_get(7)?,
+                    elapsed_micros: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- schedules
+
+    /// Scheduled segments due at `now` (next due time reached), earliest first.
+    pub async fn due_segments(&self, now: i64, limit: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE next_due_at <= $1 ORDER BY next_due_at, tenant_id, id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    /// Segments holding a buffered due run.
+    pub async fn buffered_segments(&self, limit: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE buffered_due_at IS NOT NULL ORDER BY buffered_due_at LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    /// The earliest next due time of any schedule.
+    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_due_at) FROM segments").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Whether a run of the segment is queued, admitted, running or retrying.
+    pub async fn has_active_job(&self, tenant_id: &str, segment_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM jobs WHERE tenant_id = $1 AND segment_id = $2 AND status IN ($3, $4, $5, $6) LIMIT 1")
+            .bind(tenant_id)
+            .bind(segment_id)
+            .bind(JobStatus::Queued.as_str())
+            .bind(JobStatus::Admitted.as_str())
+            .bind(JobStatus::Running.as_str())
+            .bind(JobStatus::Retrying.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Applies one schedule step in one transaction, if the segment's schedule state is still
+    /// `seen` (its next due time and buffered run as read): the new state, the skipped counts,
+    /// and the job to enqueue. False (and nothing written) if another process or tick moved it
+    /// first: this is what makes a due run enqueued once.
+    pub async fn schedule_step(&self, seen: &SegmentRow, step: &ScheduleStep, job: Option<&JobRow>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE segments SET next_due_at = $1, buffered_due_at = $2, missed_runs = missed_runs + $3, \
+             overlapped_runs = overlapped_runs + $4 WHERE tenant_id = $5 AND id = $6 \
+             AND COALESCE(next_due_at, -1) = $7 AND COALESCE(buffered_due_at, -1) = $8",
+        )
+        .bind(step.next_due_at)
+        .bind(step.buffered_due_at)
+        .bind(step.missed)
+        .bind(step.overlapped)
+        .bind(&seen.tenant_id)
+        .bind(&seen.id)
+        .bind(seen.next_due_at.unwrap_or(-1))
+        .bind(seen.buffered_due_at.unwrap_or(-1))
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(job) = job {
+            sqlx::query(
+                "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
+                 created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
+            )
+            .bind(&job.id)
+            .bind(&job.tenant_id)
+            .bind(&job.segment_id)
+            .bind(JobStatus::Queued.as_str())
+            .bind(&job.idempotency_key)
+            .bind(&job.trigger)
+            .bind(job.as_of)
+            .bind(job.grant_bytes)
+            .bind(job.created_at)
+            .bind(job.expected_micros)
+            .bind(job.deadline_micros)
+            .bind(job.due_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(&mut tx, &job.id, job.created_at, "", JobStatus::Queued.as_str(), "enqueued by the schedule").await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Due runs skipped so far, over all segments: (missed while down, overlapped).
+    pub async fn skipped_runs(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COALESCE(SUM(missed_runs), 0), COALESCE(SUM(overlapped_runs), 0) FROM segments")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// The transitions of a job, oldest first: (time, from, to, detail).
@@ -878,10 +1161,11 @@ impl Store {
 }
 
 const TENANT_COLUMNS: &str = "id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at";
-const SEGMENT_COLUMNS: &str =
-    "tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, updated_at";
+const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, \
+     updated_at, next_due_at, buffered_due_at, missed_runs, overlapped_runs";
 const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-     error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at";
+     error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at, not_before, \
+     expected_micros, deadline_micros, due_at";
 const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at";
 
 fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
@@ -909,6 +1193,10 @@ fn segment_from_row(r: &AnyRow) -> Result<SegmentRow> {
         members: r.try_get(7)?,
         created_at: r.try_get(8)?,
         updated_at: r.try_get(9)?,
+        next_due_at: r.try_get(10)?,
+        buffered_due_at: r.try_get(11)?,
+        missed_runs: r.try_get(12)?,
+        overlapped_runs: r.try_get(13)?,
     })
 }
 
@@ -933,6 +1221,10 @@ fn job_from_row(r: &AnyRow) -> Result<JobRow> {
         updated_at: r.try_get(15)?,
         started_at: r.try_get(16)?,
         finished_at: r.try_get(17)?,
+        not_before: r.try_get(18)?,
+        expected_micros: r.try_get(19)?,
+        deadline_micros: r.try_get(20)?,
+        due_at: r.try_get(21)?,
     })
 }
 

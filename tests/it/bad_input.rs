@@ -4,9 +4,11 @@ use serde_json::{Value, json};
 
 use crate::server::{ADMIN, Api, Server, datagen, setup_tenant};
 
-/// Sends raw bytes with a content type.
+/// Sends raw bytes with a content type, on a connection of its own: a refused oversized
+/// body leaves its connection closed by the server, and reusing it would fail the next call.
 async fn raw(api: &Api, method: reqwest::Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-    let mut request = api.client.request(method, format!("{}{path}", api.base)).bearer_auth(&api.token).body(body);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let mut request = client.request(method, format!("{}{path}", api.base)).bearer_auth(&api.token).body(body);
     if let Some(ct) = content_type {
         request = request.header("content-type", ct);
     }

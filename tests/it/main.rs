@@ -3,5 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod retries;
+mod schedules;
 mod server;
 mod service;

@@ -89,6 +89,11 @@ pub struct Server {
 impl Server {
     /// Starts the binary and waits for the line that says where it listens.
     pub fn start(data_dir: &Path, database_url: &str, workers: usize) -> Server {
+        Server::start_with(data_dir, database_url, workers, &[])
+    }
+
+    /// Starts the binary with extra `COHORT_*` settings.
+    pub fn start_with(data_dir: &Path, database_url: &str, workers: usize, env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.join(format!("serve-{}.log", rand_u64()));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -98,6 +103,7 @@ impl Server {
             .args(["--database-url", database_url, "--workers", &workers.to_string(), "--memory-budget", "4GiB"])
             .env("COHORT_ADMIN_TOKEN", ADMIN)
             .env("COHORT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -229,7 +235,8 @@ pub fn executor_members(model: &Path, segment: &Path, as_of: &str) -> Vec<String
 /// Creates a tenant over `root` with its model and the named segments of its `segments/`.
 pub async fn setup_tenant(admin: &Api, id: &str, region: &str, root: &Path, segments: &[&str]) -> Api {
     let root = root.canonicalize().expect("root");
-    let created = admin.post("/v1/tenants", &json!({"id": id, "region": region, "data_root": root})).await;
+    // Rate limits high enough that no test waits on them unless it means to.
+    let created = admin.post("/v1/tenants", &json!({"id": id, "region": region, "data_root": root, "jobs_per_minute": 600000})).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let token = created.body["token"].as_str().expect("token").to_string();
     let api = Api::new(&admin.base, &token);
@@ -251,4 +258,16 @@ pub fn key_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Watches a job through long polls until `done` holds of its view (or a minute passes).
+pub async fn watch(api: &Api, tenant: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut view = api.get(&format!("/v1/tenants/{tenant}/runs/{id}")).await.body;
+    while !done(&view) {
+        assert!(std::time::Instant::now() < deadline, "gave up watching {id}: {view:?}");
+        let status = view["status"].as_str().expect("status").to_string();
+        view = api.get(&format!("/v1/tenants/{tenant}/runs/{id}?wait_seconds=30&while_status={status}")).await.body;
+    }
+    view
 }

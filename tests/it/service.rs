@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{AS_OF, Api, Server, TestStore, backends, datagen, executor_members, key_text, setup_tenant};
+use crate::server::{ADMIN, AS_OF, Api, Server, TestStore, backends, datagen, executor_members, key_text, setup_tenant};
 
 const SEGMENTS: [&str; 3] = ["recent_big_spenders_not_unsubscribed", "multi_category_shoppers", "lapsed_buyers"];
 
@@ -151,4 +151,41 @@ async fn sigterm_stops_cleanly_and_the_next_start_keeps_everything() {
     let again = api.get(&format!("/v1/tenants/acme/runs/{}", job["id"].as_str().expect("id"))).await;
     assert_eq!(again.body["status"], "succeeded");
     assert_eq!(again.body["members"], job["members"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_says_why_it_waits_and_can_be_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("slowpoke");
+    datagen("retail", 200, 31, &root);
+    let server = Server::start(&dir.path().join("data"), &format!("sqlite://{}", dir.path().join("c.db").display()), 2);
+    let admin = Api::new(&server.base, ADMIN);
+    // One job a minute.
+    let root = root.canonicalize().expect("root");
+    let created = admin.post("/v1/tenants", &json!({"id": "slowpoke", "region": "eu-west", "data_root": root, "jobs_per_minute": 1})).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let api = Api::new(&server.base, created.body["token"].as_str().expect("token"));
+    let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json")).expect("model")).expect("json");
+    assert_eq!(api.put("/v1/tenants/slowpoke/model", &model).await.status, 200);
+    let mut definition: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
+    definition.as_object_mut().expect("object").remove("name");
+    assert_eq!(api.put("/v1/tenants/slowpoke/segments/lapsed", &json!({"definition": definition})).await.status, 201);
+    let first = run_and_wait(&api, "slowpoke", "lapsed", AS_OF).await;
+    assert_eq!(first["waiting"], Value::Null);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let queued = api.post("/v1/tenants/slowpoke/segments/lapsed/runs", &json!({"as_of": AS_OF})).await;
+        assert_eq!(queued.status, 202, "{:?}", queued.body);
+        ids.push(queued.body["id"].as_str().expect("id").to_string());
+    }
+    let second = api.get(&format!("/v1/tenants/slowpoke/runs/{}", ids[0])).await.body;
+    assert_eq!((second["status"].as_str(), second["waiting"]["reason"].as_str()), (Some("queued"), Some("rate_limit")), "{second:?}");
+    let third = api.get(&format!("/v1/tenants/slowpoke/runs/{}", ids[1])).await.body;
+    assert_eq!(third["waiting"]["reason"], "behind_own_jobs", "{third:?}");
+    for id in &ids {
+        let cancelled = api.post(&format!("/v1/tenants/slowpoke/runs/{id}/cancel"), &json!({})).await;
+        assert_eq!((cancelled.status, cancelled.body["status"].as_str()), (200, Some("cancelled")), "{:?}", cancelled.body);
+        assert_eq!(cancelled.body["waiting"], Value::Null);
+    }
 }

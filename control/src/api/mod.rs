@@ -29,8 +29,9 @@ pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, pa
 
 use crate::jobs::JobStatus;
 use crate::membership::MembershipFiles;
-use crate::pool::{Pool, Sizer, SizingInput};
-use crate::store::{JobRow, RunRow, SegmentRow, Store, Tenant};
+use crate::pool::{Pool, Sizing, Waiting};
+use crate::schedules::CronSchedule;
+use crate::store::{AttemptRow, JobRow, RunRow, SegmentRow, Store, Tenant};
 use crate::{now_micros, rfc3339, valid_id};
 
 /// What every handler shares.
@@ -42,10 +43,12 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// Membership files.
     pub files: MembershipFiles,
-    /// Job sizing.
-    pub sizer: Arc<dyn Sizer>,
+    /// Job sizing and deadlines.
+    pub sizing: Sizing,
     /// SHA-256 of the admin token.
     pub admin_hash: [u8; 32],
+    /// Wakes the schedule loop (a schedule was stored or changed).
+    pub schedules: Arc<tokio::sync::Notify>,
 }
 
 /// The router: the API, health, metrics, the OpenAPI document and the dashboard.
@@ -270,6 +273,14 @@ pub struct SegmentView {
     pub created_at: String,
     /// Last changed.
     pub updated_at: String,
+    /// The next due time of the schedule (RFC 3339), if scheduled.
+    pub next_due_at: Option<String>,
+    /// A due run held back (`buffer_one`) until the running one ends.
+    pub buffered_due_at: Option<String>,
+    /// Due runs skipped because the service was down past the catch-up window.
+    pub missed_runs: i64,
+    /// Due runs skipped because the previous run was still going.
+    pub overlapped_runs: i64,
 }
 
 /// A page of segments.
@@ -287,6 +298,9 @@ pub struct SegmentPage {
 pub struct EnqueueRun {
     /// The instant to evaluate for (RFC 3339); default now.
     pub as_of: Option<String>,
+    /// Each attempt's deadline in seconds, instead of the one derived from the estimate
+    /// (capped at the configured ceiling). Past it the attempt fails as `timeout`.
+    pub timeout_seconds: Option<f64>,
 }
 
 /// A job: one run of a segment.
@@ -326,9 +340,20 @@ pub struct JobView {
     pub started_at: Option<String>,
     /// Reached a final state.
     pub finished_at: Option<String>,
+    /// Each attempt's deadline, in seconds.
+    pub deadline_seconds: f64,
+    /// For a scheduled run: the due time it was enqueued for.
+    pub due_at: Option<String>,
+    /// While retrying: when it is queued again.
+    pub retry_at: Option<String>,
+    /// While queued or retrying: why it is not running yet.
+    pub waiting: Option<WaitingView>,
     /// Its transitions, oldest first (only on GET of one job).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
+    /// Its attempts, in order (only on GET of one job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempt_history: Vec<AttemptView>,
 }
 
 /// One committed transition.
@@ -342,6 +367,63 @@ pub struct Transition {
     pub to: String,
     /// Why.
     pub detail: String,
+}
+
+/// Why a job is not running yet.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WaitingView {
+    /// `slot`, `memory`, `tenant_cap`, `quota`, `rate_limit`, `fair_share`, `reservation`,
+    /// `behind_own_jobs`, `retry_backoff` or `not_seen` (not yet read by this process's
+    /// dispatcher).
+    pub reason: String,
+    /// The same in words, with the numbers behind it.
+    pub message: String,
+}
+
+impl From<Waiting> for WaitingView {
+    fn from(w: Waiting) -> Self {
+        WaitingView { reason: w.reason, message: w.message }
+    }
+}
+
+/// One attempt of a job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    /// 1 for the first.
+    pub attempt: i64,
+    /// Started.
+    pub started_at: String,
+    /// Ended.
+    pub finished_at: Option<String>,
+    /// `succeeded`, `failed`, `cancelled` or `interrupted` (the service stopped).
+    pub outcome: Option<String>,
+    /// The failure class: `resources_exhausted`, `source_unavailable`, `execution`, `timeout`,
+    /// `invalid`, `schema_mismatch`, `internal`.
+    pub error_class: Option<String>,
+    /// The failure, in words.
+    pub error_message: Option<String>,
+    /// The memory it ran under.
+    pub grant_bytes: i64,
+    /// Its peak pool memory.
+    pub peak_memory_bytes: Option<i64>,
+    /// Its execution time in seconds.
+    pub elapsed_seconds: Option<f64>,
+}
+
+impl From<AttemptRow> for AttemptView {
+    fn from(a: AttemptRow) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            started_at: rfc3339(a.started_at),
+            finished_at: a.finished_at.map(rfc3339),
+            outcome: a.outcome,
+            error_class: a.error_class,
+            error_message: a.error_message,
+            grant_bytes: a.grant_bytes,
+            peak_memory_bytes: a.peak_memory_bytes,
+            elapsed_seconds: a.elapsed_micros.map(|m| m as f64 / 1e6),
+        }
+    }
 }
 
 /// A page of jobs.
@@ -454,8 +536,11 @@ pub struct OffsetPage {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
-    /// Wait up to this many seconds (at most 60) for the job to reach a final state.
+    /// Wait up to this many seconds (at most 60) for the job to reach a final state...
     pub wait_seconds: Option<u64>,
+    /// ...or, when given, only while its status is this one (a change of status ends the
+    /// wait: watch a job's life without polling).
+    pub while_status: Option<String>,
 }
 
 fn limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
@@ -614,6 +699,10 @@ fn segment_view(row: SegmentRow) -> Result<SegmentView, ApiError> {
         members: row.members,
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
+        next_due_at: row.next_due_at.map(rfc3339),
+        buffered_due_at: row.buffered_due_at.map(rfc3339),
+        missed_runs: row.missed_runs,
+        overlapped_runs: row.overlapped_runs,
     })
 }
 
@@ -643,17 +732,22 @@ async fn put_segment(
         return Err(ApiError::bad_request("invalid_body", format!("overlap {overlap:?}: expected skip, buffer_one or allow")));
     }
     let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
-    if timezone != "UTC" {
-        return Err(ApiError::bad_request("invalid_body", format!("timezone {timezone:?}: only UTC is supported so far")));
-    }
-    if let Some(schedule) = &body.schedule {
-        if schedule.split_whitespace().count() < 6 {
-            return Err(ApiError::bad_request(
-                "invalid_schedule",
-                format!("schedule {schedule:?}: expected a cron expression with seconds, like \"0 0 * * * *\""),
-            ));
+    let next_due_at = match &body.schedule {
+        None => {
+            if timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(ApiError::bad_request("invalid_schedule", format!("timezone {timezone:?}: not an IANA time zone name")));
+            }
+            None
         }
-    }
+        Some(schedule) => {
+            let parsed = CronSchedule::parse(schedule, &timezone).map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+            let next = parsed.next_after(now_micros());
+            if next.is_none() {
+                return Err(ApiError::bad_request("invalid_schedule", format!("schedule {schedule:?} is never due again")));
+            }
+            next
+        }
+    };
     let model = s.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model: PUT its model first"))?;
     let model_value: Value = serde_json::from_str(&model.definition).map_err(ApiError::internal)?;
     let catalog = check_model(&tenant, &model_value).await?;
@@ -665,12 +759,11 @@ async fn put_segment(
         schedule: body.schedule,
         timezone,
         overlap,
-        latest_run_id: String::new(),
-        members: 0,
-        created_at: 0,
-        updated_at: 0,
+        next_due_at,
+        ..SegmentRow::default()
     };
     let created = s.store.put_segment(&row).await?;
+    s.schedules.notify_one();
     let stored = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::internal("segment vanished"))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(segment_view(stored)?)).into_response())
@@ -732,23 +825,39 @@ fn job_view(job: JobRow) -> JobView {
         updated_at: rfc3339(job.updated_at),
         started_at: job.started_at.map(rfc3339),
         finished_at: job.finished_at.map(rfc3339),
+        deadline_seconds: job.deadline_micros as f64 / 1e6,
+        due_at: job.due_at.map(rfc3339),
+        retry_at: job.not_before.filter(|_| job.status == JobStatus::Retrying).map(rfc3339),
+        waiting: None,
         transitions: Vec::new(),
+        attempt_history: Vec::new(),
     }
 }
 
-/// Enqueues a job for a segment.
-pub async fn submit(state: &AppState, tenant: &Tenant, segment: &str, as_of: i64, key: Option<String>, trigger: &str) -> Result<(JobRow, bool), ApiError> {
+fn job_view_waiting(pool: &Pool, job: JobRow) -> JobView {
+    let waiting = pool.why_waiting(&job).map(WaitingView::from);
+    let mut view = job_view(job);
+    view.waiting = waiting;
+    view
+}
+
+/// Enqueues a job for a segment; `timeout` replaces the deadline from the estimate.
+pub async fn submit(
+    state: &AppState,
+    tenant: &Tenant,
+    segment: &str,
+    as_of: i64,
+    key: Option<String>,
+    trigger: &str,
+    timeout: Option<Duration>,
+) -> Result<(JobRow, bool), ApiError> {
     if state.store.segment(&tenant.id, segment).await?.is_none() {
         return Err(ApiError::not_found(format!("no segment {segment:?}")));
     }
-    let model = state.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model"))?;
-    let grant = state.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
-    let grant_bytes = grant.memory_bytes.min(i64::MAX as u64) as i64;
-    let job = JobRow::queued(&tenant.id, segment, key, trigger, as_of, grant_bytes);
+    let job = state.sizing.new_job(&state.store, &tenant.id, segment, as_of, key, trigger, timeout).await?;
     let (job, created) = state.store.insert_job(&job).await?;
     if created {
-        state.pool.announce(&job.id, JobStatus::Queued);
-        state.pool.wake();
+        state.pool.enqueued(job.clone(), Some(tenant));
     }
     Ok((job, created))
 }
@@ -784,9 +893,14 @@ async fn enqueue_run(
             Some(k.to_string())
         }
     };
-    let (job, created) = submit(&s, &tenant, &segment, as_of, key, "api").await?;
+    let timeout = match request.timeout_seconds {
+        None => None,
+        Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+        Some(t) => return Err(ApiError::bad_request("invalid_body", format!("timeout_seconds must be a positive number of seconds, not {t}"))),
+    };
+    let (job, created) = submit(&s, &tenant, &segment, as_of, key, "api", timeout).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, Json(job_view(job))).into_response())
+    Ok((status, Json(job_view_waiting(&s.pool, job))).into_response())
 }
 
 /// The segment's jobs, newest first.
@@ -803,7 +917,7 @@ async fn list_runs(
     let limit = limit(page.limit, 100, 1000)?;
     let rows = s.store.jobs_of_segment(&tenant.id, &segment, page.before.as_deref().unwrap_or(""), limit).await?;
     let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.clone())).flatten();
-    Ok(Json(JobPage { items: rows.into_iter().map(job_view).collect(), next }))
+    Ok(Json(JobPage { items: rows.into_iter().map(|j| job_view_waiting(&s.pool, j)).collect(), next }))
 }
 
 /// One job, with its transitions. `wait_seconds` waits for a final state.
@@ -818,15 +932,26 @@ async fn get_run(
 ) -> Result<Json<JobView>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     let missing = || ApiError::not_found(format!("no run {run:?}"));
+    let while_status = match wait.while_status.as_deref() {
+        None => None,
+        Some(name) => Some(JobStatus::parse(name).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("while_status {name:?}: expected a job status such as queued or running"))
+        })?),
+    };
+    let waiting = |status: JobStatus| match while_status {
+        Some(w) => status == w,
+        None => !status.is_final(),
+    };
     let wait = Duration::from_secs(wait.wait_seconds.unwrap_or(0).min(60));
     let mut events = s.pool.subscribe();
     let mut job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
     let deadline = tokio::time::Instant::now() + wait;
-    while !job.status.is_final() && !wait.is_zero() {
+    while waiting(job.status) && !wait.is_zero() {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Err(_) => break,
-            Ok(Ok(event)) if event.job_id != job.id || !event.status.is_final() => continue,
+            Ok(Ok(event)) if event.job_id != job.id || waiting(event.status) => continue,
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            // A message for this job, or missed messages (lagged): read the store again.
             Ok(_) => {}
         }
         job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
@@ -838,8 +963,10 @@ async fn get_run(
         .into_iter()
         .map(|(at, from, to, detail)| Transition { at: rfc3339(at), from, to, detail })
         .collect();
-    let mut view = job_view(job);
+    let attempts = s.store.attempts(&job.id).await?.into_iter().map(AttemptView::from).collect();
+    let mut view = job_view_waiting(&s.pool, job);
     view.transitions = transitions;
+    view.attempt_history = attempts;
     Ok(Json(view))
 }
 
@@ -857,6 +984,7 @@ async fn cancel_run(State(s): State<AppState>, caller: Caller, ApiPath((tenant, 
     }
     for from in [JobStatus::Queued, JobStatus::Retrying] {
         if s.store.transition(&job.id, from, JobStatus::Cancelled, "cancelled by request", None).await? {
+            s.pool.forget(&job.id, &job.tenant_id);
             s.pool.announce(&job.id, JobStatus::Cancelled);
         }
     }
@@ -870,7 +998,7 @@ async fn cancel_run(State(s): State<AppState>, caller: Caller, ApiPath((tenant, 
         }
     }
     let job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
-    Ok(Json(job_view(job)))
+    Ok(Json(job_view_waiting(&s.pool, job)))
 }
 
 // ---- members and history
@@ -996,7 +1124,16 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let counts = s.store.job_counts().await?;
     let (used_slots, used_bytes) = s.pool.usage();
     let (slots, budget) = s.pool.capacity();
+    let (missed, overlapped) = s.store.skipped_runs().await?;
     let mut out = String::new();
+    out.push_str(&format!(
+        "# HELP cohort_schedule_runs_missed_total Due runs skipped: missed while the service was down past the catch-up window.\n\
+         # TYPE cohort_schedule_runs_missed_total counter\ncohort_schedule_runs_missed_total {missed}\n\
+         # HELP cohort_schedule_runs_overlapped_total Due runs skipped because the segment's previous run was still going.\n\
+         # TYPE cohort_schedule_runs_overlapped_total counter\ncohort_schedule_runs_overlapped_total {overlapped}\n\
+         # HELP cohort_pool_queued_jobs Jobs the dispatcher holds queued.\n# TYPE cohort_pool_queued_jobs gauge\ncohort_pool_queued_jobs {}\n",
+        s.pool.queued()
+    ));
     out.push_str("# HELP cohort_jobs Jobs in the store by status.\n# TYPE cohort_jobs gauge\n");
     for status in JobStatus::ALL {
         let n = counts.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
@@ -1039,7 +1176,7 @@ impl utoipa::Modify for BearerAuth {
         get_history_record
     ),
     components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TenantPage, ModelView, PutSegment,
-        SegmentView, SegmentPage, EnqueueRun, JobView, Transition, JobPage, MembersPage, HistoryRecord, HistoryPage,
+        SegmentView, SegmentPage, EnqueueRun, JobView, Transition, WaitingView, AttemptView, JobPage, MembersPage, HistoryRecord, HistoryPage,
         KeyChange, HistoryDetail, JobStatus, CreateTenant)),
     modifiers(&BearerAuth)
 )]

@@ -3,6 +3,7 @@
 //! membership commits happen once per run and chain, recovery queues what was left running.
 
 mod scheduler;
+mod schedules;
 
 use cohort_control::jobs::JobStatus;
 use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};
@@ -10,14 +11,16 @@ use cohort_control::{new_id, now_micros};
 
 struct Scratch {
     store: Store,
+    url: String,
     drop: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 async fn stores() -> Vec<Scratch> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()), 4).await.expect("sqlite");
-    let mut out = vec![Scratch { store: sqlite, drop: None, _dir: dir }];
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let sqlite = Store::connect(&url, 4).await.expect("sqlite");
+    let mut out = vec![Scratch { store: sqlite, url, drop: None, _dir: dir }];
     match std::env::var("COHORT_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             use sqlx::Connection;
@@ -26,9 +29,10 @@ async fn stores() -> Vec<Scratch> {
             let mut conn = sqlx::AnyConnection::connect(&url).await.expect("PostgreSQL answers");
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
             let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL with a database");
-            let store = Store::connect(&format!("{base}/{name}"), 4).await.expect("postgres store");
+            let scratch_url = format!("{base}/{name}");
+            let store = Store::connect(&scratch_url, 4).await.expect("postgres store");
             let dir = tempfile::tempdir().expect("tempdir");
-            out.push(Scratch { store, drop: Some((url, name)), _dir: dir });
+            out.push(Scratch { store, url: scratch_url, drop: Some((url, name)), _dir: dir });
         }
         _ => println!("skipping PostgreSQL: COHORT_TEST_DATABASE_URL is not set"),
     }
@@ -70,10 +74,7 @@ async fn tenant_and_segment(store: &Store) {
         schedule: None,
         timezone: "UTC".into(),
         overlap: "skip".into(),
-        latest_run_id: String::new(),
-        members: 0,
-        created_at: 0,
-        updated_at: 0,
+        ..SegmentRow::default()
     };
     assert!(store.put_segment(&segment).await.expect("segment"));
     assert!(!store.put_segment(&segment).await.expect("segment again"));

@@ -259,3 +259,50 @@ fn on_demand_runs_go_first_within_a_tenant_but_do_not_starve_scheduled_ones() {
         .collect();
     assert_eq!(order, vec!["old-scheduled", "on-demand", "scheduled"]);
 }
+
+#[test]
+fn a_waiting_job_is_told_why() {
+    use cohort_control::scheduler::Wait;
+    let job = |id: &str, tenant: &str, grant: u64| Job {
+        id: id.into(),
+        tenant: tenant.into(),
+        grant,
+        expected_runtime: 10 * SECOND,
+        submitted: 0,
+        kind: Kind::OnDemand,
+    };
+    let config = CoreConfig { slots: 3, budget: 100, ..CoreConfig::default() };
+    let mut core = Core::new(config);
+    let open = TenantPolicy { max_concurrent: 10, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 };
+    core.set_tenant("capped", TenantPolicy { max_concurrent: 1, ..open.clone() }, 0);
+    core.set_tenant("quota", TenantPolicy { memory_quota: 30, ..open.clone() }, 0);
+    core.set_tenant("rated", TenantPolicy { jobs_per_minute: 1.0, burst: 1.0, ..open.clone() }, 0);
+    core.set_tenant("big", open.clone(), 0);
+    for j in [job("c1", "capped", 10), job("c2", "capped", 10), job("q1", "quota", 20), job("q2", "quota", 20), job("r1", "rated", 10), job("r2", "rated", 10), job("r3", "rated", 10)] {
+        core.submit(j, 0);
+    }
+    let started: Vec<String> = core.decide(0).into_iter().map(|j| j.id).collect();
+    assert_eq!(started.len(), 3, "{started:?}");
+    assert_eq!(core.why_waiting("c2", "capped"), Some(Wait::TenantCap));
+    assert_eq!(core.why_waiting("q2", "quota"), Some(Wait::Quota));
+    assert_eq!(core.why_waiting("r2", "rated"), Some(Wait::RateLimit));
+    assert_eq!(core.why_waiting("r3", "rated"), Some(Wait::Behind));
+    // All slots are busy: a new tenant's job waits for one.
+    core.submit(job("b1", "big", 90), 0);
+    assert_eq!(core.why_waiting("b1", "big"), Some(Wait::Slot));
+    // A slot frees but not the memory: it waits for memory and reserves it; a small job of
+    // another tenant that would delay it waits behind the reservation.
+    // Only b1 stays queued; one running job ends.
+    for (id, tenant) in [("c2", "capped"), ("q2", "quota"), ("r2", "rated"), ("r3", "rated")] {
+        assert!(core.remove(id, tenant));
+    }
+    let first = started[0].clone();
+    core.finish(&first, SECOND);
+    assert!(core.decide(SECOND).iter().all(|j| j.id != "b1"));
+    assert_eq!(core.why_waiting("b1", "big"), Some(Wait::Memory));
+    assert_eq!(core.reservation().map(|r| r.job.as_str()), Some("b1"));
+    core.set_tenant("small", open, SECOND);
+    core.submit(job("s1", "small", 5), SECOND);
+    assert_eq!(core.why_waiting("s1", "small"), Some(Wait::Reservation));
+    assert_eq!(core.why_waiting("nope", "small"), None);
+}
