@@ -17,7 +17,8 @@
 //!   delay it: it ends before the reservation, or leaves the reserved memory and a slot free.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// Microseconds (of whatever clock the caller uses).
@@ -138,12 +139,22 @@ struct Tenant {
     refilled_at: Micros,
     usage: f64,
     usage_at: Micros,
+    /// Its place in the fair order while it has queued jobs.
+    turn: Option<f64>,
 }
 
 impl Tenant {
     fn new(policy: TenantPolicy, now: Micros) -> Self {
         let tokens = policy.burst.max(1.0);
-        Tenant { policy, queue: VecDeque::new(), running: 0, memory: 0, tokens, refilled_at: now, usage: 0.0, usage_at: now }
+        Tenant { policy, queue: VecDeque::new(), running: 0, memory: 0, tokens, refilled_at: now, usage: 0.0, usage_at: now, turn: None }
+    }
+
+    /// The fair-order key: the log of usage per weight, moved to time zero. Decay multiplies
+    /// every tenant's usage by the same factor, so this key orders tenants as their decayed
+    /// usage would at any moment, and changes only when the tenant's own usage does.
+    fn key(&self, half_life: Micros) -> f64 {
+        let share = self.usage.max(0.0) / self.policy.weight.max(1e-9);
+        share.ln() + self.usage_at as f64 * std::f64::consts::LN_2 / half_life.max(1) as f64
     }
 
     fn refill(&mut self, now: Micros) {
@@ -205,12 +216,14 @@ pub struct Core {
     used: u64,
     queued: usize,
     reservation: Option<Reservation>,
+    /// Tenants with queued jobs, in fair order.
+    order: BTreeSet<Turn>,
 }
 
-/// A tenant in the fair order: lower share first, then by id for determinism.
-#[derive(Debug, PartialEq)]
+/// A tenant in the fair order: lower key (usage per weight) first, then by id.
+#[derive(Debug, Clone, PartialEq)]
 struct Turn {
-    share: f64,
+    key: f64,
     tenant: Arc<str>,
 }
 
@@ -218,8 +231,7 @@ impl Eq for Turn {}
 
 impl Ord for Turn {
     fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reverse so the smallest share pops first.
-        other.share.total_cmp(&self.share).then_with(|| other.tenant.cmp(&self.tenant))
+        self.key.total_cmp(&other.key).then_with(|| self.tenant.cmp(&other.tenant))
     }
 }
 
@@ -232,7 +244,29 @@ impl PartialOrd for Turn {
 impl Core {
     /// An empty core.
     pub fn new(config: CoreConfig) -> Core {
-        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None }
+        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None, order: BTreeSet::new() }
+    }
+
+    /// Puts a tenant at its place in the fair order (after its usage or weight changed), or
+    /// takes it out when it has nothing queued.
+    fn reorder(&mut self, id: &str) {
+        let half_life = self.config.half_life;
+        let Some((name, t)) = self.tenants.get_key_value(id) else { return };
+        let name = Arc::clone(name);
+        let old = t.turn;
+        let new = (!t.queue.is_empty()).then(|| t.key(half_life));
+        if old == new && old.is_some() {
+            return;
+        }
+        if let Some(key) = old {
+            self.order.remove(&Turn { key, tenant: Arc::clone(&name) });
+        }
+        if let Some(key) = new {
+            self.order.insert(Turn { key, tenant: Arc::clone(&name) });
+        }
+        if let Some(t) = self.tenants.get_mut(id) {
+            t.turn = new;
+        }
     }
 
     /// The settings.
@@ -248,6 +282,7 @@ impl Core {
                 self.tenants.insert(Arc::from(id), Tenant::new(policy, now));
             }
         }
+        self.reorder(id);
     }
 
     /// Queues a job (its grant capped at the budget and its tenant's quota). A tenant not yet known gets the
@@ -262,8 +297,10 @@ impl Core {
         // reservation keeps its place at the head.
         let reserved_head = self.reservation.as_ref().is_some_and(|r| tenant.queue.front().is_some_and(|h| h.id == r.job));
         let at = tenant.queue.iter().rposition(|q| key(q) <= key(&job)).map_or(0, |i| i + 1).max(usize::from(reserved_head));
+        let id = job.tenant.clone();
         tenant.queue.insert(at, job);
         self.queued += 1;
+        self.reorder(&id);
     }
 
     /// Removes a queued job; false if it was not queued.
@@ -272,6 +309,7 @@ impl Core {
         let Some(i) = t.queue.iter().position(|j| j.id == job_id) else { return false };
         t.queue.remove(i);
         self.queued -= 1;
+        self.reorder(tenant);
         if self.reservation.as_ref().is_some_and(|r| r.job == job_id) {
             self.reservation = None;
         }
@@ -293,6 +331,7 @@ impl Core {
             let expected = (r.expected_end - r.started).max(0) as f64;
             t.usage = (t.usage + r.grant as f64 * (real - expected) / 1e6).max(0.0);
         }
+        self.reorder(&r.tenant);
     }
 
     /// Undoes the start of a job that could not begin after all (another process took it,
@@ -307,6 +346,7 @@ impl Core {
             let charged = r.grant as f64 * (r.expected_end - r.started).max(0) as f64 / 1e6;
             t.usage = (t.usage - charged).max(0.0);
         }
+        self.reorder(&r.tenant);
         true
     }
 
@@ -359,7 +399,6 @@ impl Core {
 
     /// The jobs to start now, in order; they count as running from now.
     pub fn decide(&mut self, now: Micros) -> Vec<Job> {
-        let half_life = self.config.half_life;
         let mut free_slots = self.config.slots.saturating_sub(self.running.len());
         let mut free_memory = self.config.budget.saturating_sub(self.used);
         let mut started = Vec::new();
@@ -384,89 +423,61 @@ impl Core {
             return started;
         }
 
-        // Fair order: the tenant with the lowest usage per weight first; after a start it goes
-        // back in with its new share.
-        let mut heap = BinaryHeap::new();
-        for (id, t) in self.tenants.iter_mut() {
-            if t.queue.is_empty() {
-                continue;
-            }
-            t.refill(now);
-            t.decay(now, half_life);
-            heap.push(Turn { share: t.usage / t.policy.weight.max(1e-9), tenant: Arc::clone(id) });
-        }
+        // Fair order: the tenant with the lowest usage per weight first. A start raises the
+        // tenant's usage, which moves it later in the order, where this pass may meet it
+        // again; a tenant that cannot start now is passed over until the next decision.
+        let mut after: Option<Turn> = None;
         while free_slots > 0 {
-            let Some(Turn { tenant: id, .. }) = heap.pop() else { break };
-            let Some(t) = self.tenants.get(&id) else { continue };
-            let Some(head) = t.queue.front() else { continue };
-            if t.blocked(head.grant).is_some() {
-                continue;
-            }
-            let (grant, runtime) = (head.grant, head.expected_runtime);
-            if grant > free_memory {
-                if self.reservation.is_none() {
-                    // The first job that must wait for memory reserves it.
-                    let start_at = self.expected_free_at(grant, now);
-                    self.reservation = Some(Reservation { job: head.id.clone(), tenant: id.to_string(), start_at, grant });
-                    if !self.config.backfill {
-                        break;
-                    }
-                }
-                continue;
-            }
-            if let Some(r) = &self.reservation {
-                if !self.config.backfill || !self.harmless(r, grant, runtime, now, free_memory, free_slots) {
-                    continue;
-                }
-            }
-            if let Some(job) = self.start_head(&id, now) {
+            let Some(turn) = self.next_startable(after.as_ref(), now, free_slots, free_memory) else { break };
+            if let Some(job) = self.start_head(&turn.tenant, now) {
                 free_slots -= 1;
                 free_memory -= job.grant;
                 started.push(job);
             }
-            if let Some(t) = self.tenants.get(&id).filter(|t| !t.queue.is_empty()) {
-                heap.push(Turn { share: t.usage / t.policy.weight.max(1e-9), tenant: id });
-            }
+            after = Some(turn);
         }
         started
     }
 
-    /// Whether starting a job of `grant` and `runtime` now cannot delay reservation `r`.
-    fn harmless(&self, r: &Reservation, grant: u64, runtime: Micros, now: Micros, free_memory: u64, free_slots: usize) -> bool {
-        if now.saturating_add(runtime) <= r.start_at {
-            return true;
-        }
-        // It would still run at the reserved time: the memory and slots free then must cover
-        // the reservation with this job running too.
-        let (freed_memory, freed_slots) = self
-            .running
-            .values()
-            .filter(|j| j.expected_end <= r.start_at)
-            .fold((0u64, 0usize), |(m, s), j| (m + j.grant, s + 1));
-        let memory_then = free_memory + freed_memory;
-        let slots_then = free_slots + freed_slots;
-        memory_then >= grant + r.grant && slots_then >= 2
-    }
-
-    /// When `grant` bytes and a slot are expected to be free, from the running jobs' expected
-    /// ends.
-    fn expected_free_at(&self, grant: u64, now: Micros) -> Micros {
-        let slots = 1;
-        let mut ends: Vec<(&Micros, u64)> = self.running.values().map(|j| (&j.expected_end, j.grant)).collect();
-        ends.sort_by_key(|e| *e.0);
-        let mut memory = self.config.budget.saturating_sub(self.used);
-        let mut free = self.config.slots.saturating_sub(self.running.len());
-        if memory >= grant && free >= slots {
-            return now;
-        }
-        for (end, g) in ends {
-            memory += g;
-            free += 1;
-            if memory >= grant && free >= slots {
-                return (*end).max(now);
+    /// From the fair order after `after`, the first tenant whose head job can start now; on
+    /// the way, the first job that waits only for memory takes the reservation.
+    fn next_startable(&mut self, after: Option<&Turn>, now: Micros, free_slots: usize, free_memory: u64) -> Option<Turn> {
+        // What the running jobs expected to end by the reserved time free up (for `harmless`).
+        let freed_by = |running: &HashMap<String, RunningJob>, at: Micros| {
+            running.values().filter(|j| j.expected_end <= at).fold((0u64, 0usize), |(m, s), j| (m + j.grant, s + 1))
+        };
+        let mut freed = self.reservation.as_ref().map(|r| freed_by(&self.running, r.start_at));
+        let range = match after {
+            None => self.order.range::<Turn, _>(..),
+            Some(turn) => self.order.range((Bound::Excluded(turn), Bound::Unbounded)),
+        };
+        for turn in range {
+            let Some(t) = self.tenants.get_mut(&turn.tenant) else { continue };
+            t.refill(now);
+            let Some(head) = t.queue.front() else { continue };
+            if t.blocked(head.grant).is_some() {
+                continue;
             }
+            if head.grant > free_memory {
+                if self.reservation.is_none() {
+                    // The first job that must wait for memory reserves it.
+                    let start_at = expected_free_at(&self.config, self.used, &self.running, head.grant, now);
+                    self.reservation = Some(Reservation { job: head.id.clone(), tenant: turn.tenant.to_string(), start_at, grant: head.grant });
+                    if !self.config.backfill {
+                        return None;
+                    }
+                    freed = Some(freed_by(&self.running, start_at));
+                }
+                continue;
+            }
+            if let (Some(r), Some((freed_memory, freed_slots))) = (&self.reservation, freed)
+                && (!self.config.backfill || !harmless(r, head.grant, head.expected_runtime, now, free_memory + freed_memory, free_slots + freed_slots))
+            {
+                continue;
+            }
+            return Some(turn.clone());
         }
-        now
+        None
     }
 
     fn start_head(&mut self, tenant: &str, now: Micros) -> Option<Job> {
@@ -483,6 +494,7 @@ impl Core {
             job.id.clone(),
             RunningJob { tenant: tenant.to_string(), grant: job.grant, started: now, expected_end: now.saturating_add(job.expected_runtime) },
         );
+        self.reorder(tenant);
         Some(job)
     }
 
@@ -508,4 +520,30 @@ impl Core {
         }
         Some(Wait::FairShare)
     }
+}
+
+/// Whether starting a job of `grant` and `runtime` now cannot delay reservation `r`, given the
+/// memory and slots that will be free at the reserved time without it.
+fn harmless(r: &Reservation, grant: u64, runtime: Micros, now: Micros, memory_then: u64, slots_then: usize) -> bool {
+    // It ends before the reserved time, or leaves room for the reserved job beside it.
+    now.saturating_add(runtime) <= r.start_at || (memory_then >= grant + r.grant && slots_then >= 2)
+}
+
+/// When `grant` bytes and a slot are expected to be free, from the running jobs' expected ends.
+fn expected_free_at(config: &CoreConfig, used: u64, running: &HashMap<String, RunningJob>, grant: u64, now: Micros) -> Micros {
+    let mut ends: Vec<(Micros, u64)> = running.values().map(|j| (j.expected_end, j.grant)).collect();
+    ends.sort_by_key(|e| e.0);
+    let mut memory = config.budget.saturating_sub(used);
+    let mut free = config.slots.saturating_sub(running.len());
+    if memory >= grant && free >= 1 {
+        return now;
+    }
+    for (end, g) in ends {
+        memory += g;
+        free += 1;
+        if memory >= grant && free >= 1 {
+            return end.max(now);
+        }
+    }
+    now
 }
