@@ -264,6 +264,7 @@ pub struct Pool {
     stopping: AtomicBool,
     events: broadcast::Sender<JobEvent>,
     executor: tokio::runtime::Handle,
+    catalogs: Arc<Catalogs>,
 }
 
 impl Pool {
@@ -290,6 +291,7 @@ impl Pool {
             stopping: AtomicBool::new(false),
             events,
             executor,
+            catalogs: Arc::new(Catalogs::default()),
         })
     }
 
@@ -594,9 +596,10 @@ impl Pool {
         let attempt = job.attempts + 1;
         self.store.start_attempt(&job.id, attempt, grant as i64).await?;
         let store = self.store.clone();
+        let catalogs = Arc::clone(&self.catalogs);
         let input = job.clone();
         let started = std::time::Instant::now();
-        let execution = self.executor.spawn(async move { execute(&store, &input, grant).await });
+        let execution = self.executor.spawn(async move { execute(&store, &catalogs, &input, grant).await });
         let abort = execution.abort_handle();
         // Rows from before deadlines existed carry 0: no deadline.
         let deadline = (job.deadline_micros > 0).then(|| Duration::from_micros(job.deadline_micros as u64));
@@ -831,8 +834,67 @@ impl From<Error> for ExecError {
     }
 }
 
+/// Loaded catalogs, one per tenant, reused while the tenant's model version and the files
+/// under its sources are unchanged. Loading a catalog reads every source's metadata (Parquet
+/// footers); for small jobs that is most of the work, so each run of an unchanged tenant
+/// skips it. The files are checked at every run (names, sizes, modification times): data
+/// that grows or changes between runs is loaded again.
+#[derive(Debug, Default)]
+pub struct Catalogs {
+    loaded: std::sync::Mutex<HashMap<String, (i64, u64, Arc<Catalog>)>>,
+}
+
+impl Catalogs {
+    /// The catalog of `model` (version `version` of `tenant`'s), loaded or reused.
+    pub async fn get(&self, tenant: &str, version: i64, model: Model) -> std::result::Result<Arc<Catalog>, ExecError> {
+        let files = fingerprint(&model);
+        if let Some((v, f, catalog)) = lock(&self.loaded).get(tenant) {
+            if *v == version && *f == files {
+                return Ok(Arc::clone(catalog));
+            }
+        }
+        let catalog = Arc::new(Catalog::load(model, &SessionContext::new()).await.map_err(ExecError::Executor)?);
+        lock(&self.loaded).insert(tenant.to_string(), (version, files, Arc::clone(&catalog)));
+        Ok(catalog)
+    }
+}
+
+/// A hash of the names, sizes and modification times of every file under the model's sources.
+fn fingerprint(model: &Model) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(path: &Path, h: &mut std::collections::hash_map::DefaultHasher, depth: u32) {
+        path.hash(h);
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                m.len().hash(h);
+                m.modified().ok().hash(h);
+                if m.is_dir() && depth > 0 {
+                    let mut entries: Vec<std::path::PathBuf> =
+                        std::fs::read_dir(path).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+                    entries.sort();
+                    for entry in entries {
+                        walk(&entry, h, depth - 1);
+                    }
+                }
+            }
+            Err(_) => 0u8.hash(h),
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for object in &model.objects {
+        let path = object.source.path.as_str();
+        // A glob's files live under the folder before its first pattern character.
+        let base = match path.find(['*', '?', '[']) {
+            Some(i) => Path::new(&path[..i]).parent().map(Path::to_path_buf).unwrap_or_default(),
+            None => Path::new(path).to_path_buf(),
+        };
+        walk(&model.base_dir.join(base), &mut h, 16);
+    }
+    h.finish()
+}
+
 /// Loads the job's tenant, model and segment and evaluates it under `grant` bytes.
-async fn execute(store: &Store, job: &JobRow, grant: u64) -> std::result::Result<RunReport, ExecError> {
+async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<RunReport, ExecError> {
     let tenant = store.tenant(&job.tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant was deleted".into()))?;
     let model_row = store.model(&job.tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant has no model".into()))?;
     let segment_row = store
@@ -842,7 +904,7 @@ async fn execute(store: &Store, job: &JobRow, grant: u64) -> std::result::Result
     let root = Path::new(&tenant.data_root);
     let model = Model::from_json(&model_row.definition, root).map_err(ExecError::Executor)?;
     model.confined_to(root).map_err(ExecError::Executor)?;
-    let catalog = Catalog::load(model, &SessionContext::new()).await.map_err(ExecError::Executor)?;
+    let catalog = catalogs.get(&job.tenant_id, model_row.version, model).await?;
     let segment = Segment::from_json(&segment_row.definition, &catalog).map_err(ExecError::Executor)?;
     let mut options = RunOptions::new(job.as_of);
     options.memory_limit_bytes = Some(usize::try_from(grant).unwrap_or(usize::MAX));
@@ -915,6 +977,27 @@ fn measured(report: &RunReport) -> AttemptOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_fingerprint_follows_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = dir.path().join("events");
+        std::fs::create_dir_all(&events).expect("dir");
+        std::fs::write(events.join("a.parquet"), b"one").expect("write");
+        let model = Model::from_json(
+            r#"{"objects": [{"name": "e", "primary_key": "id", "source": {"format": "parquet", "path": "events/"}},
+                            {"name": "g", "primary_key": "id", "source": {"format": "parquet", "path": "events/*.parquet"}}]}"#,
+            dir.path(),
+        )
+        .expect("model");
+        let first = fingerprint(&model);
+        assert_eq!(fingerprint(&model), first, "nothing changed");
+        std::fs::write(events.join("b.parquet"), b"two").expect("write");
+        let grown = fingerprint(&model);
+        assert_ne!(grown, first, "a new file");
+        std::fs::write(events.join("b.parquet"), b"three").expect("write");
+        assert_ne!(fingerprint(&model), grown, "a rewritten file");
+    }
 
     #[test]
     fn the_size_rule_has_a_floor_and_a_cap() {

@@ -994,9 +994,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Due runs skipped so far, over all segments: (missed while down, overlapped).
+    /// Due runs skipped so far, over all segments: (missed while down, overlapped). (SUM of a
+    /// BIGINT is NUMERIC on PostgreSQL, which the `Any` driver cannot read: cast back.)
     pub async fn skipped_runs(&self) -> Result<(i64, i64)> {
-        let row = sqlx::query("SELECT COALESCE(SUM(missed_runs), 0), COALESCE(SUM(overlapped_runs), 0) FROM segments")
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(missed_runs), 0) AS BIGINT), CAST(COALESCE(SUM(overlapped_runs), 0) AS BIGINT) FROM segments")
             .fetch_one(&self.pool)
             .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))

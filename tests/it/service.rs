@@ -59,6 +59,13 @@ async fn tenants_models_segments_runs_and_members_on_each_store() {
             assert_eq!(members(&a, "acme", segment, 37).await, expected, "{segment} on {}", backend.name());
         }
 
+        // The metrics answer on every store, with what just ran.
+        let metrics = reqwest::get(server.url("/metrics")).await.expect("metrics");
+        assert_eq!(metrics.status(), 200, "/metrics on {}", backend.name());
+        let text = metrics.text().await.expect("text");
+        assert!(text.contains("cohort_jobs{status=\"succeeded\"} 3\n"), "{} metrics: {text}", backend.name());
+        assert!(text.contains("cohort_schedule_runs_missed_total 0\n"), "{text}");
+
         // A second run at another instant: its history record holds exactly the difference.
         let segment = SEGMENTS[0];
         let later = "2026-11-20T00:00:00Z";
