@@ -327,6 +327,9 @@ impl Pool {
             }
             _ => {}
         }
+        if job.id > sched.watermark {
+            sched.watermark = job.id.clone();
+        }
         if !sched.queued.contains_key(&job.id) && !sched.running.contains_key(&job.id) {
             sched.core.submit(core_job(&job), now_micros());
             sched.queued.insert(job.id.clone(), job);
@@ -412,16 +415,21 @@ impl Pool {
         let mut scan = true;
         while !self.stopping.load(Ordering::SeqCst) {
             let reconcile = reconciled.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY);
-            match self.round(scan, reconcile).await {
+            let failed = match self.round(scan, reconcile).await {
                 Ok(()) => {
                     if reconcile {
                         reconciled = Some(std::time::Instant::now());
                     }
+                    false
                 }
-                Err(e) => tracing::warn!(error = %e, "admission failed; trying again"),
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admission failed; trying again");
+                    true
+                }
+            };
             let retry_in = self.next_retry.load(Ordering::SeqCst).saturating_sub(now_micros());
-            let nap = self.settings.poll.min(Duration::from_micros(retry_in.clamp(0, i64::MAX) as u64));
+            // After a failure (the store is down?) wait a poll interval, not a retry's time.
+            let nap = if failed { self.settings.poll } else { self.settings.poll.min(Duration::from_micros(retry_in.clamp(0, i64::MAX) as u64)) };
             scan = tokio::select! {
                 () = self.wake.notified() => false,
                 () = tokio::time::sleep(nap) => true,
@@ -439,15 +447,23 @@ impl Pool {
         let mut fresh: Vec<JobRow> = std::mem::take(&mut *lock(&self.inbox));
         let mut all_queued = None;
         let read_at = now_micros();
-        if reconcile {
-            let rows = self.store.queued_jobs(RECONCILE_LIMIT).await?;
-            all_queued = Some(rows.iter().map(|r| r.id.clone()).collect::<std::collections::HashSet<_>>());
-            fresh.extend(rows);
-        } else if scan {
-            let from = lock(&self.sched).watermark.clone();
-            fresh.extend(self.store.queued_after(&id_before(&from, SCAN_SLACK_MICROS), 10_000).await?);
+        let read: Result<()> = async {
+            if reconcile {
+                let rows = self.store.queued_jobs(RECONCILE_LIMIT).await?;
+                all_queued = Some(rows.iter().map(|r| r.id.clone()).collect::<std::collections::HashSet<_>>());
+                fresh.extend(rows);
+            } else if scan {
+                let from = lock(&self.sched).watermark.clone();
+                fresh.extend(self.store.queued_after(&id_before(&from, SCAN_SLACK_MICROS), 10_000).await?);
+            }
+            self.learn_tenants(&fresh, reconcile).await
         }
-        self.learn_tenants(&fresh, reconcile).await?;
+        .await;
+        if let Err(e) = read {
+            // What was handed over stays for the next round.
+            lock(&self.inbox).extend(fresh);
+            return Err(e);
+        }
         let decided = {
             let mut guard = lock(&self.sched);
             let sched = &mut *guard;
@@ -466,11 +482,11 @@ impl Pool {
                 }
             }
             for row in fresh {
-                if sched.queued.contains_key(&row.id) || sched.running.contains_key(&row.id) || row.status != JobStatus::Queued {
-                    continue;
-                }
                 if row.id > sched.watermark {
                     sched.watermark = row.id.clone();
+                }
+                if sched.queued.contains_key(&row.id) || sched.running.contains_key(&row.id) || row.status != JobStatus::Queued {
+                    continue;
                 }
                 sched.core.submit(core_job(&row), now);
                 sched.queued.insert(row.id.clone(), row);
@@ -481,14 +497,19 @@ impl Pool {
             let started = sched.core.decide(now);
             started.into_iter().filter_map(|j| sched.queued.remove(&j.id).map(|row| (j.grant, row))).collect::<Vec<_>>()
         };
-        for (grant, job) in decided {
+        let mut decided = decided.into_iter();
+        while let Some((grant, job)) = decided.next() {
             let admitted = match self.store.transition(&job.id, JobStatus::Queued, JobStatus::Admitted, "slot and memory granted", None).await {
                 Ok(done) => done,
                 Err(e) => {
+                    // Give this job and every other one decided in this round back to the
+                    // queue: their slots and memory must not stay counted.
                     let mut sched = lock(&self.sched);
-                    sched.core.abandon(&job.id);
-                    sched.core.submit(core_job(&job), now);
-                    sched.queued.insert(job.id.clone(), job);
+                    for (_, job) in std::iter::once((grant, job)).chain(decided) {
+                        sched.core.abandon(&job.id);
+                        sched.core.submit(core_job(&job), now);
+                        sched.queued.insert(job.id.clone(), job);
+                    }
                     return Err(e);
                 }
             };
@@ -810,6 +831,8 @@ pub enum ExecError {
     Executor(cohort_executor::Error),
     /// The job's tenant, model or segment is gone or unusable.
     Missing(String),
+    /// The store failed while the job was set up (may pass by itself).
+    Store(String),
     /// A bug.
     Internal(String),
 }
@@ -823,6 +846,7 @@ impl ExecError {
                 (class.unwrap_or_else(|| "execution".into()), e.to_string())
             }
             ExecError::Missing(m) => ("invalid".into(), m.clone()),
+            ExecError::Store(m) => ("store".into(), m.clone()),
             ExecError::Internal(m) => ("internal".into(), m.clone()),
         }
     }
@@ -830,7 +854,10 @@ impl ExecError {
 
 impl From<Error> for ExecError {
     fn from(e: Error) -> Self {
-        ExecError::Internal(e.to_string())
+        match e {
+            Error::Store(_) => ExecError::Store(e.to_string()),
+            other => ExecError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -885,6 +912,7 @@ fn fingerprint(model: &Model) -> u64 {
         let path = object.source.path.as_str();
         // A glob's files live under the folder before its first pattern character.
         let base = match path.find(['*', '?', '[']) {
+            Some(i) if path[..i].ends_with('/') => Path::new(&path[..i]).to_path_buf(),
             Some(i) => Path::new(&path[..i]).parent().map(Path::to_path_buf).unwrap_or_default(),
             None => Path::new(path).to_path_buf(),
         };

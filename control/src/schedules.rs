@@ -186,6 +186,8 @@ pub struct TickReport {
     pub overlapped: i64,
     /// Steps another process (or tick) applied first.
     pub lost_races: u64,
+    /// Steps that failed (logged; the next tick tries again).
+    pub failed: u64,
 }
 
 /// The idempotency key of a segment's run due at `due`: a second guard (after the schedule
@@ -206,7 +208,10 @@ pub async fn tick(store: &Store, sizing: &Sizing, now: Micros, catch_up: Micros)
     for segment in segments {
         match step(store, sizing, &segment, now, catch_up, &mut report).await {
             Ok(()) => {}
-            Err(e) => tracing::warn!(tenant = %segment.tenant_id, segment = %segment.id, error = %e, "schedule step failed; next tick tries again"),
+            Err(e) => {
+                report.failed += 1;
+                tracing::warn!(tenant = %segment.tenant_id, segment = %segment.id, error = %e, "schedule step failed; next tick tries again");
+            }
         }
     }
     Ok(report)
@@ -258,23 +263,44 @@ async fn step(store: &Store, sizing: &Sizing, segment: &SegmentRow, now: Micros,
     Ok(())
 }
 
+/// Gives schedules that have no next due time (stored before schedules ran) their first one
+/// after `now`; one that is never due again keeps none. Returns how many were set.
+pub async fn start_unstarted(store: &Store, now: Micros) -> Result<u64> {
+    let mut set = 0;
+    for segment in store.schedules_without_due(100_000).await? {
+        let Some(expression) = segment.schedule.as_deref() else { continue };
+        let Ok(schedule) = CronSchedule::parse(expression, &segment.timezone) else { continue };
+        if let Some(next) = schedule.next_after(now) {
+            if store.set_first_due(&segment.tenant_id, &segment.id, next).await? {
+                set += 1;
+            }
+        }
+    }
+    Ok(set)
+}
+
 /// The schedule loop of `cohort serve`: ticks at each next due time (at least every second,
 /// so buffered runs go soon after the run they waited for), and when woken because a schedule
 /// changed. Jobs it enqueues go straight to the pool.
 pub async fn run(store: Store, sizing: Sizing, pool: std::sync::Arc<Pool>, wake: std::sync::Arc<Notify>, catch_up: Micros) {
     loop {
         let now = now_micros();
-        match tick(&store, &sizing, now, catch_up).await {
+        let failed = match tick(&store, &sizing, now, catch_up).await {
             Ok(report) => {
                 for job in report.enqueued {
                     tracing::info!(tenant = %job.tenant_id, segment = %job.segment_id, job = %job.id, due = %rfc3339(job.as_of), "scheduled run enqueued");
                     pool.enqueued(job, None);
                 }
+                report.failed > 0
             }
-            Err(e) => tracing::warn!(error = %e, "schedule tick failed; trying again"),
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "schedule tick failed; trying again");
+                true
+            }
+        };
         let next = store.next_due_at().await.ok().flatten().unwrap_or(i64::MAX);
-        let nap = next.saturating_sub(now_micros()).clamp(0, 1_000_000);
+        // After a failure the due time may still be past: wait a second, not zero.
+        let nap = if failed { 1_000_000 } else { next.saturating_sub(now_micros()).clamp(0, 1_000_000) };
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(std::time::Duration::from_micros(nap as u64)) => {}

@@ -107,6 +107,10 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     let catch_up = (config.catch_up_seconds * 1e6) as i64;
     // Runs that fell due while the service was down are enqueued (or counted as missed)
     // before it says it is listening.
+    let started = crate::schedules::start_unstarted(&store, crate::now_micros()).await?;
+    if started > 0 {
+        tracing::info!(schedules = started, "schedules stored before they ran: first due times set");
+    }
     let caught_up = crate::schedules::tick(&store, &sizing, crate::now_micros(), catch_up).await?;
     if !caught_up.enqueued.is_empty() || caught_up.missed > 0 {
         tracing::info!(enqueued = caught_up.enqueued.len(), missed = caught_up.missed, "schedules caught up at start");

@@ -553,15 +553,18 @@ impl Store {
     pub async fn put_segment(&self, row: &SegmentRow) -> Result<bool> {
         let now = now_micros();
         let mut tx = self.begin().await?;
-        let existing = sqlx::query("SELECT schedule, timezone FROM segments WHERE tenant_id = $1 AND id = $2")
+        let existing = sqlx::query("SELECT schedule, timezone, next_due_at FROM segments WHERE tenant_id = $1 AND id = $2")
             .bind(&row.tenant_id)
             .bind(&row.id)
             .fetch_optional(&mut *tx)
             .await?;
         let exists = existing.is_some();
         if let Some(existing) = existing {
-            let (schedule, timezone): (Option<String>, String) = (existing.try_get(0)?, existing.try_get(1)?);
-            let same_schedule = schedule == row.schedule && timezone == row.timezone;
+            let (schedule, timezone, next_due): (Option<String>, String, Option<i64>) =
+                (existing.try_get(0)?, existing.try_get(1)?, existing.try_get(2)?);
+            // A schedule with no next due time (stored before schedules ran, or past its
+            // last due time) takes the one computed now.
+            let same_schedule = schedule == row.schedule && timezone == row.timezone && next_due.is_some();
             sqlx::query(
                 "UPDATE segments SET definition = $1, schedule = $2, timezone = $3, overlap = $4, updated_at = $5 \
                  WHERE tenant_id = $6 AND id = $7",
@@ -923,6 +926,29 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(segment_from_row).collect()
+    }
+
+    /// Scheduled segments without a next due time: stored before schedules ran, or past
+    /// their last due time.
+    pub async fn schedules_without_due(&self, limit: i64) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE schedule IS NOT NULL AND next_due_at IS NULL LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_from_row).collect()
+    }
+
+    /// Sets a schedule's next due time if it has none.
+    pub async fn set_first_due(&self, tenant_id: &str, segment_id: &str, next_due_at: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE segments SET next_due_at = $1 WHERE tenant_id = $2 AND id = $3 AND next_due_at IS NULL")
+            .bind(next_due_at)
+            .bind(tenant_id)
+            .bind(segment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The earliest next due time of any schedule.

@@ -890,6 +890,9 @@ async fn enqueue_run(
             let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
                 ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
             })?;
+            if k.starts_with("schedule:") {
+                return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key may not start with \"schedule:\" (the schedules' own keys)"));
+            }
             Some(k.to_string())
         }
     };

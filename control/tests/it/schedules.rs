@@ -209,3 +209,33 @@ async fn two_processes_ticking_together_never_enqueue_a_due_run_twice() {
         finish(s).await;
     }
 }
+
+#[tokio::test]
+async fn schedules_stored_without_a_due_time_get_one_at_start_and_on_the_next_put() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        // As stored before schedules ran: a schedule, no next due time.
+        let row = SegmentRow {
+            tenant_id: "acme".into(),
+            id: "old".into(),
+            definition: "{}".into(),
+            schedule: Some("0 */5 * * * *".into()),
+            timezone: "UTC".into(),
+            overlap: "skip".into(),
+            ..SegmentRow::default()
+        };
+        store.put_segment(&row).await.expect("segment");
+        assert_eq!(cohort_control::schedules::start_unstarted(store, t0()).await.expect("start"), 1);
+        assert_eq!(segment(store, "old").await.next_due_at, Some(t0() + 300 * S));
+        assert_eq!(cohort_control::schedules::start_unstarted(store, t0()).await.expect("again"), 0);
+        // The same PUT again of a schedule with no due time takes the one it brings.
+        let mut again = row.clone();
+        again.id = "older".into();
+        store.put_segment(&again).await.expect("segment");
+        again.next_due_at = Some(t0() + 600 * S);
+        store.put_segment(&again).await.expect("same schedule again");
+        assert_eq!(segment(store, "older").await.next_due_at, Some(t0() + 600 * S));
+        finish(s).await;
+    }
+}
