@@ -875,10 +875,11 @@ impl Catalogs {
     /// The catalog of `model` (version `version` of `tenant`'s), loaded or reused.
     pub async fn get(&self, tenant: &str, version: i64, model: Model) -> std::result::Result<Arc<Catalog>, ExecError> {
         let files = fingerprint(&model);
-        if let Some((v, f, catalog)) = lock(&self.loaded).get(tenant) {
-            if *v == version && *f == files {
-                return Ok(Arc::clone(catalog));
-            }
+        if let Some((v, f, catalog)) = lock(&self.loaded).get(tenant)
+            && *v == version
+            && *f == files
+        {
+            return Ok(Arc::clone(catalog));
         }
         let catalog = Arc::new(Catalog::load(model, &SessionContext::new()).await.map_err(ExecError::Executor)?);
         lock(&self.loaded).insert(tenant.to_string(), (version, files, Arc::clone(&catalog)));

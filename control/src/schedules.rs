@@ -270,10 +270,10 @@ pub async fn start_unstarted(store: &Store, now: Micros) -> Result<u64> {
     for segment in store.schedules_without_due(100_000).await? {
         let Some(expression) = segment.schedule.as_deref() else { continue };
         let Ok(schedule) = CronSchedule::parse(expression, &segment.timezone) else { continue };
-        if let Some(next) = schedule.next_after(now) {
-            if store.set_first_due(&segment.tenant_id, &segment.id, next).await? {
-                set += 1;
-            }
+        if let Some(next) = schedule.next_after(now)
+            && store.set_first_due(&segment.tenant_id, &segment.id, next).await?
+        {
+            set += 1;
         }
     }
     Ok(set)
