@@ -868,8 +868,11 @@ impl From<Error> for ExecError {
 /// that grows or changes between runs is loaded again.
 #[derive(Debug, Default)]
 pub struct Catalogs {
-    loaded: std::sync::Mutex<HashMap<String, (i64, u64, Arc<Catalog>)>>,
+    loaded: std::sync::Mutex<HashMap<String, CachedCatalog>>,
 }
+
+/// A tenant's catalog with the model version and file fingerprint it was loaded for.
+type CachedCatalog = (i64, u64, Arc<Catalog>);
 
 impl Catalogs {
     /// The catalog of `model` (version `version` of `tenant`'s), loaded or reused.
