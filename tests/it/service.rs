@@ -178,6 +178,12 @@ async fn a_queued_job_says_why_it_waits_and_can_be_cancelled() {
         serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
     definition.as_object_mut().expect("object").remove("name");
     assert_eq!(api.put("/v1/tenants/slowpoke/segments/lapsed", &json!({"definition": definition})).await.status, 201);
+    // The schedules' own idempotency keys are not for callers.
+    let taken = api
+        .try_send(Method::POST, "/v1/tenants/slowpoke/segments/lapsed/runs", None, &[("Idempotency-Key", "schedule:lapsed:x")])
+        .await
+        .expect("answer");
+    assert_eq!((taken.status, taken.body["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")), "{:?}", taken.body);
     let first = run_and_wait(&api, "slowpoke", "lapsed", AS_OF).await;
     assert_eq!(first["waiting"], Value::Null);
     let mut ids = Vec::new();
