@@ -55,7 +55,9 @@ async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, to
 }
 
 async fn succeeded_and_failed(client: &reqwest::Client, base: &str) -> Result<(u64, u64), String> {
-    let text = client.get(format!("{base}/metrics")).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    // A failing /metrics must end the benchmark, not keep it waiting for counts forever.
+    let response = client.get(format!("{base}/metrics")).send().await.and_then(reqwest::Response::error_for_status);
+    let text = response.map_err(|e| format!("/metrics: {e}"))?.text().await.map_err(|e| e.to_string())?;
     let count = |status: &str| -> u64 {
         let prefix = format!("cohort_jobs{{status=\"{status}\"}} ");
         text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)

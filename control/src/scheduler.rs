@@ -290,7 +290,10 @@ impl Core {
     pub fn submit(&mut self, mut job: Job, now: Micros) {
         let lead = self.config.on_demand_lead;
         let key = |j: &Job| if j.kind == Kind::OnDemand { j.submitted.saturating_sub(lead) } else { j.submitted };
-        let tenant = self.tenants.entry(Arc::from(job.tenant.as_str())).or_insert_with(|| Tenant::new(TenantPolicy::default(), now));
+        if !self.tenants.contains_key(job.tenant.as_str()) {
+            self.tenants.insert(Arc::from(job.tenant.as_str()), Tenant::new(TenantPolicy::default(), now));
+        }
+        let Some(tenant) = self.tenants.get_mut(job.tenant.as_str()) else { return };
         // A grant above the budget or the tenant's quota could never start.
         job.grant = job.grant.min(self.config.budget).min(tenant.policy.memory_quota);
         // Keep the tenant's queue in order of effective submission time; a job holding the

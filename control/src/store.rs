@@ -650,24 +650,7 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-             created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
-        )
-        .bind(&job.id)
-        .bind(&job.tenant_id)
-        .bind(&job.segment_id)
-        .bind(JobStatus::Queued.as_str())
-        .bind(&job.idempotency_key)
-        .bind(&job.trigger)
-        .bind(job.as_of)
-        .bind(job.grant_bytes)
-        .bind(job.created_at)
-        .bind(job.expected_micros)
-        .bind(job.deadline_micros)
-        .bind(job.due_at)
-        .execute(&mut *tx)
-        .await;
+        let inserted = insert_queued_job(&mut tx, job).await;
         match inserted {
             Ok(_) => {}
             // Two submissions with the same key raced: the other one won.
@@ -996,24 +979,7 @@ impl Store {
             return Ok(false);
         }
         if let Some(job) = job {
-            sqlx::query(
-                "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-                 created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
-            )
-            .bind(&job.id)
-            .bind(&job.tenant_id)
-            .bind(&job.segment_id)
-            .bind(JobStatus::Queued.as_str())
-            .bind(&job.idempotency_key)
-            .bind(&job.trigger)
-            .bind(job.as_of)
-            .bind(job.grant_bytes)
-            .bind(job.created_at)
-            .bind(job.expected_micros)
-            .bind(job.deadline_micros)
-            .bind(job.due_at)
-            .execute(&mut *tx)
-            .await?;
+            insert_queued_job(&mut tx, job).await?;
             insert_event(&mut tx, &job.id, job.created_at, "", JobStatus::Queued.as_str(), "enqueued by the schedule").await?;
         }
         tx.commit().await?;
@@ -1266,6 +1232,29 @@ fn run_from_row(r: &AnyRow) -> Result<RunRow> {
         key_type: r.try_get(6)?,
         committed_at: r.try_get(7)?,
     })
+}
+
+/// Inserts a job as queued, without its first event.
+async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobRow) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
+         created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
+    )
+    .bind(&job.id)
+    .bind(&job.tenant_id)
+    .bind(&job.segment_id)
+    .bind(JobStatus::Queued.as_str())
+    .bind(&job.idempotency_key)
+    .bind(&job.trigger)
+    .bind(job.as_of)
+    .bind(job.grant_bytes)
+    .bind(job.created_at)
+    .bind(job.expected_micros)
+    .bind(job.deadline_micros)
+    .bind(job.due_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_event(
