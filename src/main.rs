@@ -2,6 +2,7 @@
 
 mod datagen;
 mod demo;
+mod estimator;
 
 // DataFusion allocates and frees many small buffers on many threads; glibc's allocator spent
 // a fifth of the service's CPU in malloc/free under load.
@@ -42,6 +43,9 @@ enum Command {
     Segment(SegmentCommand),
     /// Write a synthetic tenant: Parquet data, a model.json and a segments/ folder.
     Datagen(datagen::DatagenArgs),
+    /// Evaluate the job-size estimator on a trace of runs, or write a trace from a store.
+    #[command(subcommand)]
+    Estimator(estimator::EstimatorCommand),
     /// Run the control plane: the HTTP API, the store and the executor pool.
     ///
     /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
@@ -196,6 +200,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Segment(SegmentCommand::Validate(args)) => segment_validate(args).await,
         Command::Segment(SegmentCommand::Explain(args)) => segment_explain(args).await,
         Command::Datagen(args) => datagen::run(args),
+        Command::Estimator(command) => estimator::run(command).await,
         Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
 }

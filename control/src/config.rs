@@ -66,6 +66,16 @@ pub struct Config {
     /// Of the due runs missed while the service was down, the latest still runs if it is at
     /// most this many seconds late (`COHORT_CATCH_UP_SECONDS`).
     pub catch_up_seconds: f64,
+    /// Grant jobs the estimator's bound (`COHORT_ESTIMATOR`); false: the size rule grants
+    /// (features are recorded and the model learns either way).
+    pub estimator: bool,
+    /// The share of runs whose peak should stay within their grant
+    /// (`COHORT_ESTIMATOR_COVERAGE`).
+    pub estimator_coverage: f64,
+    /// Refit the estimator after this many finished attempts (`COHORT_ESTIMATOR_REFIT_RUNS`)...
+    pub estimator_refit_runs: usize,
+    /// ...or this often (`COHORT_ESTIMATOR_REFIT_SECONDS`).
+    pub estimator_refit_seconds: f64,
 }
 
 impl Default for Config {
@@ -78,7 +88,7 @@ impl Default for Config {
             admin_token: None,
             workers: cores,
             memory_budget: machine_memory().map(|m| m / 2).unwrap_or(4 << 30),
-            min_grant: 64 << 20,
+            min_grant: 64 << 10,
             grant_per_source_byte: 4.0,
             max_body: 16 << 20,
             shutdown_grace_seconds: 30,
@@ -93,6 +103,10 @@ impl Default for Config {
             deadline_floor_seconds: 60.0,
             deadline_ceiling_seconds: 6.0 * 3600.0,
             catch_up_seconds: 3600.0,
+            estimator: true,
+            estimator_coverage: 0.995,
+            estimator_refit_runs: 100,
+            estimator_refit_seconds: 600.0,
         }
     }
 }
@@ -139,6 +153,10 @@ impl Config {
             "COHORT_DEADLINE_FLOOR_SECONDS" => self.deadline_floor_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_DEADLINE_CEILING_SECONDS" => self.deadline_ceiling_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_CATCH_UP_SECONDS" => self.catch_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_ESTIMATOR" => self.estimator = value.parse().map_err(|_| bad("expected true or false"))?,
+            "COHORT_ESTIMATOR_COVERAGE" => self.estimator_coverage = value.parse().map_err(|_| bad("expected a number"))?,
+            "COHORT_ESTIMATOR_REFIT_RUNS" => self.estimator_refit_runs = value.parse().map_err(|_| bad("expected a number of runs"))?,
+            "COHORT_ESTIMATOR_REFIT_SECONDS" => self.estimator_refit_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             _ => {}
         }
         Ok(())
@@ -167,6 +185,7 @@ impl Config {
             ("deadline_floor_seconds", self.deadline_floor_seconds),
             ("deadline_ceiling_seconds", self.deadline_ceiling_seconds),
             ("catch_up_seconds", self.catch_up_seconds),
+            ("estimator_refit_seconds", self.estimator_refit_seconds),
         ] {
             if !(0.0..1e9).contains(&seconds) {
                 return Err(Error::Config(format!("{name} must be a number of seconds, 0 or more")));
@@ -184,6 +203,10 @@ impl Config {
                 self.deadline_floor_seconds, self.deadline_ceiling_seconds
             )));
         }
+        if self.estimator_refit_runs == 0 || self.estimator_refit_seconds <= 0.0 {
+            return Err(Error::Config("estimator_refit_runs and estimator_refit_seconds must be more than 0".into()));
+        }
+        self.estimator_config().validate().map_err(|e| Error::Config(e.to_string()))?;
         if self.retry_attempts == 0 {
             return Err(Error::Config("retry_attempts must be at least 1 (the first attempt)".into()));
         }
@@ -199,6 +222,30 @@ impl Config {
             transient_attempts: self.retry_attempts,
             backoff_base: std::time::Duration::from_millis(self.retry_backoff_ms),
             backoff_max: std::time::Duration::from_secs_f64(self.retry_backoff_max_seconds),
+        }
+    }
+
+    /// The estimator's settings: the coverage, grants between `min_grant` and the budget, the
+    /// size rule for segments never seen before a model is fitted.
+    pub fn estimator_config(&self) -> cohort_estimator::Config {
+        cohort_estimator::Config {
+            coverage: self.estimator_coverage,
+            min_bytes: self.min_grant,
+            max_bytes: self.memory_budget,
+            rule_base_bytes: self.min_grant,
+            rule_bytes_per_source_byte: self.grant_per_source_byte,
+            refit_every: self.estimator_refit_runs,
+            ..cohort_estimator::Config::default()
+        }
+    }
+
+    /// How the service uses the estimator.
+    pub fn estimator_settings(&self) -> crate::estimates::EstimatorSettings {
+        crate::estimates::EstimatorSettings {
+            enabled: self.estimator,
+            config: self.estimator_config(),
+            refit_runs: self.estimator_refit_runs,
+            refit_interval: std::time::Duration::from_secs_f64(self.estimator_refit_seconds),
         }
     }
 
@@ -286,7 +333,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cohort.example.toml");
         let config = Config::load(Some(&path), Vec::new()).expect("cohort.example.toml");
         assert_eq!(config.listen, "127.0.0.1:8080");
-        assert_eq!(config.min_grant, 64 << 20);
+        assert_eq!(config.min_grant, 64 << 10);
     }
 
     #[test]

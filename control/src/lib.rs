@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod config;
+pub mod estimates;
 pub mod jobs;
 pub mod membership;
 pub mod pool;

@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use cohort_executor::{Catalog, Model, RunOptions, RunReport, Segment, run_segment};
+use cohort_executor::{Catalog, Model, RunReport, Segment, run_segment};
 use datafusion::prelude::SessionContext;
 use tokio::sync::{Notify, broadcast};
 
+use crate::estimates::{Estimates, run_options};
 use crate::jobs::JobStatus;
 use crate::membership::{MembershipFiles, diff};
 use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, TenantPolicy, Wait};
-use crate::store::{AttemptOutcome, Commit, CommitResult, JobRow, Store, Tenant};
+use crate::store::{AttemptOutcome, Commit, CommitResult, JobEstimate, JobRow, Store, Tenant};
 use crate::{Error, Result, now_micros, rfc3339};
 
 /// What sizing knows about a job before it runs.
@@ -155,15 +156,25 @@ impl RetryPolicy {
 /// Makes jobs: sizes them and sets their deadlines.
 #[derive(Debug, Clone)]
 pub struct Sizing {
-    /// Predicts grants and runtimes.
+    /// The size rule: grants when the estimator is off or cannot read a job's features.
     pub sizer: Arc<dyn Sizer>,
     /// Deadlines from the runtimes.
     pub deadlines: Deadlines,
+    /// The estimator; `None`: the size rule alone, and no features recorded.
+    pub estimates: Option<Arc<Estimates>>,
+    /// The tenants' catalogs (the pool's), for the features.
+    pub catalogs: Arc<Catalogs>,
 }
 
 impl Sizing {
-    /// A queued job of `segment_id` for `as_of`, sized from the tenant's model. `timeout`
-    /// (capped at the ceiling) replaces the deadline from the estimate.
+    /// Sizing by the rule alone.
+    pub fn rule(sizer: Arc<dyn Sizer>, deadlines: Deadlines) -> Sizing {
+        Sizing { sizer, deadlines, estimates: None, catalogs: Arc::new(Catalogs::default()) }
+    }
+
+    /// A queued job of `segment_id` for `as_of`, granted the estimator's bound (or the size
+    /// rule's grant), with what the estimator read and said. `timeout` (capped at the
+    /// ceiling) replaces the deadline from the estimate.
     #[allow(clippy::too_many_arguments)]
     pub async fn new_job(
         &self,
@@ -176,7 +187,33 @@ impl Sizing {
         timeout: Option<Duration>,
     ) -> Result<JobRow> {
         let model = store.model(tenant_id).await?.ok_or_else(|| Error::Conflict("the tenant has no model".into()))?;
-        let grant = self.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
+        let mut grant = self.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
+        let mut estimate = None;
+        if let Some(estimates) = &self.estimates {
+            match prepare(store, &self.catalogs, tenant_id, segment_id).await {
+                Ok((catalog, segment)) => {
+                    let features = crate::estimates::features(&catalog, &segment, &run_options(&catalog, as_of));
+                    let e = estimates.estimate(store, tenant_id, segment_id, &features).await?;
+                    if estimates.enabled() {
+                        grant = Grant {
+                            memory_bytes: e.memory_bound_bytes,
+                            runtime: Duration::try_from_secs_f64(e.runtime_seconds).unwrap_or(grant.runtime),
+                        };
+                    }
+                    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                    estimate = Some(JobEstimate {
+                        features: serde_json::to_string(&features).map_err(|e| Error::Internal(format!("features: {e}")))?,
+                        model_version: as_i64(e.model_version),
+                        basis: serde_json::to_value(e.basis).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                        memory_bytes: as_i64(e.memory_bytes),
+                        bound_bytes: as_i64(grant.memory_bytes),
+                        runtime_micros: micros(grant.runtime),
+                    });
+                }
+                // The run will fail with this reason; the rule sizes it meanwhile.
+                Err(e) => tracing::debug!(tenant = tenant_id, segment = segment_id, error = %e.describe().1, "no features for the estimator"),
+            }
+        }
         let mut job = JobRow::queued(tenant_id, segment_id, key, trigger, as_of, grant.memory_bytes.min(i64::MAX as u64) as i64);
         let deadline = match timeout {
             Some(t) => t.min(self.deadlines.ceiling),
@@ -184,6 +221,7 @@ impl Sizing {
         };
         job.expected_micros = micros(grant.runtime);
         job.deadline_micros = micros(deadline).max(1);
+        job.estimate = estimate;
         Ok(job)
     }
 }
@@ -265,6 +303,7 @@ pub struct Pool {
     events: broadcast::Sender<JobEvent>,
     executor: tokio::runtime::Handle,
     catalogs: Arc<Catalogs>,
+    learner: std::sync::OnceLock<Arc<Estimates>>,
 }
 
 impl Pool {
@@ -292,7 +331,18 @@ impl Pool {
             events,
             executor,
             catalogs: Arc::new(Catalogs::default()),
+            learner: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The tenants' catalogs this pool loads and reuses (share them with [`Sizing`]).
+    pub fn catalogs(&self) -> Arc<Catalogs> {
+        Arc::clone(&self.catalogs)
+    }
+
+    /// Tells `estimates` of every finished attempt, so that it refits when enough ran.
+    pub fn learn_with(&self, estimates: Arc<Estimates>) {
+        let _ = self.learner.set(estimates);
     }
 
     /// Job status changes as they are committed.
@@ -690,6 +740,9 @@ impl Pool {
             }
             Ended::Ran(Err(failure)) => self.failed(&job, attempt, grant, &failure, started.elapsed()).await?,
         }
+        if let Some(learner) = self.learner.get() {
+            learner.finished();
+        }
         Ok(())
     }
 
@@ -925,26 +978,25 @@ fn fingerprint(model: &Model) -> u64 {
     h.finish()
 }
 
-/// Loads the job's tenant, model and segment and evaluates it under `grant` bytes.
-async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<RunReport, ExecError> {
-    let tenant = store.tenant(&job.tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant was deleted".into()))?;
-    let model_row = store.model(&job.tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant has no model".into()))?;
-    let segment_row = store
-        .segment(&job.tenant_id, &job.segment_id)
-        .await?
-        .ok_or_else(|| ExecError::Missing(format!("segment {:?} was deleted", job.segment_id)))?;
+/// Loads a tenant's catalog (or reuses it) and checks the segment against it.
+async fn prepare(store: &Store, catalogs: &Catalogs, tenant_id: &str, segment_id: &str) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
+    let tenant = store.tenant(tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant was deleted".into()))?;
+    let model_row = store.model(tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant has no model".into()))?;
+    let segment_row =
+        store.segment(tenant_id, segment_id).await?.ok_or_else(|| ExecError::Missing(format!("segment {segment_id:?} was deleted")))?;
     let root = Path::new(&tenant.data_root);
     let model = Model::from_json(&model_row.definition, root).map_err(ExecError::Executor)?;
     model.confined_to(root).map_err(ExecError::Executor)?;
-    let catalog = catalogs.get(&job.tenant_id, model_row.version, model).await?;
+    let catalog = catalogs.get(tenant_id, model_row.version, model).await?;
     let segment = Segment::from_json(&segment_row.definition, &catalog).map_err(ExecError::Executor)?;
-    let mut options = RunOptions::new(job.as_of);
+    Ok((catalog, segment))
+}
+
+/// Loads the job's tenant, model and segment and evaluates it under `grant` bytes.
+async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<RunReport, ExecError> {
+    let (catalog, segment) = prepare(store, catalogs, &job.tenant_id, &job.segment_id).await?;
+    let mut options = run_options(&catalog, job.as_of);
     options.memory_limit_bytes = Some(usize::try_from(grant).unwrap_or(usize::MAX));
-    // Small jobs run best on one partition; large ones use the cores.
-    let source_bytes: u64 = catalog.objects.iter().map(|o| o.bytes).sum();
-    if source_bytes < (64 << 20) {
-        options.target_partitions = 1;
-    }
     run_segment(&catalog, &segment, &options).await.map_err(ExecError::Executor)
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::api::{self, AppState, new_token, token_hash};
 use crate::membership::MembershipFiles;
+use crate::estimates::Estimates;
 use crate::pool::{Pool, PoolSettings, SizeRule, Sizing};
 use crate::{Config, Error, Result, Store};
 
@@ -90,7 +91,9 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         per_source_byte: config.grant_per_source_byte,
         max_bytes: config.memory_budget,
     });
-    let sizing = Sizing { sizer, deadlines: config.deadlines() };
+    let estimates = Estimates::load(&store, config.estimator_settings()).await?;
+    pool.learn_with(Arc::clone(&estimates));
+    let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs() };
     let schedules_wake = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
         store: store.clone(),
@@ -99,6 +102,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         sizing: sizing.clone(),
         admin_hash: token_hash(&admin),
         schedules: Arc::clone(&schedules_wake),
+        estimates: Arc::clone(&estimates),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -119,6 +123,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         pool.enqueued(job, None);
     }
     let dispatcher = tokio::spawn(Arc::clone(&pool).dispatch());
+    let refits = tokio::spawn(Arc::clone(&estimates).run(store.clone()));
     let schedules = tokio::spawn(crate::schedules::run(store.clone(), sizing, Arc::clone(&pool), schedules_wake, catch_up));
     let app = api::router(state.clone(), usize::try_from(config.max_body).unwrap_or(usize::MAX));
     tracing::info!(%address, store = ?store.backend(), workers = config.workers, memory_budget = config.memory_budget, "cohort is serving");
@@ -134,6 +139,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
     tracing::info!(grace_seconds = config.shutdown_grace_seconds, "stopping: no new jobs; running jobs get the grace period");
     schedules.abort();
+    refits.abort();
     pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
     dispatcher.abort();
     store.close().await;

@@ -19,6 +19,7 @@ use crate::{Error, Result, now_micros};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_schedules_retries.sql")),
+    (3, include_str!("../migrations/0003_estimator.sql")),
 ];
 
 /// Which database the store is on.
@@ -156,6 +157,26 @@ pub struct JobRow {
     pub deadline_micros: i64,
     /// For a scheduled run: the due time it was enqueued for (microseconds).
     pub due_at: Option<i64>,
+    /// What the estimator said of the job: written with it when it is inserted, never read
+    /// back with the job (see [`Store::estimator_records`]).
+    pub estimate: Option<JobEstimate>,
+}
+
+/// What the estimator said of a job before it was queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEstimate {
+    /// The features it read, as JSON.
+    pub features: String,
+    /// The model version (0: rules only).
+    pub model_version: i64,
+    /// Which part of the estimator answered.
+    pub basis: String,
+    /// Predicted peak memory.
+    pub memory_bytes: i64,
+    /// The bound the job was first granted.
+    pub bound_bytes: i64,
+    /// Predicted runtime (microseconds).
+    pub runtime_micros: i64,
 }
 
 impl JobRow {
@@ -185,6 +206,7 @@ impl JobRow {
             expected_micros: 0,
             deadline_micros: 0,
             due_at: None,
+            estimate: None,
         }
     }
 }
@@ -1153,6 +1175,108 @@ impl Store {
     }
 }
 
+/// Finished runs as the estimator learns from them: the features recorded before the run,
+/// the peak and runtime of the attempt that succeeded, and the largest grant an attempt ran
+/// out of. `$1` is the limit; `{segment}` narrows to one segment.
+const ESTIMATOR_RECORDS: &str = "SELECT e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros, \
+     MAX(CASE WHEN a.outcome = 'succeeded' THEN a.peak_memory_bytes END), \
+     MAX(CASE WHEN a.outcome = 'succeeded' THEN a.elapsed_micros END), \
+     MAX(CASE WHEN a.error_class = 'resources_exhausted' THEN a.grant_bytes END) \
+     FROM job_estimates e JOIN jobs j ON j.id = e.job_id JOIN attempts a ON a.job_id = e.job_id \
+     WHERE j.status IN ('succeeded', 'failed') {segment} \
+     GROUP BY e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros \
+     ORDER BY e.created_at DESC, e.job_id DESC LIMIT $1";
+
+impl Store {
+    /// The newest `limit` finished runs (of one segment when `segment` is given) with what the
+    /// estimator knew before each, oldest first. Runs that neither finished nor ran out of
+    /// memory (failed for another reason) say nothing of their peak and are left out.
+    pub async fn estimator_records(&self, segment: Option<(&str, &str)>, limit: i64) -> Result<Vec<cohort_estimator::Record>> {
+        let rows = match segment {
+            Some((tenant, segment)) => {
+                sqlx::query(&ESTIMATOR_RECORDS.replace("{segment}", "AND e.tenant_id = $2 AND e.segment_id = $3"))
+                    .bind(limit)
+                    .bind(tenant)
+                    .bind(segment)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query(&ESTIMATOR_RECORDS.replace("{segment}", "")).bind(limit).fetch_all(&self.pool).await?,
+        };
+        let mut records = Vec::with_capacity(rows.len());
+        for r in rows.iter().rev() {
+            let features: String = r.try_get(4)?;
+            let estimated_runtime: i64 = r.try_get(6)?;
+            let peak: Option<i64> = r.try_get(7)?;
+            let elapsed: Option<i64> = r.try_get(8)?;
+            let exhausted: Option<i64> = r.try_get(9)?;
+            if peak.is_none() && exhausted.is_none() {
+                continue;
+            }
+            let bound: i64 = r.try_get(5)?;
+            let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+            records.push(cohort_estimator::Record {
+                at: r.try_get(3)?,
+                tenant: r.try_get(1)?,
+                segment: r.try_get(2)?,
+                job: r.try_get(0)?,
+                features: serde_json::from_str(&features)
+                    .map_err(|e| Error::Internal(format!("features of a job in the store do not parse: {e}")))?,
+                peak_bytes: peak.map(to_u64),
+                runtime_seconds: peak.and(elapsed).map(|m| m.max(0) as f64 / 1e6),
+                exhausted_bytes: exhausted.map(to_u64),
+                granted_bytes: Some(to_u64(bound)),
+                estimated_runtime_seconds: Some(estimated_runtime.max(0) as f64 / 1e6),
+            });
+        }
+        Ok(records)
+    }
+
+    /// What the estimator said of a job, if it was asked.
+    pub async fn job_estimate(&self, job_id: &str) -> Result<Option<JobEstimate>> {
+        let row = sqlx::query(
+            "SELECT features, model_version, basis, memory_bytes, bound_bytes, runtime_micros FROM job_estimates WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(JobEstimate {
+                features: r.try_get(0)?,
+                model_version: r.try_get(1)?,
+                basis: r.try_get(2)?,
+                memory_bytes: r.try_get(3)?,
+                bound_bytes: r.try_get(4)?,
+                runtime_micros: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a fitted estimator model as `version`; false when that version exists already
+    /// (another replica fitted first).
+    pub async fn save_estimator_model(&self, version: i64, trained_on: i64, model: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO estimator_models (version, created_at, trained_on, model) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(version)
+        .bind(now_micros())
+        .bind(trained_on)
+        .bind(model)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The newest estimator model: version, when it was stored (microseconds) and its JSON.
+    pub async fn latest_estimator_model(&self) -> Result<Option<(i64, i64, String)>> {
+        let row = sqlx::query("SELECT version, created_at, model FROM estimator_models ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).transpose()
+    }
+}
+
 const TENANT_COLUMNS: &str = "id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at";
 const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, \
      updated_at, next_due_at, buffered_due_at, missed_runs, overlapped_runs";
@@ -1218,6 +1342,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRow> {
         expected_micros: r.try_get(19)?,
         deadline_micros: r.try_get(20)?,
         due_at: r.try_get(21)?,
+        estimate: None,
     })
 }
 
@@ -1254,6 +1379,24 @@ async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobR
     .bind(job.due_at)
     .execute(&mut **tx)
     .await?;
+    if let Some(e) = &job.estimate {
+        sqlx::query(
+            "INSERT INTO job_estimates (job_id, tenant_id, segment_id, created_at, features, model_version, basis, memory_bytes, \
+             bound_bytes, runtime_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&job.id)
+        .bind(&job.tenant_id)
+        .bind(&job.segment_id)
+        .bind(job.created_at)
+        .bind(&e.features)
+        .bind(e.model_version)
+        .bind(&e.basis)
+        .bind(e.memory_bytes)
+        .bind(e.bound_bytes)
+        .bind(e.runtime_micros)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 

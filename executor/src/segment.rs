@@ -258,8 +258,18 @@ impl Segment {
         Ok(Segment { name, root, filter })
     }
 
+    /// The objects this segment reads (indexes into the catalog's objects), the root first
+    /// among them in no particular order.
+    pub fn objects_read(&self) -> std::collections::BTreeSet<usize> {
+        self.walk_shape().1
+    }
+
     /// The shape of the plan this segment compiles to.
     pub fn shape(&self) -> PlanShape {
+        self.walk_shape().0
+    }
+
+    fn walk_shape(&self) -> (PlanShape, std::collections::BTreeSet<usize>) {
         let mut objects = std::collections::BTreeSet::new();
         objects.insert(self.root);
         let mut shape = PlanShape {
@@ -290,7 +300,7 @@ impl Segment {
         }
         walk(&self.filter, 1, &mut shape, &mut objects);
         shape.objects = objects.len();
-        shape
+        (shape, objects)
     }
 }
 

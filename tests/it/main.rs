@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod crash;
+mod estimator;
 mod retries;
 mod schedules;
 mod server;

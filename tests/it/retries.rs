@@ -31,11 +31,12 @@ async fn finished(api: &Api, tenant: &str, id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_exhausts_its_grant_succeeds_on_a_larger_one() {
+async fn a_job_that_exhausts_its_grant_succeeds_on_a_larger_one_and_the_next_estimate_goes_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("big");
     datagen("retail", 20_000, 5, &root);
-    // Every job starts with 1 MiB, whatever its sources; this segment needs about 13 MiB.
+    // Before any run the estimator's size rule asks for 2 × 1 MiB, whatever the sources; this
+    // segment needs about 13 MiB.
     let env = [("COHORT_MIN_GRANT", "1MiB"), ("COHORT_GRANT_PER_SOURCE_BYTE", "0")];
     let server = Server::start_with(&dir.path().join("data"), &format!("sqlite://{}", dir.path().join("c.db").display()), 2, &env);
     let admin = Api::new(&server.base, ADMIN);
@@ -45,11 +46,14 @@ async fn a_job_that_exhausts_its_grant_succeeds_on_a_larger_one() {
     assert_eq!(view["status"], "succeeded", "{view:?}");
     let classes = classes(&view);
     let grants = grants(&view);
-    println!("attempts: {classes:?} under grants {grants:?}");
+    println!("attempts: {classes:?} under grants {grants:?}; estimate {}", view["estimate"]);
+    // The job was granted the estimator's bound.
+    assert_eq!(view["estimate"]["basis"], "cold_rule", "{view:?}");
+    assert_eq!(grants[0], view["estimate"]["bound_bytes"].as_i64().expect("bound"));
+    assert_eq!(grants[0], 2 << 20);
     assert!(classes.len() >= 2, "the first grant was enough: {view:?}");
     assert!(classes[..classes.len() - 1].iter().all(|c| c.as_deref() == Some("resources_exhausted")), "{classes:?}");
     assert_eq!(classes.last(), Some(&None));
-    assert_eq!(grants[0], 1 << 20);
     assert!(grants.windows(2).all(|w| w[1] == 2 * w[0]), "each retry doubles the grant: {grants:?}");
     assert_eq!(view["grant_bytes"].as_i64(), grants.last().copied(), "the job keeps the grant that worked");
     // No wait between memory retries: nothing transient about them.
@@ -62,6 +66,18 @@ async fn a_job_that_exhausts_its_grant_succeeds_on_a_larger_one() {
     got.sort();
     let expected = executor_members(&root.join("model.json"), &root.join("segments/multi_category_shoppers.json"), AS_OF);
     assert_eq!(got, expected);
+
+    // The estimator learned: the next run of the segment asks for more than the peak it saw,
+    // and runs at once under it.
+    let peak = view["attempt_history"].as_array().and_then(|a| a.last()).and_then(|a| a["peak_memory_bytes"].as_i64()).expect("peak");
+    let again = enqueue(&api, "big", "multi_category_shoppers", json!({"as_of": AS_OF})).await;
+    let next = finished(&api, "big", &again).await;
+    println!("next: grants {:?}; estimate {}", self::grants(&next), next["estimate"]);
+    assert_eq!(next["status"], "succeeded", "{next:?}");
+    assert_eq!(next["estimate"]["basis"], "warm_rule", "{next:?}");
+    let bound = next["estimate"]["bound_bytes"].as_i64().expect("bound");
+    assert!(bound > grants[0] && bound >= peak, "bound {bound} after a peak of {peak}: {next:?}");
+    assert_eq!(self::grants(&next), vec![bound], "one attempt, under the estimator's bound");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,7 @@ pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, pa
 
 use crate::jobs::JobStatus;
 use crate::membership::MembershipFiles;
+use crate::estimates::{Accuracy, Estimates, EstimatorStatus, RegimeStatus};
 use crate::pool::{Pool, Sizing, Waiting};
 use crate::schedules::CronSchedule;
 use crate::store::{AttemptRow, JobRow, RunRow, SegmentRow, Store, Tenant};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub admin_hash: [u8; 32],
     /// Wakes the schedule loop (a schedule was stored or changed).
     pub schedules: Arc<tokio::sync::Notify>,
+    /// The estimator (status and accuracy).
+    pub estimates: Arc<Estimates>,
 }
 
 /// The router: the API, health, metrics, the OpenAPI document and the dashboard.
@@ -66,6 +69,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/tenants/{tenant}/segments/{segment}/history/{run}", get(get_history_record))
         .route("/tenants/{tenant}/runs/{run}", get(get_run))
         .route("/tenants/{tenant}/runs/{run}/cancel", post(cancel_run))
+        .route("/estimator", get(get_estimator))
+        .route("/estimator/refit", post(refit_estimator))
         .route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/v1", v1)
@@ -354,6 +359,28 @@ pub struct JobView {
     /// Its attempts, in order (only on GET of one job).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attempt_history: Vec<AttemptView>,
+    /// What the estimator said before it was queued (only on GET of one job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<EstimateView>,
+}
+
+/// What the estimator said of a job before it was queued.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EstimateView {
+    /// Predicted peak memory.
+    pub memory_bytes: i64,
+    /// The upper bound at the configured coverage; the first grant when the estimator grants.
+    pub bound_bytes: i64,
+    /// Predicted runtime.
+    pub runtime_seconds: f64,
+    /// The model version (0: rules only).
+    pub model_version: i64,
+    /// `warm` (the segment's history, fitted model), `warm_rule` (its last peak, no model yet),
+    /// `cold` (sizes and plan shape, fitted model) or `cold_rule` (the size rule).
+    pub basis: String,
+    /// What it read: the plan's shape and the sizes of the sources.
+    #[schema(value_type = Object)]
+    pub features: serde_json::Value,
 }
 
 /// One committed transition.
@@ -831,6 +858,7 @@ fn job_view(job: JobRow) -> JobView {
         waiting: None,
         transitions: Vec::new(),
         attempt_history: Vec::new(),
+        estimate: None,
     }
 }
 
@@ -970,6 +998,14 @@ async fn get_run(
     let mut view = job_view_waiting(&s.pool, job);
     view.transitions = transitions;
     view.attempt_history = attempts;
+    view.estimate = s.store.job_estimate(&view.id).await?.map(|e| EstimateView {
+        memory_bytes: e.memory_bytes,
+        bound_bytes: e.bound_bytes,
+        runtime_seconds: e.runtime_micros as f64 / 1e6,
+        model_version: e.model_version,
+        basis: e.basis,
+        features: serde_json::from_str(&e.features).unwrap_or_default(),
+    });
     Ok(Json(view))
 }
 
@@ -1123,6 +1159,26 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+// ---- estimator
+
+/// The estimator: its model, calibration and recent accuracy (admin only).
+#[utoipa::path(get, path = "/v1/estimator", tag = "estimator",
+    responses((status = 200, body = EstimatorStatus), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_estimator(State(s): State<AppState>, caller: Caller) -> Result<Json<EstimatorStatus>, ApiError> {
+    caller.admin()?;
+    Ok(Json(s.estimates.status(&s.store).await?))
+}
+
+/// Refits the estimator now on the recent runs in the store (admin only), and answers with
+/// its state. With too few finished runs the model in use stays.
+#[utoipa::path(post, path = "/v1/estimator/refit", tag = "estimator",
+    responses((status = 200, body = EstimatorStatus), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn refit_estimator(State(s): State<AppState>, caller: Caller) -> Result<Json<EstimatorStatus>, ApiError> {
+    caller.admin()?;
+    s.estimates.refit(&s.store).await?;
+    Ok(Json(s.estimates.status(&s.store).await?))
+}
+
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let counts = s.store.job_counts().await?;
     let (used_slots, used_bytes) = s.pool.usage();
@@ -1136,6 +1192,23 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
          # TYPE cohort_schedule_runs_overlapped_total counter\ncohort_schedule_runs_overlapped_total {overlapped}\n\
          # HELP cohort_pool_queued_jobs Jobs the dispatcher holds queued.\n# TYPE cohort_pool_queued_jobs gauge\ncohort_pool_queued_jobs {}\n",
         s.pool.queued()
+    ));
+    let estimator = s.estimates.status(&s.store).await?;
+    let recent = &estimator.recent;
+    out.push_str(&format!(
+        "# HELP cohort_estimator_model_version The estimator model in use (0: rules only).\n# TYPE cohort_estimator_model_version gauge\n\
+         cohort_estimator_model_version {}\n\
+         # HELP cohort_estimator_recent_runs Recent finished runs the accuracy gauges look at.\n# TYPE cohort_estimator_recent_runs gauge\n\
+         cohort_estimator_recent_runs {}\n\
+         # HELP cohort_estimator_under_grant_ratio Share of recent runs whose first grant ran out of memory.\n\
+         # TYPE cohort_estimator_under_grant_ratio gauge\ncohort_estimator_under_grant_ratio {}\n\
+         # HELP cohort_estimator_coverage_target_ratio The share of runs meant to stay within their grant.\n\
+         # TYPE cohort_estimator_coverage_target_ratio gauge\ncohort_estimator_coverage_target_ratio {}\n\
+         # HELP cohort_estimator_relative_slack_ratio Mean (grant - peak) / grant of recent runs whose first grant held.\n\
+         # TYPE cohort_estimator_relative_slack_ratio gauge\ncohort_estimator_relative_slack_ratio {}\n\
+         # HELP cohort_estimator_runtime_error_ratio Median absolute percentage error of recent runtime estimates.\n\
+         # TYPE cohort_estimator_runtime_error_ratio gauge\ncohort_estimator_runtime_error_ratio {}\n",
+        estimator.model_version, recent.runs, recent.under_grant_rate, estimator.coverage, recent.relative_slack, recent.runtime_mdape
     ));
     out.push_str("# HELP cohort_jobs Jobs in the store by status.\n# TYPE cohort_jobs gauge\n");
     for status in JobStatus::ALL {
@@ -1176,11 +1249,11 @@ impl utoipa::Modify for BearerAuth {
     paths(
         create_tenant, list_tenants, get_tenant, create_token, put_model, get_model, put_segment, get_segment,
         delete_segment, list_segments, enqueue_run, list_runs, get_run, cancel_run, get_members, get_history,
-        get_history_record
+        get_history_record, get_estimator, refit_estimator
     ),
     components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TenantPage, ModelView, PutSegment,
         SegmentView, SegmentPage, EnqueueRun, JobView, Transition, WaitingView, AttemptView, JobPage, MembersPage, HistoryRecord, HistoryPage,
-        KeyChange, HistoryDetail, JobStatus, CreateTenant)),
+        KeyChange, HistoryDetail, JobStatus, CreateTenant, EstimatorStatus, RegimeStatus, Accuracy, EstimateView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

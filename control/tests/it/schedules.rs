@@ -23,10 +23,10 @@ fn t0() -> Micros {
 }
 
 fn sizing() -> Sizing {
-    Sizing {
-        sizer: Arc::new(SizeRule { min_bytes: 1 << 20, per_source_byte: 0.0, max_bytes: 1 << 30 }),
-        deadlines: Deadlines { factor: 10.0, floor: Duration::from_secs(60), ceiling: Duration::from_secs(3600) },
-    }
+    Sizing::rule(
+        Arc::new(SizeRule { min_bytes: 1 << 20, per_source_byte: 0.0, max_bytes: 1 << 30 }),
+        Deadlines { factor: 10.0, floor: Duration::from_secs(60), ceiling: Duration::from_secs(3600) },
+    )
 }
 
 /// Stores segment `id` with `schedule` and `overlap`, its first due time the first after `now`.
