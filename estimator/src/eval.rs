@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::features::{Histories, PastRun, Record};
-use crate::model::{self, Config, Estimator, HALF_LIFE_RUNS};
+use crate::model::{self, Config, Estimator};
 
 /// The Autopilot-style baseline's margin over its decayed maximum.
 pub const AUTOPILOT_MARGIN: f64 = 0.15;
@@ -102,12 +102,7 @@ fn median(sorted: &[f64]) -> f64 {
 /// The Autopilot-style grant after `history`: the decayed maximum of the recent peaks (each
 /// halved per four runs of age) plus 15%; its runtime guess is the last runtime.
 pub fn autopilot(history: &[PastRun]) -> Option<(f64, Option<f64>)> {
-    let decayed = history
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(age, r)| r.peak_bytes * 0.5f64.powf(age as f64 / HALF_LIFE_RUNS))
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))?;
+    let decayed = model::decayed_max(history)?;
     let runtime = history.iter().rev().find_map(|r| r.runtime_seconds);
     Some((decayed * (1.0 + AUTOPILOT_MARGIN), runtime))
 }

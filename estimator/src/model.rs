@@ -245,16 +245,22 @@ impl Sizes {
 /// Runs of age `HALF_LIFE_RUNS` count half in the decayed maximum.
 pub const HALF_LIFE_RUNS: f64 = 4.0;
 
-fn summarize(history: &[PastRun]) -> Option<Summary> {
-    let last = history.last()?;
-    // A run that never finished ran out of a grant; a retry doubles it, so its peak was more.
-    let last_peak = if last.censored { last.peak_bytes * 2.0 } else { last.peak_bytes };
-    let decayed_max = history
+/// Autopilot-style: the largest of the recent peaks, each halved for every
+/// [`HALF_LIFE_RUNS`] runs of age (`None` without history).
+pub fn decayed_max(history: &[PastRun]) -> Option<f64> {
+    history
         .iter()
         .rev()
         .enumerate()
         .map(|(age, r)| r.peak_bytes * 0.5f64.powf(age as f64 / HALF_LIFE_RUNS))
-        .fold(last_peak, f64::max);
+        .reduce(f64::max)
+}
+
+fn summarize(history: &[PastRun]) -> Option<Summary> {
+    let last = history.last()?;
+    // A run that never finished ran out of a grant; a retry doubles it, so its peak was more.
+    let last_peak = if last.censored { last.peak_bytes * 2.0 } else { last.peak_bytes };
+    let decayed_max = decayed_max(history).unwrap_or(last_peak).max(last_peak);
     let trend = match history.len() {
         0 | 1 => 0.0,
         n => (last.peak_bytes / history[n - 2].peak_bytes.max(1.0)).ln(),
