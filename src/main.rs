@@ -1,5 +1,6 @@
 //! `cohort`: the command line of Cohort.
 
+mod alerts;
 mod datagen;
 mod demo;
 mod estimator;
@@ -46,6 +47,9 @@ enum Command {
     /// Evaluate the job-size estimator on a trace of runs, or write a trace from a store.
     #[command(subcommand)]
     Estimator(estimator::EstimatorCommand),
+    /// Replay job outcomes through the failure-alert rule.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Run the control plane: the HTTP API, the store and the executor pool.
     ///
     /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
@@ -57,7 +61,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// A TOML file of settings (keys as in cohort.example.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "COHORT_CONFIG")]
     config: Option<PathBuf>,
     /// The address to listen on, e.g. 127.0.0.1:8080 (port 0: any free port).
     #[arg(long, value_name = "ADDR")]
@@ -187,7 +191,11 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = e.downcast_ref::<cohort_executor::Error>().map(|x| x.exit_code()).unwrap_or(1);
+            let code = match e.downcast_ref::<cohort_executor::Error>() {
+                Some(x) => x.exit_code(),
+                None if e.is::<alerts::BadInput>() => 2,
+                None => 1,
+            };
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
@@ -201,6 +209,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Segment(SegmentCommand::Explain(args)) => segment_explain(args).await,
         Command::Datagen(args) => datagen::run(args),
         Command::Estimator(command) => estimator::run(command).await,
+        Command::Alerts(command) => alerts::run(command),
         Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
 }

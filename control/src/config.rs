@@ -76,6 +76,29 @@ pub struct Config {
     pub estimator_refit_runs: usize,
     /// ...or this often (`COHORT_ESTIMATOR_REFIT_SECONDS`).
     pub estimator_refit_seconds: f64,
+    /// The alert rules: `[alerts]` (windows and thresholds per scope, inhibition, runtime and
+    /// burn-rate rules); see `cohort_alerting::config`.
+    pub alerts: cohort_alerting::AlertRules,
+    /// A failure's millisecond is closed this long after it (`COHORT_ALERT_SETTLE_MS`), so
+    /// failures committed in the same millisecond count together.
+    pub alert_settle_ms: u64,
+    /// A firing alert is notified again when more alerts are inhibited under it, at most this
+    /// often (`COHORT_ALERT_GROUP_INTERVAL_SECONDS`).
+    pub alert_group_interval_seconds: f64,
+    /// Firing alerts are notified again this often (`COHORT_ALERT_REPEAT_INTERVAL_SECONDS`).
+    pub alert_repeat_interval_seconds: f64,
+    /// A webhook's first retry waits this long, doubling after (`COHORT_WEBHOOK_RETRY_MS`)...
+    pub webhook_retry_ms: u64,
+    /// ...up to this long (`COHORT_WEBHOOK_RETRY_MAX_SECONDS`)...
+    pub webhook_retry_max_seconds: f64,
+    /// ...and a notification not delivered within this long is given up
+    /// (`COHORT_WEBHOOK_GIVE_UP_SECONDS`).
+    pub webhook_give_up_seconds: f64,
+    /// One delivery attempt's time limit (`COHORT_WEBHOOK_TIMEOUT_SECONDS`).
+    pub webhook_timeout_seconds: f64,
+    /// This service's URL as people reach it, for links in notifications
+    /// (`COHORT_EXTERNAL_URL`); default: the listening address.
+    pub external_url: Option<String>,
 }
 
 impl Default for Config {
@@ -107,6 +130,15 @@ impl Default for Config {
             estimator_coverage: 0.995,
             estimator_refit_runs: 100,
             estimator_refit_seconds: 600.0,
+            alerts: cohort_alerting::AlertRules::default(),
+            alert_settle_ms: 50,
+            alert_group_interval_seconds: 30.0,
+            alert_repeat_interval_seconds: 4.0 * 3600.0,
+            webhook_retry_ms: 1000,
+            webhook_retry_max_seconds: 300.0,
+            webhook_give_up_seconds: 24.0 * 3600.0,
+            webhook_timeout_seconds: 10.0,
+            external_url: None,
         }
     }
 }
@@ -156,6 +188,14 @@ impl Config {
             "COHORT_ESTIMATOR" => self.estimator = value.parse().map_err(|_| bad("expected true or false"))?,
             "COHORT_ESTIMATOR_COVERAGE" => self.estimator_coverage = value.parse().map_err(|_| bad("expected a number"))?,
             "COHORT_ESTIMATOR_REFIT_RUNS" => self.estimator_refit_runs = value.parse().map_err(|_| bad("expected a number of runs"))?,
+            "COHORT_ALERT_SETTLE_MS" => self.alert_settle_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
+            "COHORT_ALERT_GROUP_INTERVAL_SECONDS" => self.alert_group_interval_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_ALERT_REPEAT_INTERVAL_SECONDS" => self.alert_repeat_interval_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_WEBHOOK_RETRY_MS" => self.webhook_retry_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
+            "COHORT_WEBHOOK_RETRY_MAX_SECONDS" => self.webhook_retry_max_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_WEBHOOK_GIVE_UP_SECONDS" => self.webhook_give_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_WEBHOOK_TIMEOUT_SECONDS" => self.webhook_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_EXTERNAL_URL" => self.external_url = Some(value.into()),
             "COHORT_ESTIMATOR_REFIT_SECONDS" => self.estimator_refit_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             _ => {}
         }
@@ -186,6 +226,11 @@ impl Config {
             ("deadline_ceiling_seconds", self.deadline_ceiling_seconds),
             ("catch_up_seconds", self.catch_up_seconds),
             ("estimator_refit_seconds", self.estimator_refit_seconds),
+            ("alert_group_interval_seconds", self.alert_group_interval_seconds),
+            ("alert_repeat_interval_seconds", self.alert_repeat_interval_seconds),
+            ("webhook_retry_max_seconds", self.webhook_retry_max_seconds),
+            ("webhook_give_up_seconds", self.webhook_give_up_seconds),
+            ("webhook_timeout_seconds", self.webhook_timeout_seconds),
         ] {
             if !(0.0..1e9).contains(&seconds) {
                 return Err(Error::Config(format!("{name} must be a number of seconds, 0 or more")));
@@ -205,6 +250,10 @@ impl Config {
         }
         if self.estimator_refit_runs == 0 || self.estimator_refit_seconds <= 0.0 {
             return Err(Error::Config("estimator_refit_runs and estimator_refit_seconds must be more than 0".into()));
+        }
+        self.alerts.check().map_err(Error::Config)?;
+        if self.alert_repeat_interval_seconds <= 0.0 || self.webhook_timeout_seconds <= 0.0 {
+            return Err(Error::Config("alert_repeat_interval_seconds and webhook_timeout_seconds must be more than 0".into()));
         }
         self.estimator_config().validate().map_err(|e| Error::Config(e.to_string()))?;
         if self.retry_attempts == 0 {
@@ -246,6 +295,22 @@ impl Config {
             config: self.estimator_config(),
             refit_runs: self.estimator_refit_runs,
             refit_interval: std::time::Duration::from_secs_f64(self.estimator_refit_seconds),
+        }
+    }
+
+    /// How alerting runs; `listening` is the address the service listens on.
+    pub fn alert_settings(&self, listening: &str) -> crate::alerts::AlertSettings {
+        use std::time::Duration;
+        crate::alerts::AlertSettings {
+            rules: self.alerts.clone(),
+            settle: Duration::from_millis(self.alert_settle_ms),
+            group_interval: Duration::from_secs_f64(self.alert_group_interval_seconds),
+            repeat_interval: Duration::from_secs_f64(self.alert_repeat_interval_seconds),
+            retry_base: Duration::from_millis(self.webhook_retry_ms.max(1)),
+            retry_max: Duration::from_secs_f64(self.webhook_retry_max_seconds),
+            give_up_after: Duration::from_secs_f64(self.webhook_give_up_seconds),
+            timeout: Duration::from_secs_f64(self.webhook_timeout_seconds),
+            external_url: self.external_url.clone().unwrap_or_else(|| format!("http://{listening}")),
         }
     }
 

@@ -14,6 +14,7 @@
 //! caller's tenant); no request body reaches a panic (bad input is a 4xx JSON error).
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod estimates;

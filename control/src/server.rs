@@ -94,6 +94,15 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     let estimates = Estimates::load(&store, config.estimator_settings()).await?;
     pool.learn_with(Arc::clone(&estimates));
     let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs() };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
+    // Alerting listens to job events from before the first job runs; it rebuilds its windows
+    // from the failures in the store, so a restart forgets nothing.
+    let alerting = crate::alerts::Alerting::new(store.clone(), config.alert_settings(&address.to_string()));
+    let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe()));
+    let deliveries = tokio::spawn(Arc::clone(&alerting).deliver());
     let schedules_wake = Arc::new(tokio::sync::Notify::new());
     let state = AppState {
         store: store.clone(),
@@ -103,11 +112,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         admin_hash: token_hash(&admin),
         schedules: Arc::clone(&schedules_wake),
         estimates: Arc::clone(&estimates),
+        alerting: Arc::clone(&alerting),
     };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
-    let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
     let catch_up = (config.catch_up_seconds * 1e6) as i64;
     // Runs that fell due while the service was down are enqueued (or counted as missed)
     // before it says it is listening.
@@ -142,6 +148,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     refits.abort();
     pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
     dispatcher.abort();
+    evaluator.abort();
+    deliveries.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

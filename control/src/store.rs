@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_schedules_retries.sql")),
     (3, include_str!("../migrations/0003_estimator.sql")),
+    (4, include_str!("../migrations/0004_alerts.sql")),
 ];
 
 /// Which database the store is on.
@@ -382,6 +383,16 @@ impl Store {
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads and then writes fails at once, without waiting, when
     /// another connection wrote in between.
+    /// The connection pool (for the alert tables' queries in `alerts.rs`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin().await
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,

@@ -1,9 +1,11 @@
 //! End-to-end tests of the `cohort` binary (one test binary for the root package).
 
+mod alerts;
 mod bad_input;
 mod cli;
 mod crash;
 mod estimator;
+mod prometheus;
 mod retries;
 mod schedules;
 mod server;

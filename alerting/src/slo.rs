@@ -1,0 +1,211 @@
+//! The rules beyond 5-in-10: success-rate burn (multi-window, multi-burn-rate) at each scope,
+//! and a segment's runtime far above its own recent baseline.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::{BurnRateRule, RuntimeRule};
+use crate::rule::{GLOBAL, Scope, State};
+
+const MINUTE_MS: i64 = 60_000;
+/// Minutes kept per key: the longest window (6 h).
+const KEPT: usize = 360;
+
+/// The two alerting windows of the SRE workbook: (long, short) minutes and the burn factor.
+pub const BURN_WINDOWS: [(usize, usize, f64); 2] = [(60, 5, 14.4), (360, 30, 6.0)];
+
+/// A burn-rate change of state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BurnTransition {
+    pub at: i64,
+    pub scope: Scope,
+    pub key: String,
+    pub state: State,
+    /// The error ratio over the long window that decided it.
+    pub error_ratio: f64,
+}
+
+#[derive(Debug, Default)]
+struct Minutes {
+    /// (minute, outcomes, failures), oldest first, at most [`KEPT`] minutes old.
+    buckets: VecDeque<(i64, u64, u64)>,
+    firing: bool,
+}
+
+impl Minutes {
+    fn add(&mut self, minute: i64, failed: bool) {
+        match self.buckets.back_mut() {
+            Some(b) if b.0 == minute => {
+                b.1 += 1;
+                b.2 += u64::from(failed);
+            }
+            _ => self.buckets.push_back((minute, 1, u64::from(failed))),
+        }
+    }
+
+    fn trim(&mut self, now_minute: i64) {
+        while self.buckets.front().is_some_and(|b| b.0 <= now_minute - KEPT as i64) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// (outcomes, failures) over the last `minutes` minutes up to `now_minute`.
+    fn over(&self, now_minute: i64, minutes: usize) -> (u64, u64) {
+        self.buckets
+            .iter()
+            .rev()
+            .take_while(|b| b.0 > now_minute - minutes as i64)
+            .fold((0, 0), |(n, f), b| (n + b.1, f + b.2))
+    }
+}
+
+/// Burn-rate alerts: fires when, over both a long and a short window, failures eat the error
+/// budget (`1 - slo`) faster than the window's factor.
+#[derive(Debug)]
+pub struct BurnRate {
+    rule: BurnRateRule,
+    keys: HashMap<(Scope, String), Minutes>,
+}
+
+impl BurnRate {
+    pub fn new(rule: BurnRateRule) -> BurnRate {
+        BurnRate { rule, keys: HashMap::new() }
+    }
+
+    /// One outcome; returns the transitions it causes.
+    pub fn observe(&mut self, at: i64, tenant: &str, region: &str, failed: bool) -> Vec<BurnTransition> {
+        let minute = at.div_euclid(MINUTE_MS);
+        let mut out = Vec::new();
+        for (scope, key) in [(Scope::Global, GLOBAL), (Scope::Region, region), (Scope::Tenant, tenant)] {
+            let entry = self.keys.entry((scope, key.to_string())).or_default();
+            entry.add(minute, failed);
+            if let Some(t) = decide(&self.rule, at, scope, key, entry) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Time passes: resolves what has cooled down and forgets keys with nothing left.
+    pub fn tick(&mut self, now: i64) -> Vec<BurnTransition> {
+        let mut out = Vec::new();
+        let minute = now.div_euclid(MINUTE_MS);
+        for ((scope, key), entry) in &mut self.keys {
+            entry.trim(minute);
+            if let Some(t) = decide(&self.rule, now, *scope, key, entry) {
+                out.push(t);
+            }
+        }
+        self.keys.retain(|_, e| !e.buckets.is_empty() || e.firing);
+        out.sort_by(|a, b| (a.scope, &a.key).cmp(&(b.scope, &b.key)));
+        out
+    }
+}
+
+fn decide(rule: &BurnRateRule, at: i64, scope: Scope, key: &str, entry: &mut Minutes) -> Option<BurnTransition> {
+    let minute = at.div_euclid(MINUTE_MS);
+    let budget = 1.0 - rule.slo;
+    let mut firing = false;
+    let mut ratio = 0.0;
+    for (long, short, factor) in BURN_WINDOWS {
+        let (n_long, f_long) = entry.over(minute, long);
+        let (n_short, f_short) = entry.over(minute, short);
+        let long_ratio = if n_long == 0 { 0.0 } else { f_long as f64 / n_long as f64 };
+        let short_ratio = if n_short == 0 { 0.0 } else { f_short as f64 / n_short as f64 };
+        ratio = f64::max(ratio, long_ratio);
+        if n_long >= rule.min_outcomes && long_ratio > factor * budget && short_ratio > factor * budget {
+            firing = true;
+        }
+    }
+    (firing != entry.firing).then(|| {
+        entry.firing = firing;
+        BurnTransition { at, scope, key: key.to_string(), state: if firing { State::Firing } else { State::Resolved }, error_ratio: ratio }
+    })
+}
+
+/// A runtime change of state for one segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeTransition {
+    pub tenant: String,
+    pub segment: String,
+    pub state: State,
+    pub seconds: f64,
+    pub baseline_seconds: f64,
+}
+
+/// Runtime alerts: a run slower than `factor ×` the median of its segment's recent successful
+/// runs (and slower than `min_seconds`) fires; the next run back under it resolves.
+#[derive(Debug)]
+pub struct Runtime {
+    rule: RuntimeRule,
+    segments: HashMap<(String, String), (VecDeque<f64>, bool)>,
+}
+
+impl Runtime {
+    pub fn new(rule: RuntimeRule) -> Runtime {
+        Runtime { rule, segments: HashMap::new() }
+    }
+
+    /// A finished run of a segment.
+    pub fn observe(&mut self, tenant: &str, segment: &str, seconds: f64, succeeded: bool) -> Option<RuntimeTransition> {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return None;
+        }
+        let (recent, firing) = self.segments.entry((tenant.to_string(), segment.to_string())).or_default();
+        let baseline = (recent.len() >= self.rule.baseline_runs).then(|| median(recent));
+        let slow = baseline.is_some_and(|b| seconds > self.rule.factor * b && seconds > self.rule.min_seconds);
+        if succeeded {
+            recent.push_back(seconds);
+            if recent.len() > self.rule.baseline_runs {
+                recent.pop_front();
+            }
+        }
+        (slow != *firing && (slow || succeeded)).then(|| {
+            *firing = slow;
+            RuntimeTransition {
+                tenant: tenant.to_string(),
+                segment: segment.to_string(),
+                state: if slow { State::Firing } else { State::Resolved },
+                seconds,
+                baseline_seconds: baseline.unwrap_or(0.0),
+            }
+        })
+    }
+}
+
+fn median(values: &VecDeque<f64>) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_burns_both_windows_and_cools_down() {
+        let rule = BurnRateRule { enabled: true, slo: 0.999, min_outcomes: 20 };
+        let mut burn = BurnRate::new(rule);
+        let t0 = 1_000 * MINUTE_MS;
+        let mut fired = Vec::new();
+        for i in 0..100 {
+            fired.extend(burn.observe(t0 + i * 1000, "a", "r", i % 10 == 0));
+        }
+        // 10% errors against a 0.1% budget: 100× the budget, over both windows.
+        assert!(fired.iter().any(|t| t.scope == Scope::Tenant && t.state == State::Firing), "{fired:?}");
+        // An hour of silence later the short window is empty: resolved.
+        let later = burn.tick(t0 + 61 * MINUTE_MS);
+        assert!(later.iter().all(|t| t.state == State::Resolved) && later.len() == 3, "{later:?}");
+    }
+
+    #[test]
+    fn a_slow_run_fires_and_the_next_normal_one_resolves() {
+        let rule = RuntimeRule { enabled: true, factor: 3.0, min_seconds: 1.0, baseline_runs: 5 };
+        let mut rt = Runtime::new(rule);
+        for _ in 0..5 {
+            assert_eq!(rt.observe("t", "s", 2.0, true), None);
+        }
+        assert_eq!(rt.observe("t", "s", 7.0, true).map(|t| t.state), Some(State::Firing));
+        assert_eq!(rt.observe("t", "s", 2.1, true).map(|t| t.state), Some(State::Resolved));
+    }
+}

@@ -1,0 +1,118 @@
+//! The alert rule against the worked cases and against a naive recount of the window.
+
+use std::path::Path;
+
+use cohort_alerting::replay::{format_time, parse_events, parse_time, replay};
+use cohort_alerting::rule::{Evaluator, FailureRule, Scope, Transition, recount};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn as_lines(transitions: &[Transition]) -> Vec<(String, String, String, String, u64)> {
+    transitions
+        .iter()
+        .map(|t| (format_time(t.at), t.scope.as_str().to_string(), t.key.clone(), t.state.as_str().to_string(), u64::from(t.failures)))
+        .collect()
+}
+
+#[test]
+fn the_worked_cases_replay_to_their_expected_transitions() {
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let mut dirs: Vec<_> = std::fs::read_dir(&cases).expect("cases").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 6, "the cases are copied from shared/examples/alerts");
+    for dir in dirs {
+        let events = parse_events(&std::fs::read_to_string(dir.join("events.jsonl")).expect("events")).expect("parse");
+        let got = as_lines(&replay(FailureRule::default(), events));
+        let want: Vec<(String, String, String, String, u64)> = std::fs::read_to_string(dir.join("expected.jsonl"))
+            .expect("expected")
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                let s = |k: &str| v[k].as_str().expect("text").to_string();
+                (s("at"), s("scope"), s("key"), s("state"), v["failures"].as_u64().expect("count"))
+            })
+            .collect();
+        assert_eq!(got, want, "{}", dir.display());
+    }
+}
+
+#[test]
+fn bad_lines_are_named_by_number() {
+    let text = "{\"at\": \"2026-01-01T00:00:00.000Z\", \"tenant\": \"a\", \"region\": \"r\", \"outcome\": \"failed\"}\n\nnot json\n";
+    let err = parse_events(text).expect_err("line 3 is not json").to_string();
+    assert!(err.starts_with("line 3:"), "{err}");
+    let text = "{\"at\": \"yesterday\", \"tenant\": \"a\", \"region\": \"r\", \"outcome\": \"failed\"}";
+    assert!(parse_events(text).expect_err("bad time").to_string().contains("RFC 3339"));
+    let text = "{\"at\": \"2026-01-01T00:00:00Z\", \"tenant\": \"a\", \"region\": \"r\", \"outcome\": \"maybe\"}";
+    assert!(parse_events(text).expect_err("bad outcome").to_string().contains("succeeded"));
+    assert_eq!(parse_time("2026-01-01T00:00:00.123456+01:00"), Ok(1_767_222_000_123));
+}
+
+/// Failures on a coarse grid so that arrivals coincide with each other and with expiries.
+fn failures() -> impl Strategy<Value = (FailureRule, Vec<(i64, String, String)>)> {
+    let rule = (1i64..6, 1u32..5, 1i64..6, 1u32..5, 1i64..6, 1u32..5).prop_map(|(gw, gt, rw, rt, tw, tt)| FailureRule {
+        global: cohort_alerting::rule::Window { window_ms: gw * 10, threshold: gt },
+        region: cohort_alerting::rule::Window { window_ms: rw * 10, threshold: rt },
+        tenant: cohort_alerting::rule::Window { window_ms: tw * 10, threshold: tt },
+    });
+    let event = (0i64..40, 0u8..4, 0u8..2).prop_map(|(slot, tenant, region)| (1_000 + slot * 5, format!("t{tenant}"), format!("r{}", (tenant + region) % 3)));
+    (rule, proptest::collection::vec(event, 0..60))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_incremental_evaluator_agrees_with_a_recount(input in failures()) {
+        let (rule, mut events) = input;
+        let mut want = recount(rule, &events);
+        want.sort_by(|a, b| (a.at, a.scope, &a.key).cmp(&(b.at, b.scope, &b.key)));
+        events.sort_by_key(|e| e.0);
+        let mut evaluator = Evaluator::new(rule);
+        let mut got = Vec::new();
+        for (at, tenant, region) in &events {
+            evaluator.fail(*at, tenant, region, &mut got);
+        }
+        evaluator.finish(&mut got);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(evaluator.held(), 0);
+        prop_assert!(evaluator.firing().is_empty());
+    }
+
+    #[test]
+    fn advancing_in_steps_changes_nothing(input in failures(), step in 1i64..30) {
+        let (rule, mut events) = input;
+        events.sort_by_key(|e| e.0);
+        let mut whole = Evaluator::new(rule);
+        let mut want = Vec::new();
+        for (at, tenant, region) in &events {
+            whole.fail(*at, tenant, region, &mut want);
+        }
+        whole.finish(&mut want);
+        // The live service advances the clock between failures; the transitions are the same.
+        let mut live = Evaluator::new(rule);
+        let mut got = Vec::new();
+        let mut clock = 0;
+        for (at, tenant, region) in &events {
+            while clock + step <= *at {
+                clock += step;
+                live.advance(clock, &mut got);
+            }
+            live.fail(*at, tenant, region, &mut got);
+        }
+        live.finish(&mut got);
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn memory_is_bounded_by_the_failures_inside_the_window() {
+    let mut evaluator = Evaluator::new(FailureRule::uniform(1_000, 5));
+    let mut out = Vec::new();
+    for i in 0..100_000i64 {
+        evaluator.fail(i * 10, &format!("t{}", i % 7), "r", &mut out);
+    }
+    // 100 failures a second, a one-second window, three scopes.
+    assert!(evaluator.held() <= 3 * 101, "{}", evaluator.held());
+    assert_eq!(evaluator.firing().iter().filter(|f| f.0 == Scope::Tenant).count(), 7);
+}

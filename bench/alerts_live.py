@@ -1,0 +1,113 @@
+"""Live alert latency: a real `cohort serve`, a real HTTP receiver, real failing jobs.
+
+For each trial a fresh tenant fails five jobs in a row (its model no longer has a field its
+segment reads: the job fails at once, not retried). The latency is the webhook's arrival at
+the receiver minus the fifth job's `finished_at` (its failure's commit), both on this
+machine's clock. Prints a Markdown table of the distribution.
+"""
+import argparse, http.server, json, os, shutil, subprocess, sys, threading, time, urllib.request
+
+AS_OF = "2026-11-01T00:00:00Z"
+ADMIN = "bench-admin-token-0123456789"
+
+
+def call(base, token, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def parse_time(text):
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cohort", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--trials", type=int, default=100)
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    root = os.path.join(a.work, "tenant")
+    subprocess.run([a.cohort, "datagen", "--profile", "retail", "--scale", "200", "--seed", "3", "--out", root],
+                   check=True, stderr=subprocess.DEVNULL)
+    model = json.load(open(os.path.join(root, "model.json")))
+    segment = json.load(open(os.path.join(root, "segments", "lapsed_buyers.json")))
+    broken = json.loads(json.dumps(model))
+    broken["objects"][0]["fields"] = [f for f in broken["objects"][0]["fields"] if f["name"] != "email_opt_in"]
+
+    arrivals = {}
+    done = threading.Condition()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            at = time.time()
+            payload = json.loads(body)
+            tenant = payload["alerts"][0]["labels"].get("tenant")
+            if payload["status"] == "firing" and tenant:
+                with done:
+                    arrivals.setdefault(tenant, at)
+                    done.notify_all()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    config = os.path.join(a.work, "cohort.toml")
+    with open(config, "w") as f:
+        f.write("[alerts.failures.region]\nthreshold = 1000000\n[alerts.failures.global]\nthreshold = 1000000\n")
+    env = dict(os.environ, COHORT_ADMIN_TOKEN=ADMIN, COHORT_LOG="warn", COHORT_CONFIG=config)
+    server = subprocess.Popen([a.cohort, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(a.work, "data"), "--workers", "2"],
+                              stdout=subprocess.PIPE, stderr=open(os.path.join(a.work, "serve.log"), "w"), env=env, text=True)
+    try:
+        base = None
+        for line in server.stdout:
+            if line.startswith("cohort listening on "):
+                base = line.split()[-1]
+                break
+        threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+        call(base, ADMIN, "POST", "/v1/receivers", {"id": "bench", "url": "http://127.0.0.1:%d/hook" % receiver.server_port})
+        latencies = []
+        for i in range(a.trials):
+            t = "bench%04d" % i
+            token = call(base, ADMIN, "POST", "/v1/tenants", {"id": t, "region": "r%d" % (i % 4), "data_root": os.path.abspath(root), "jobs_per_minute": 600000})["token"]
+            call(base, token, "PUT", "/v1/tenants/%s/model" % t, model)
+            call(base, token, "PUT", "/v1/tenants/%s/segments/lapsed_buyers" % t, {"definition": segment})
+            call(base, token, "PUT", "/v1/tenants/%s/model" % t, broken)
+            last = None
+            for _ in range(5):
+                run = call(base, token, "POST", "/v1/tenants/%s/segments/lapsed_buyers/runs" % t, {"as_of": AS_OF})
+                view = run
+                while view["status"] not in ("succeeded", "failed", "cancelled"):
+                    view = call(base, token, "GET", "/v1/tenants/%s/runs/%s?wait_seconds=30&while_status=%s" % (t, run["id"], view["status"]))
+                assert view["status"] == "failed", view
+                last = view
+            committed = parse_time(last["finished_at"])
+            with done:
+                done.wait_for(lambda: t in arrivals, timeout=30)
+            if t not in arrivals:
+                print("trial %s: no webhook within 30 s" % t, file=sys.stderr)
+                continue
+            latencies.append(arrivals[t] - committed)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        receiver.shutdown()
+    latencies.sort()
+    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+    print("| trials | p50 | p90 | p99 | max |")
+    print("|---:|---:|---:|---:|---:|")
+    print("| %d of %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms |" % (len(latencies), a.trials, q(0.5), q(0.9), q(0.99), latencies[-1] * 1000))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1178 @@
+//! Live alerting: the rule evaluator fed by job outcomes, the alerts' lifecycle in the store,
+//! and the delivery of notifications to webhook receivers through a durable outbox.
+//!
+//! Two background tasks, neither on the job path:
+//! - **evaluate**: listens to the pool's job events; a final failure goes into the same
+//!   [`Evaluator`] `cohort alerts replay` runs, keyed by the job's commit time (milliseconds).
+//!   An instant is closed once the clock is `settle` past it (a failure committed in the same
+//!   millisecond by another worker still counts). Each transition is one store transaction:
+//!   the alert row, its history, inhibition, and the outbox rows of its notifications. At
+//!   start (and whenever it may have missed events) the evaluator is rebuilt from the failures
+//!   in the store inside the windows and reconciled with the alerts the store says fire, so a
+//!   crash between a job's failure and its alert loses nothing.
+//! - **deliver**: sends due outbox rows (claimed by compare-and-set, so replicas never send one
+//!   row twice at once), signed as Standard Webhooks do it, the body rendered at the first
+//!   attempt and resent unchanged with the same `webhook-id`. Failures back off exponentially
+//!   with jitter, `Retry-After` is honoured, 410 disables the receiver. Also re-notifies firing
+//!   alerts every `repeat_interval`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cohort_alerting::notify::{self, Matcher};
+use cohort_alerting::rule::GLOBAL;
+use cohort_alerting::slo::{BurnRate, Runtime};
+use cohort_alerting::{AlertRules, Evaluator, Scope, State};
+use serde::Serialize;
+use sqlx::Row;
+use tokio::sync::{Notify, broadcast};
+
+use crate::jobs::JobStatus;
+use crate::pool::JobEvent;
+use crate::{Result, Store, new_id, now_micros};
+
+/// How alerting runs (from the configuration).
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// The rules.
+    pub rules: AlertRules,
+    /// How long after an instant it is closed (failures of that millisecond may still arrive).
+    pub settle: Duration,
+    /// The least time between two notifications of one alert to one receiver when the alert
+    /// changes (more narrower alerts inhibited under it).
+    pub group_interval: Duration,
+    /// Firing alerts are notified again this often.
+    pub repeat_interval: Duration,
+    /// The first retry's wait; doubling after.
+    pub retry_base: Duration,
+    /// The longest wait between retries.
+    pub retry_max: Duration,
+    /// A notification not delivered within this long is given up (and counted).
+    pub give_up_after: Duration,
+    /// One delivery attempt's time limit.
+    pub timeout: Duration,
+    /// This service's URL, for `externalURL` and `generatorURL`.
+    pub external_url: String,
+}
+
+/// Delivery counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    /// Notifications a receiver took (2xx).
+    pub delivered: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub failed: AtomicU64,
+    /// Notifications given up after `give_up_after`.
+    pub gave_up: AtomicU64,
+    /// Notifications not sent: a silence matched.
+    pub silenced: AtomicU64,
+    /// Receivers disabled by a 410 answer.
+    pub disabled: AtomicU64,
+}
+
+/// The live alerting of one service process.
+#[derive(Debug)]
+pub struct Alerting {
+    store: Store,
+    settings: AlertSettings,
+    wake: Notify,
+    client: reqwest::Client,
+    /// Delivery results.
+    pub counts: DeliveryCounts,
+}
+
+/// What kind of rule raised an alert.
+const FAILURES: &str = "failures";
+const BURN_RATE: &str = "burn_rate";
+const RUNTIME: &str = "runtime";
+
+/// A change to apply to the store.
+#[derive(Debug, Clone)]
+struct Change {
+    rule: &'static str,
+    scope: Scope,
+    key: String,
+    state: State,
+    /// Microseconds.
+    at: i64,
+    failures: i64,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Alerting {
+    /// The alerting of one process over `store`.
+    pub fn new(store: Store, settings: AlertSettings) -> Arc<Alerting> {
+        let client = reqwest::Client::builder().timeout(settings.timeout).build().unwrap_or_default();
+        Arc::new(Alerting { store, settings, wake: Notify::new(), client, counts: DeliveryCounts::default() })
+    }
+
+    /// How it runs.
+    pub fn settings(&self) -> &AlertSettings {
+        &self.settings
+    }
+
+    /// Wakes the delivery task (a receiver was added, an alert raised).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    // ---- evaluation
+
+    /// Runs the evaluator on the pool's job events until the channel closes.
+    pub async fn evaluate(self: Arc<Self>, mut events: broadcast::Receiver<JobEvent>) {
+        let settle = i64::try_from(self.settings.settle.as_millis()).unwrap_or(50);
+        let mut live = Live::new(&self.settings.rules);
+        let mut stale = true;
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            if stale {
+                match self.rebuild(&mut live).await {
+                    Ok(()) => stale = false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alert evaluator: cannot read recent failures; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let now_ms = now_micros() / 1000;
+            let close_in = live.failures.next_instant().map(|t| (t + settle + 1 - now_ms).clamp(0, 60_000) as u64);
+            let wait = close_in.map_or(Duration::from_secs(60), Duration::from_millis);
+            let deadline = (tokio::time::Instant::now() + wait).min(next_tick);
+            let mut changes = Vec::new();
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) if event.status.is_final() => {
+                        if let Err(e) = self.observe(&mut live, &event, &mut changes).await {
+                            tracing::warn!(job = %event.job_id, error = %e, "alert evaluator: cannot read a finished job; rebuilding");
+                            stale = true;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "alert evaluator fell behind the job events; rebuilding from the store");
+                        stale = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            let now_ms = now_micros() / 1000;
+            let mut transitions = Vec::new();
+            live.failures.advance(now_ms - settle, &mut transitions);
+            for t in transitions {
+                changes.push(live.failure_change(&t));
+            }
+            if tokio::time::Instant::now() >= next_tick {
+                next_tick = tokio::time::Instant::now() + Duration::from_secs(15);
+                if self.settings.rules.burn_rate.enabled {
+                    for t in live.burn.tick(now_ms) {
+                        changes.push(live.burn_change(&t));
+                    }
+                }
+            }
+            if let Err(e) = self.apply_all(changes).await {
+                tracing::warn!(error = %e, "alert evaluator: cannot record transitions; rebuilding from the store");
+                stale = true;
+            }
+        }
+    }
+
+    /// A finished job: its failure into the failure rule, its outcome into burn rate and runtime.
+    async fn observe(&self, live: &mut Live, event: &JobEvent, changes: &mut Vec<Change>) -> Result<()> {
+        let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(()) };
+        let region = live.region(&self.store, &job.tenant_id).await?;
+        let finished = job.finished_at.unwrap_or_else(now_micros);
+        let at_ms = finished.div_euclid(1000);
+        let failed = event.status == JobStatus::Failed;
+        if failed {
+            let mut transitions = Vec::new();
+            live.failures.fail(at_ms, &job.tenant_id, &region, &mut transitions);
+            for t in transitions {
+                changes.push(live.failure_change(&t));
+            }
+        }
+        if self.settings.rules.burn_rate.enabled && event.status != JobStatus::Cancelled {
+            for t in live.burn.observe(at_ms, &job.tenant_id, &region, failed) {
+                changes.push(live.burn_change(&t));
+            }
+        }
+        if self.settings.rules.runtime.enabled && event.status != JobStatus::Cancelled {
+            let seconds = (finished - job.created_at) as f64 / 1e6;
+            if let Some(t) = live.runtime.observe(&job.tenant_id, &job.segment_id, seconds, !failed) {
+                let mut labels = BTreeMap::new();
+                labels.insert("alertname".to_string(), "CohortSegmentRuntimeHigh".to_string());
+                labels.insert("scope".to_string(), "tenant".to_string());
+                labels.insert("tenant".to_string(), t.tenant.clone());
+                labels.insert("region".to_string(), region.clone());
+                labels.insert("segment".to_string(), t.segment.clone());
+                labels.insert("severity".to_string(), "ticket".to_string());
+                let mut annotations = BTreeMap::new();
+                annotations.insert(
+                    "summary".to_string(),
+                    format!("segment {} of tenant {} took {:.1} s, its recent median is {:.1} s", t.segment, t.tenant, t.seconds, t.baseline_seconds),
+                );
+                changes.push(Change {
+                    rule: RUNTIME,
+                    scope: Scope::Tenant,
+                    key: format!("{}/{}", t.tenant, t.segment),
+                    state: t.state,
+                    at: finished,
+                    failures: 0,
+                    labels,
+                    annotations,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the evaluators from the failures in the store inside the windows, and makes
+    /// the store's firing failure alerts agree with them.
+    async fn rebuild(&self, live: &mut Live) -> Result<()> {
+        *live = Live::new(&self.settings.rules);
+        let rule = self.settings.rules.failure_rule();
+        let longest = Scope::ALL.iter().map(|s| rule.at(*s).window_ms).max().unwrap_or(600_000);
+        let since = now_micros() - longest.saturating_mul(1000);
+        let rows = sqlx::query(
+            "SELECT j.finished_at, j.tenant_id, t.region FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+             WHERE j.status = 'failed' AND j.finished_at > $1 ORDER BY j.finished_at",
+        )
+        .bind(since)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut changes = Vec::new();
+        let mut transitions = Vec::new();
+        for row in rows {
+            let (finished, tenant, region): (i64, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            live.regions.insert(tenant.clone(), region.clone());
+            live.failures.fail(finished.div_euclid(1000), &tenant, &region, &mut transitions);
+        }
+        let settle = i64::try_from(self.settings.settle.as_millis()).unwrap_or(50);
+        live.failures.advance(now_micros() / 1000 - settle, &mut transitions);
+        for t in &transitions {
+            changes.push(live.failure_change(t));
+        }
+        // Transitions already recorded are no-ops; what fires in the store but no longer in
+        // the evaluator (its failures expired while the service was down) resolves now.
+        let firing_now: Vec<(String, String)> = live.failures.firing().into_iter().map(|(s, k, _)| (s.as_str().to_string(), k)).collect();
+        let stored = sqlx::query("SELECT scope, alert_key FROM alerts WHERE state = 'firing' AND rule = $1")
+            .bind(FAILURES)
+            .fetch_all(self.store.pool())
+            .await?;
+        for row in stored {
+            let (scope, key): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if !firing_now.contains(&(scope.clone(), key.clone())) {
+                let scope = Scope::parse(&scope).unwrap_or(Scope::Tenant);
+                let failures = i64::from(live.failures.failures(scope, &key));
+                changes.push(Change {
+                    rule: FAILURES,
+                    scope,
+                    key,
+                    state: State::Resolved,
+                    at: now_micros(),
+                    failures,
+                    labels: BTreeMap::new(),
+                    annotations: BTreeMap::new(),
+                });
+            }
+        }
+        self.apply_all(changes).await
+    }
+
+    async fn apply_all(&self, changes: Vec<Change>) -> Result<()> {
+        let mut raised = false;
+        for change in changes {
+            raised |= self.apply(&change).await?;
+        }
+        if raised {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Records one transition; true when it queued notifications.
+    async fn apply(&self, c: &Change) -> Result<bool> {
+        let now = now_micros();
+        let mut tx = self.store.begin_write().await?;
+        let firing: Option<(String, Option<String>)> = sqlx::query(
+            "SELECT id, inhibited_by FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'",
+        )
+        .bind(c.rule)
+        .bind(c.scope.as_str())
+        .bind(&c.key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+        .transpose()?;
+        let mut queued = false;
+        match c.state {
+            State::Firing => {
+                if firing.is_some() {
+                    return Ok(false);
+                }
+                let id = new_id("al_");
+                let fingerprint = notify::fingerprint(&c.labels);
+                let inhibitor = if self.settings.rules.inhibit { wider_firing(&mut tx, c).await? } else { None };
+                sqlx::query(
+                    "INSERT INTO alerts (id, fingerprint, rule, scope, alert_key, labels, annotations, state, inhibited_by, started_at, failures, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'firing', $8, $9, $10, $11)",
+                )
+                .bind(&id)
+                .bind(&fingerprint)
+                .bind(c.rule)
+                .bind(c.scope.as_str())
+                .bind(&c.key)
+                .bind(json_text(&c.labels))
+                .bind(json_text(&c.annotations))
+                .bind(inhibitor.as_deref())
+                .bind(c.at)
+                .bind(c.failures)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                alert_event(&mut tx, &id, c.at, "fired", &format!("{} failures", c.failures)).await?;
+                match &inhibitor {
+                    Some(wider) => {
+                        alert_event(&mut tx, &id, now, "inhibited", &format!("inhibited by {wider}")).await?;
+                        queued |= self.queue_update(&mut tx, wider, now).await?;
+                    }
+                    None => queued |= self.queue(&mut tx, &id, &c.labels, "firing", now).await?,
+                }
+                // Narrower alerts firing under this one are inhibited by it from now on.
+                if self.settings.rules.inhibit && c.scope != Scope::Tenant {
+                    for narrow in narrower_firing(&mut tx, c).await? {
+                        sqlx::query("UPDATE alerts SET inhibited_by = $1, updated_at = $2 WHERE id = $3")
+                            .bind(&id)
+                            .bind(now)
+                            .bind(&narrow)
+                            .execute(&mut *tx)
+                            .await?;
+                        alert_event(&mut tx, &narrow, now, "inhibited", &format!("inhibited by {id}")).await?;
+                    }
+                }
+            }
+            State::Resolved => {
+                let Some((id, inhibited_by)) = firing else { return Ok(false) };
+                sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1, failures = $2, updated_at = $3 WHERE id = $4")
+                    .bind(c.at)
+                    .bind(c.failures)
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                alert_event(&mut tx, &id, c.at, "resolved", &format!("{} failures", c.failures)).await?;
+                if inhibited_by.is_none() {
+                    // Whoever was told it fires is told it resolved.
+                    let receivers: Vec<String> = sqlx::query("SELECT DISTINCT receiver_id FROM deliveries WHERE alert_id = $1 AND kind <> 'resolved'")
+                        .bind(&id)
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                    for receiver in receivers {
+                        insert_delivery(&mut tx, &receiver, &id, "resolved", now).await?;
+                        queued = true;
+                    }
+                }
+                // What it inhibited and still fires: inhibited by another wider alert, or
+                // notified on its own now.
+                let freed: Vec<(String, String, String, String)> =
+                    sqlx::query("SELECT id, rule, scope, alert_key, labels FROM alerts WHERE inhibited_by = $1 AND state = 'firing'")
+                        .bind(&id)
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+                        .collect::<Result<_, _>>()?;
+                for (narrow, scope, key, labels) in freed {
+                    let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
+                    let probe = Change {
+                        rule: c.rule,
+                        scope: Scope::parse(&scope).unwrap_or(Scope::Tenant),
+                        key,
+                        state: State::Firing,
+                        at: now,
+                        failures: 0,
+                        labels: labels.clone(),
+                        annotations: BTreeMap::new(),
+                    };
+                    let other = wider_firing(&mut tx, &probe).await?.filter(|w| *w != id);
+                    sqlx::query("UPDATE alerts SET inhibited_by = $1, updated_at = $2 WHERE id = $3")
+                        .bind(other.as_deref())
+                        .bind(now)
+                        .bind(&narrow)
+                        .execute(&mut *tx)
+                        .await?;
+                    if other.is_none() {
+                        alert_event(&mut tx, &narrow, now, "uninhibited", &format!("{id} resolved")).await?;
+                        queued |= self.queue(&mut tx, &narrow, &labels, "firing", now).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// Queues a notification of an alert to every enabled receiver whose matchers hold.
+    async fn queue(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, alert: &str, labels: &BTreeMap<String, String>, kind: &str, now: i64) -> Result<bool> {
+        let rows = sqlx::query("SELECT id, matchers FROM receivers WHERE enabled = 1").fetch_all(&mut **tx).await?;
+        let mut any = false;
+        for row in rows {
+            let (receiver, matchers): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let matchers: Vec<Matcher> = serde_json::from_str(&matchers).unwrap_or_default();
+            if notify::all_match(&matchers, labels) {
+                insert_delivery(tx, &receiver, alert, kind, now).await?;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// A narrower alert was inhibited under `wider`: the receivers that were told of `wider`
+    /// get its updated list, at most once per group interval (a pending update is enough).
+    async fn queue_update(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, wider: &str, now: i64) -> Result<bool> {
+        let rows = sqlx::query(
+            "SELECT receiver_id, MAX(created_at), SUM(CASE WHEN state = 'pending' AND body IS NULL THEN 1 ELSE 0 END) \
+             FROM deliveries WHERE alert_id = $1 AND kind <> 'resolved' GROUP BY receiver_id",
+        )
+        .bind(wider)
+        .fetch_all(&mut **tx)
+        .await?;
+        let interval = i64::try_from(self.settings.group_interval.as_micros()).unwrap_or(i64::MAX);
+        let mut any = false;
+        for row in rows {
+            let (receiver, last, pending): (String, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if pending > 0 {
+                continue;
+            }
+            insert_delivery(tx, &receiver, wider, "update", now.max(last.saturating_add(interval))).await?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    // ---- delivery
+
+    /// Sends due notifications until the process stops.
+    pub async fn deliver(self: Arc<Self>) {
+        let mut next_repeat = tokio::time::Instant::now();
+        loop {
+            let mut busy = false;
+            match self.due(32).await {
+                Ok(due) => {
+                    busy = due.len() == 32;
+                    for d in due {
+                        if let Err(e) = self.send(d).await {
+                            tracing::warn!(error = %e, "delivery: store error");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "delivery: cannot read the outbox"),
+            }
+            if tokio::time::Instant::now() >= next_repeat {
+                next_repeat = tokio::time::Instant::now() + (self.settings.repeat_interval / 8).clamp(Duration::from_millis(200), Duration::from_secs(60));
+                match self.queue_repeats().await {
+                    Ok(true) => busy = true,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "delivery: cannot queue repeats"),
+                }
+            }
+            if busy {
+                continue;
+            }
+            let next = self.next_due().await.ok().flatten();
+            let wait = next.map_or(Duration::from_secs(60), |at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)));
+            let deadline = (tokio::time::Instant::now() + wait.min(Duration::from_secs(60))).min(next_repeat);
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn due(&self, limit: i64) -> Result<Vec<Due>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.receiver_id, d.alert_id, d.kind, d.body, d.attempts, d.not_before, d.created_at, r.url, r.secret, r.enabled \
+             FROM deliveries d JOIN receivers r ON r.id = d.receiver_id \
+             WHERE d.state = 'pending' AND d.not_before <= $1 ORDER BY d.not_before, d.id LIMIT $2",
+        )
+        .bind(now_micros())
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    id: r.try_get(0)?,
+                    receiver: r.try_get(1)?,
+                    alert: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    body: r.try_get(4)?,
+                    attempts: r.try_get(5)?,
+                    not_before: r.try_get(6)?,
+                    created_at: r.try_get(7)?,
+                    url: r.try_get(8)?,
+                    secret: r.try_get(9)?,
+                    enabled: r.try_get::<i64, _>(10)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(not_before) FROM deliveries WHERE state = 'pending'").fetch_one(self.store.pool()).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// One attempt at one notification.
+    async fn send(&self, d: Due) -> Result<()> {
+        let now = now_micros();
+        // Claim the row: another replica (or a later round) leaves it alone meanwhile.
+        let lease = now + i64::try_from(self.settings.timeout.as_micros()).unwrap_or(10_000_000) + 5_000_000;
+        let claimed = sqlx::query("UPDATE deliveries SET not_before = $1 WHERE id = $2 AND state = 'pending' AND not_before = $3")
+            .bind(lease)
+            .bind(&d.id)
+            .bind(d.not_before)
+            .execute(self.store.pool())
+            .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(());
+        }
+        if !d.enabled {
+            self.finish(&d, "dead", Some("the receiver is disabled")).await?;
+            return Ok(());
+        }
+        let Some((labels, mut alert)) = self.alert(&d.alert).await? else {
+            self.finish(&d, "dead", Some("the alert is gone")).await?;
+            return Ok(());
+        };
+        if d.body.is_none() && self.silenced(&labels, now).await? {
+            self.counts.silenced.fetch_add(1, Ordering::Relaxed);
+            self.finish(&d, "silenced", None).await?;
+            return Ok(());
+        }
+        let body = match d.body.clone() {
+            Some(body) => body,
+            None => {
+                if d.kind != "resolved" {
+                    // A firing notification that left after the alert resolved says it fires:
+                    // the resolved one follows.
+                    alert.ends_at = None;
+                }
+                let body = notify::payload(&d.receiver, &self.settings.external_url, &[alert]).to_string();
+                sqlx::query("UPDATE deliveries SET body = $1 WHERE id = $2 AND body IS NULL").bind(&body).bind(&d.id).execute(self.store.pool()).await?;
+                body
+            }
+        };
+        let timestamp = now / 1_000_000;
+        let signature = notify::sign(&d.secret, &d.id, timestamp, body.as_bytes());
+        let answer = self
+            .client
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        match answer {
+            Ok(a) if a.status().is_success() => {
+                self.counts.delivered.fetch_add(1, Ordering::Relaxed);
+                self.finish(&d, "delivered", None).await?;
+                let mut tx = self.store.begin_write().await?;
+                sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2").bind(now).bind(&d.alert).execute(&mut *tx).await?;
+                alert_event(&mut tx, &d.alert, now, "notified", &format!("{} to {} ({})", d.kind, d.receiver, d.id)).await?;
+                tx.commit().await?;
+            }
+            Ok(a) if a.status() == reqwest::StatusCode::GONE => {
+                self.counts.disabled.fetch_add(1, Ordering::Relaxed);
+                sqlx::query("UPDATE receivers SET enabled = 0, disabled_reason = $1 WHERE id = $2")
+                    .bind("the receiver answered 410 Gone")
+                    .bind(&d.receiver)
+                    .execute(self.store.pool())
+                    .await?;
+                self.finish(&d, "dead", Some("410 Gone: receiver disabled")).await?;
+                tracing::warn!(receiver = %d.receiver, "receiver answered 410 Gone: disabled");
+            }
+            Ok(a) => {
+                let retry_after = a.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| notify::retry_after(v, now / 1000));
+                let why = format!("HTTP {}", a.status());
+                self.retry(&d, &why, retry_after).await?;
+            }
+            Err(e) => self.retry(&d, &format!("{e}"), None).await?,
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, d: &Due, why: &str, retry_after: Option<Duration>) -> Result<()> {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
+        let now = now_micros();
+        let give_up = d.created_at.saturating_add(i64::try_from(self.settings.give_up_after.as_micros()).unwrap_or(i64::MAX));
+        if now >= give_up {
+            self.counts.gave_up.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(delivery = %d.id, receiver = %d.receiver, error = why, "notification given up");
+            return self.finish(d, "dead", Some(&format!("given up: {why}"))).await;
+        }
+        let attempt = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+        let wait = notify::backoff(attempt, self.settings.retry_base, self.settings.retry_max, rand::random::<f64>()).max(retry_after.unwrap_or_default());
+        let next = now + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2);
+        sqlx::query("UPDATE deliveries SET attempts = attempts + 1, not_before = $1, last_error = $2 WHERE id = $3")
+            .bind(next)
+            .bind(why)
+            .bind(&d.id)
+            .execute(self.store.pool())
+            .await?;
+        tracing::debug!(delivery = %d.id, receiver = %d.receiver, error = why, wait_ms = wait.as_millis() as u64, "notification will be retried");
+        Ok(())
+    }
+
+    async fn finish(&self, d: &Due, state: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE deliveries SET state = $1, attempts = attempts + 1, delivered_at = $2, last_error = COALESCE($3, last_error) WHERE id = $4")
+            .bind(state)
+            .bind(now_micros())
+            .bind(error)
+            .bind(&d.id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// An alert as a notification shows it: its labels, annotations (with what it inhibits).
+    async fn alert(&self, id: &str) -> Result<Option<(BTreeMap<String, String>, notify::Alert)>> {
+        let Some(row) = sqlx::query("SELECT labels, annotations, started_at, resolved_at, state, failures FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let labels: BTreeMap<String, String> = serde_json::from_str(&row.try_get::<String, _>(0)?).unwrap_or_default();
+        let mut annotations: BTreeMap<String, String> = serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or_default();
+        let started: i64 = row.try_get(2)?;
+        let resolved: Option<i64> = row.try_get(3)?;
+        let inhibited: Vec<String> = sqlx::query("SELECT scope, alert_key FROM alerts WHERE inhibited_by = $1 ORDER BY scope, alert_key")
+            .bind(id)
+            .fetch_all(self.store.pool())
+            .await?
+            .iter()
+            .map(|r| Ok::<_, sqlx::Error>(format!("{}={}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect::<Result<_, _>>()?;
+        if !inhibited.is_empty() {
+            annotations.insert("inhibited".to_string(), inhibited.join(","));
+        }
+        let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: started / 1000, ends_at: resolved.map(|r| r / 1000) };
+        Ok(Some((labels, alert)))
+    }
+
+    async fn silenced(&self, labels: &BTreeMap<String, String>, now: i64) -> Result<bool> {
+        let rows = sqlx::query("SELECT matchers FROM silences WHERE starts_at <= $1 AND ends_at > $1").bind(now).fetch_all(self.store.pool()).await?;
+        for row in rows {
+            let matchers: Vec<Matcher> = serde_json::from_str(&row.try_get::<String, _>(0)?).unwrap_or_default();
+            if !matchers.is_empty() && notify::all_match(&matchers, labels) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Firing alerts notified on their own longer than `repeat_interval` ago: notified again.
+    async fn queue_repeats(&self) -> Result<bool> {
+        let now = now_micros();
+        let before = now - i64::try_from(self.settings.repeat_interval.as_micros()).unwrap_or(i64::MAX / 2);
+        let rows = sqlx::query("SELECT id, labels FROM alerts WHERE state = 'firing' AND inhibited_by IS NULL AND notified_at IS NOT NULL AND notified_at <= $1")
+            .bind(before)
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut any = false;
+        for row in rows {
+            let (id, labels): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
+            let mut tx = self.store.begin_write().await?;
+            let claimed = sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2 AND notified_at <= $3").bind(now).bind(&id).bind(before).execute(&mut *tx).await?;
+            if claimed.rows_affected() == 1 {
+                any |= self.queue(&mut tx, &id, &labels, "repeat", now).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(any)
+    }
+}
+
+/// A due outbox row with its receiver.
+#[derive(Debug)]
+struct Due {
+    id: String,
+    receiver: String,
+    alert: String,
+    kind: String,
+    body: Option<String>,
+    attempts: i64,
+    not_before: i64,
+    created_at: i64,
+    url: String,
+    secret: String,
+    enabled: bool,
+}
+
+/// The evaluators and what they need at hand.
+#[derive(Debug)]
+struct Live {
+    failures: Evaluator,
+    burn: BurnRate,
+    runtime: Runtime,
+    regions: HashMap<String, String>,
+    rules: AlertRules,
+}
+
+impl Live {
+    fn new(rules: &AlertRules) -> Live {
+        Live {
+            failures: Evaluator::new(rules.failure_rule()),
+            burn: BurnRate::new(rules.burn_rate.clone()),
+            runtime: Runtime::new(rules.runtime.clone()),
+            regions: HashMap::new(),
+            rules: rules.clone(),
+        }
+    }
+
+    async fn region(&mut self, store: &Store, tenant: &str) -> Result<String> {
+        if let Some(r) = self.regions.get(tenant) {
+            return Ok(r.clone());
+        }
+        let region = store.tenant(tenant).await?.map(|t| t.region).unwrap_or_default();
+        self.regions.insert(tenant.to_string(), region.clone());
+        Ok(region)
+    }
+
+    fn labels(&self, alertname: &str, scope: Scope, key: &str, severity: &str) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), alertname.to_string());
+        labels.insert("scope".to_string(), scope.as_str().to_string());
+        labels.insert("severity".to_string(), severity.to_string());
+        match scope {
+            Scope::Global => {}
+            Scope::Region => {
+                labels.insert("region".to_string(), key.to_string());
+            }
+            Scope::Tenant => {
+                labels.insert("tenant".to_string(), key.to_string());
+                labels.insert("region".to_string(), self.regions.get(key).cloned().unwrap_or_default());
+            }
+        }
+        labels
+    }
+
+    fn failure_change(&self, t: &cohort_alerting::Transition) -> Change {
+        let w = self.rules.failure_rule().at(t.scope);
+        let mut annotations = BTreeMap::new();
+        let place = if t.scope == Scope::Global { "everywhere".to_string() } else { format!("for {} {}", t.scope, t.key) };
+        annotations.insert(
+            "summary".to_string(),
+            format!("{} jobs failed within {} {place} (threshold {})", t.failures, human_ms(w.window_ms), w.threshold),
+        );
+        annotations.insert("failures".to_string(), t.failures.to_string());
+        Change {
+            rule: FAILURES,
+            scope: t.scope,
+            key: t.key.clone(),
+            state: t.state,
+            at: t.at.saturating_mul(1000),
+            failures: i64::from(t.failures),
+            labels: self.labels("CohortJobFailures", t.scope, &t.key, "page"),
+            annotations,
+        }
+    }
+
+    fn burn_change(&self, t: &cohort_alerting::slo::BurnTransition) -> Change {
+        let mut annotations = BTreeMap::new();
+        let place = if t.scope == Scope::Global { "everywhere".to_string() } else { format!("for {} {}", t.scope, t.key) };
+        annotations.insert(
+            "summary".to_string(),
+            format!("job success rate {place} is burning its {}% objective's error budget too fast ({:.2}% failing)", self.rules.burn_rate.slo * 100.0, t.error_ratio * 100.0),
+        );
+        Change {
+            rule: BURN_RATE,
+            scope: t.scope,
+            key: t.key.clone(),
+            state: t.state,
+            at: t.at.saturating_mul(1000),
+            failures: 0,
+            labels: self.labels("CohortSuccessRateBurn", t.scope, &t.key, "page"),
+            annotations,
+        }
+    }
+}
+
+fn human_ms(ms: i64) -> String {
+    match ms {
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
+
+fn json_text(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// The firing alert of the same rule at a wider scope over this one, if any (global first).
+async fn wider_firing(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &Change) -> Result<Option<String>> {
+    for scope in c.scope.wider() {
+        let key = match scope {
+            Scope::Global => GLOBAL.to_string(),
+            Scope::Region => match c.labels.get("region") {
+                Some(r) => r.clone(),
+                None => continue,
+            },
+            Scope::Tenant => continue,
+        };
+        let row = sqlx::query("SELECT id FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'")
+            .bind(c.rule)
+            .bind(scope.as_str())
+            .bind(&key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(row) = row {
+            return Ok(Some(row.try_get(0)?));
+        }
+    }
+    Ok(None)
+}
+
+/// Firing, not yet inhibited alerts of the same rule under a wider one.
+async fn narrower_firing(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &Change) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT id, scope, labels FROM alerts WHERE rule = $1 AND state = 'firing' AND inhibited_by IS NULL")
+        .bind(c.rule)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, scope, labels): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let Some(scope) = Scope::parse(&scope) else { continue };
+        if scope <= c.scope {
+            continue;
+        }
+        let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
+        let under = match c.scope {
+            Scope::Global => true,
+            Scope::Region => labels.get("region") == Some(&c.key),
+            Scope::Tenant => false,
+        };
+        if under {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+async fn alert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, alert: &str, at: i64, kind: &str, detail: &str) -> Result<()> {
+    sqlx::query("INSERT INTO alert_events (alert_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+        .bind(alert)
+        .bind(at)
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_delivery(tx: &mut sqlx::Transaction<'_, sqlx::Any>, receiver: &str, alert: &str, kind: &str, not_before: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO deliveries (id, receiver_id, alert_id, kind, state, attempts, not_before, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6)",
+    )
+    .bind(new_id("msg_"))
+    .bind(receiver)
+    .bind(alert)
+    .bind(kind)
+    .bind(not_before)
+    .bind(now_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+// ---- the API's view
+
+/// An alert as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertView {
+    /// Its id.
+    pub id: String,
+    /// The hash of its labels (stable across firings).
+    pub fingerprint: String,
+    /// `failures`, `burn_rate` or `runtime`.
+    pub rule: String,
+    /// `global`, `region` or `tenant`.
+    pub scope: String,
+    /// The scope key: `global`, a region or a tenant.
+    pub key: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// Its labels (as in the notification).
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations (summary, failures).
+    pub annotations: BTreeMap<String, String>,
+    /// The wider alert that inhibits it, while it does.
+    pub inhibited_by: Option<String>,
+    /// The narrower alerts it inhibits (or inhibited).
+    pub inhibits: Vec<String>,
+    /// When it fired.
+    pub started_at: String,
+    /// When it resolved.
+    pub resolved_at: Option<String>,
+    /// Failures in the window at its last transition.
+    pub failures: i64,
+    /// Its history (only on GET of one alert).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AlertEventView>,
+}
+
+/// One entry of an alert's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertEventView {
+    /// When.
+    pub at: String,
+    /// `fired`, `inhibited`, `uninhibited`, `notified` or `resolved`.
+    pub kind: String,
+    /// More about it.
+    pub detail: String,
+}
+
+/// A silence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SilenceView {
+    /// Its id.
+    pub id: String,
+    /// Label matchers, all of which must hold.
+    pub matchers: Vec<String>,
+    /// When it starts.
+    pub starts_at: String,
+    /// When it ends.
+    pub ends_at: String,
+    /// Why it was made.
+    pub comment: String,
+    /// Whether it silences now.
+    pub active: bool,
+}
+
+/// A webhook receiver (its secret is shown once, when it is created).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReceiverView {
+    /// Its id.
+    pub id: String,
+    /// Where notifications are POSTed.
+    pub url: String,
+    /// Label matchers, all of which must hold.
+    pub matchers: Vec<String>,
+    /// False once a 410 disabled it.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The signing secret (only when created).
+    pub secret: Option<String>,
+    /// Notifications waiting, delivered, and given up.
+    pub pending: i64,
+    /// Notifications delivered.
+    pub delivered: i64,
+    /// Notifications given up.
+    pub dead: i64,
+    /// Why the oldest waiting notification's last attempt failed.
+    pub last_error: Option<String>,
+}
+
+fn matcher_text(m: &Matcher) -> String {
+    format!("{}{}{}", m.label, if m.negate { "!=" } else { "=" }, m.value)
+}
+
+/// Store queries behind the alert API.
+impl Store {
+    /// Alerts, newest first: `state` = `firing`, `resolved` or all; only `tenant`'s when given.
+    pub async fn alerts(&self, state: Option<&str>, tenant: Option<&str>, limit: i64) -> Result<Vec<AlertView>> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, rule, scope, alert_key, state, labels, annotations, inhibited_by, started_at, resolved_at, failures \
+             FROM alerts WHERE ($1 = '' OR state = $1) ORDER BY started_at DESC, id DESC LIMIT $2",
+        )
+        .bind(state.unwrap_or(""))
+        .bind(limit.saturating_mul(if tenant.is_some() { 50 } else { 1 }))
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let labels: BTreeMap<String, String> = serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or_default();
+            if let Some(t) = tenant
+                && labels.get("tenant").map(String::as_str) != Some(t)
+            {
+                continue;
+            }
+            let id: String = r.try_get(0)?;
+            let inhibits = sqlx::query("SELECT id FROM alerts WHERE inhibited_by = $1").bind(&id).fetch_all(self.pool()).await?;
+            out.push(AlertView {
+                inhibits: inhibits.iter().map(|x| x.try_get(0)).collect::<Result<_, _>>()?,
+                id,
+                fingerprint: r.try_get(1)?,
+                rule: r.try_get(2)?,
+                scope: r.try_get(3)?,
+                key: r.try_get(4)?,
+                state: r.try_get(5)?,
+                labels,
+                annotations: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
+                inhibited_by: r.try_get(8)?,
+                started_at: crate::rfc3339(r.try_get(9)?),
+                resolved_at: r.try_get::<Option<i64>, _>(10)?.map(crate::rfc3339),
+                failures: r.try_get(11)?,
+                history: Vec::new(),
+            });
+            if out.len() as i64 >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One alert with its history.
+    pub async fn alert(&self, id: &str) -> Result<Option<AlertView>> {
+        let all = self.alerts(None, None, i64::MAX / 64).await?;
+        let Some(mut alert) = all.into_iter().find(|a| a.id == id) else { return Ok(None) };
+        let rows = sqlx::query("SELECT at, kind, detail FROM alert_events WHERE alert_id = $1 ORDER BY at").bind(id).fetch_all(self.pool()).await?;
+        alert.history = rows
+            .iter()
+            .map(|r| Ok::<_, sqlx::Error>(AlertEventView { at: crate::rfc3339(r.try_get(0)?), kind: r.try_get(1)?, detail: r.try_get(2)? }))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(alert))
+    }
+
+    /// Firing alerts by rule and scope (for `/metrics`).
+    pub async fn firing_alerts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT rule, scope, COUNT(*) FROM alerts WHERE state = 'firing' GROUP BY rule, scope").fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    /// Finished jobs by tenant, region and outcome (for `/metrics`: counters, as jobs stay).
+    pub async fn finished_jobs(&self) -> Result<Vec<(String, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT j.tenant_id, t.region, j.status, COUNT(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+             WHERE j.status IN ('succeeded', 'failed') GROUP BY j.tenant_id, t.region, j.status ORDER BY j.tenant_id, j.status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+    }
+
+    /// Stores a silence.
+    pub async fn create_silence(&self, matchers: &[Matcher], starts_at: i64, ends_at: i64, comment: &str) -> Result<SilenceView> {
+        let id = new_id("sil_");
+        sqlx::query("INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&id)
+            .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "[]".into()))
+            .bind(starts_at)
+            .bind(ends_at)
+            .bind(comment)
+            .bind(now_micros())
+            .execute(self.pool())
+            .await?;
+        Ok(SilenceView {
+            id,
+            matchers: matchers.iter().map(matcher_text).collect(),
+            starts_at: crate::rfc3339(starts_at),
+            ends_at: crate::rfc3339(ends_at),
+            comment: comment.to_string(),
+            active: starts_at <= now_micros() && now_micros() < ends_at,
+        })
+    }
+
+    /// Silences, newest first (expired ones included).
+    pub async fn silences(&self) -> Result<Vec<SilenceView>> {
+        let now = now_micros();
+        let rows = sqlx::query("SELECT id, matchers, starts_at, ends_at, comment FROM silences ORDER BY created_at DESC").fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                let matchers: Vec<Matcher> = serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or_default();
+                let (starts, ends): (i64, i64) = (r.try_get(2)?, r.try_get(3)?);
+                Ok(SilenceView {
+                    id: r.try_get(0)?,
+                    matchers: matchers.iter().map(matcher_text).collect(),
+                    starts_at: crate::rfc3339(starts),
+                    ends_at: crate::rfc3339(ends),
+                    comment: r.try_get(4)?,
+                    active: starts <= now && now < ends,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends a silence now; false when there is none by that id.
+    pub async fn expire_silence(&self, id: &str) -> Result<bool> {
+        let now = now_micros();
+        let done = sqlx::query("UPDATE silences SET ends_at = $1 WHERE id = $2 AND ends_at > $1").bind(now).bind(id).execute(self.pool()).await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        Ok(sqlx::query("SELECT id FROM silences WHERE id = $1").bind(id).fetch_optional(self.pool()).await?.is_some())
+    }
+
+    /// Stores a receiver; false when the id is taken.
+    pub async fn create_receiver(&self, id: &str, url: &str, secret: &str, matchers: &[Matcher]) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO receivers (id, url, secret, matchers, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(url)
+        .bind(secret)
+        .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "[]".into()))
+        .bind(now_micros())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Receivers with their delivery counts.
+    pub async fn receivers(&self) -> Result<Vec<ReceiverView>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.url, r.matchers, r.enabled, r.disabled_reason, \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.receiver_id = r.id AND d.state = 'pending'), \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.receiver_id = r.id AND d.state = 'delivered'), \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.receiver_id = r.id AND d.state = 'dead'), \
+             (SELECT d.last_error FROM deliveries d WHERE d.receiver_id = r.id AND d.state = 'pending' AND d.last_error IS NOT NULL \
+              ORDER BY d.created_at LIMIT 1) \
+             FROM receivers r ORDER BY r.id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let matchers: Vec<Matcher> = serde_json::from_str(&r.try_get::<String, _>(2)?).unwrap_or_default();
+                Ok(ReceiverView {
+                    id: r.try_get(0)?,
+                    url: r.try_get(1)?,
+                    matchers: matchers.iter().map(matcher_text).collect(),
+                    enabled: r.try_get::<i64, _>(3)? != 0,
+                    disabled_reason: r.try_get(4)?,
+                    secret: None,
+                    pending: r.try_get(5)?,
+                    delivered: r.try_get(6)?,
+                    dead: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a receiver (and its undelivered notifications); false when there is none.
+    pub async fn delete_receiver(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM deliveries WHERE receiver_id = $1").bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM receivers WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

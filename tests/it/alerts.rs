@@ -1,0 +1,259 @@
+//! Failure alerts end to end: a real service, jobs that really fail, and a real HTTP receiver
+//! on a loopback port that checks every signature.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use cohort_alerting::notify::verify;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::server::{ADMIN, AS_OF, Api, Server, backends, datagen, setup_tenant, watch};
+
+const SECRET: &str = "whsec_Y29ob3J0LXRlc3QtcmVjZWl2ZXItc2VjcmV0";
+
+/// One webhook as the receiver got it, its signature checked.
+#[derive(Debug, Clone)]
+struct Webhook {
+    id: String,
+    body: Value,
+}
+
+impl Webhook {
+    fn status(&self) -> &str {
+        self.body["status"].as_str().unwrap_or("")
+    }
+
+    fn label(&self, name: &str) -> &str {
+        self.body["alerts"][0]["labels"][name].as_str().unwrap_or("")
+    }
+
+    fn annotation(&self, name: &str) -> &str {
+        self.body["alerts"][0]["annotations"][name].as_str().unwrap_or("")
+    }
+}
+
+/// An HTTP receiver on `listener`: every POST's signature is verified, and the webhook sent on.
+async fn receive(listener: tokio::net::TcpListener) -> mpsc::UnboundedReceiver<Webhook> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+                let timestamp: i64 = timestamp.parse().unwrap_or(-1);
+                if !verify(SECRET, &id, timestamp, &body, &signature) {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let _ = tx.send(Webhook { id, body });
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    rx
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Webhook>) -> Webhook {
+    tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("a webhook within a minute").expect("receiver running")
+}
+
+/// A tenant whose segment no longer fits its model: every run fails at once, not retried.
+async fn failing_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> Api {
+    let root = dir.join(id);
+    datagen("retail", 200, 11, &root);
+    let api = setup_tenant(admin, id, region, &root, &["lapsed_buyers"]).await;
+    let mut model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json")).expect("model")).expect("json");
+    model["objects"][0]["fields"].as_array_mut().expect("fields").retain(|f| f["name"] != "email_opt_in");
+    let put = api.put(&format!("/v1/tenants/{id}/model"), &model).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    api
+}
+
+async fn fail_once(api: &Api, tenant: &str) {
+    let run = api.post(&format!("/v1/tenants/{tenant}/segments/lapsed_buyers/runs"), &json!({"as_of": AS_OF})).await;
+    assert_eq!(run.status, 202, "{:?}", run.body);
+    let id = run.body["id"].as_str().expect("id").to_string();
+    let view = watch(api, tenant, &id, |v| ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or(""))).await;
+    assert_eq!(view["status"], "failed", "{view:?}");
+}
+
+fn config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("cohort.toml");
+    std::fs::write(&path, toml).expect("config");
+    path.display().to_string()
+}
+
+async fn add_receiver(admin: &Api, url: &str) {
+    let created = admin.post("/v1/receivers", &json!({"id": "oncall", "url": url, "secret": SECRET})).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["secret"], SECRET);
+}
+
+/// The receiver's view once nothing waits in its outbox (the webhook can arrive before the
+/// service has recorded that it was taken).
+async fn settled(admin: &Api) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = receiver_view(admin).await;
+        if view["pending"] == 0 {
+            return view;
+        }
+        assert!(std::time::Instant::now() < deadline, "the outbox never emptied: {view:?}");
+    }
+}
+
+async fn receiver_view(admin: &Api) -> Value {
+    let list = admin.get("/v1/receivers").await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    list.body[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failures_of_a_tenant_page_once_and_resolve_once() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::server::TestStore::new(&backend, dir.path()).await;
+        // Only the tenant rule can fire here, over a short window so it resolves soon.
+        let rules = config(
+            dir.path(),
+            "[alerts.failures.tenant]\nwindow = \"4s\"\nthreshold = 5\n\
+             [alerts.failures.region]\nthreshold = 1000\n[alerts.failures.global]\nthreshold = 1000\n",
+        );
+        let server = Server::start_with(&dir.path().join("data"), &store.url, 2, &[("COHORT_CONFIG", &rules)]);
+        let admin = Api::new(&server.base, ADMIN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let mut hooks = receive(listener).await;
+        add_receiver(&admin, &url).await;
+        let acme = failing_tenant(&admin, dir.path(), "acme", "us-east").await;
+        for _ in 0..5 {
+            fail_once(&acme, "acme").await;
+        }
+
+        let firing = next(&mut hooks).await;
+        assert_eq!((firing.status(), firing.label("scope"), firing.label("tenant")), ("firing", "tenant", "acme"), "{:?}", firing.body);
+        assert_eq!(firing.label("alertname"), "CohortJobFailures");
+        assert_eq!(firing.body["version"], "4");
+        assert_eq!(firing.body["alerts"][0]["status"], "firing");
+        let alerts = admin.get("/v1/alerts").await;
+        assert_eq!(alerts.body["items"].as_array().map(Vec::len), Some(1), "{:?}", alerts.body);
+        assert_eq!(alerts.body["items"][0]["failures"], 5);
+        // The series the Prometheus rules in dashboards/ read.
+        let metrics = reqwest::get(server.url("/metrics")).await.expect("metrics").text().await.expect("text");
+        assert!(metrics.contains("cohort_jobs_finished_total{tenant=\"acme\",region=\"us-east\",outcome=\"failed\"} 5"), "{metrics}");
+        assert!(metrics.contains("cohort_alerts_firing{rule=\"failures\",scope=\"tenant\"} 1"), "{metrics}");
+        // The tenant sees its own alert.
+        assert_eq!(acme.get("/v1/alerts").await.body["items"][0]["key"], "acme");
+
+        // Four seconds after the first failure the window holds four: resolved, once.
+        let resolved = next(&mut hooks).await;
+        assert_eq!((resolved.status(), resolved.label("tenant")), ("resolved", "acme"), "{:?}", resolved.body);
+        assert_eq!(resolved.body["alerts"][0]["fingerprint"], firing.body["alerts"][0]["fingerprint"]);
+        assert_ne!(resolved.id, firing.id);
+        let view = settled(&admin).await;
+        assert_eq!((view["delivered"].as_i64(), view["dead"].as_i64()), (Some(2), Some(0)), "{view:?}");
+        let history = admin.get("/v1/alerts?state=resolved").await;
+        let id = history.body["items"][0]["id"].as_str().expect("id").to_string();
+        let one = admin.get(&format!("/v1/alerts/{id}")).await;
+        let kinds: Vec<&str> = one.body["history"].as_array().expect("history").iter().filter_map(|e| e["kind"].as_str()).collect();
+        assert_eq!(kinds, ["fired", "notified", "resolved", "notified"], "{:?}", one.body);
+        assert!(hooks.try_recv().is_err(), "no other webhook");
+        drop(server);
+        store.drop_database().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_wide_failure_pages_once_for_the_region_listing_its_tenants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = config(dir.path(), "[alerts.failures.global]\nthreshold = 1000\n");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &format!("sqlite://{}", dir.path().join("c.db").display()),
+        2,
+        &[("COHORT_CONFIG", &rules), ("COHORT_ALERT_GROUP_INTERVAL_SECONDS", "1")],
+    );
+    let admin = Api::new(&server.base, ADMIN);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let mut hooks = receive(listener).await;
+    add_receiver(&admin, &url).await;
+    let tenants = ["north", "south", "west"];
+    let mut apis = Vec::new();
+    for t in tenants {
+        apis.push(failing_tenant(&admin, dir.path(), t, "eu-west").await);
+    }
+    // Round robin: the region reaches five failures first, then each tenant does.
+    for _ in 0..5 {
+        for (api, t) in apis.iter().zip(tenants) {
+            fail_once(api, t).await;
+        }
+    }
+    let region_alert = loop {
+        let hook = next(&mut hooks).await;
+        assert_eq!((hook.label("scope"), hook.label("region"), hook.status()), ("region", "eu-west", "firing"), "one page, the region's: {:?}", hook.body);
+        if hook.annotation("inhibited") == "tenant=north,tenant=south,tenant=west" {
+            break hook;
+        }
+    };
+    let alerts = admin.get("/v1/alerts").await;
+    let items = alerts.body["items"].as_array().expect("items");
+    let region = items.iter().find(|a| a["scope"] == "region").expect("the region fires");
+    assert_eq!(region["fingerprint"], region_alert.body["alerts"][0]["fingerprint"]);
+    let inhibited: Vec<&Value> = items.iter().filter(|a| a["scope"] == "tenant").collect();
+    assert_eq!(inhibited.len(), 3, "{items:?}");
+    assert!(inhibited.iter().all(|a| a["inhibited_by"] == region["id"]), "{items:?}");
+    assert_eq!(region["inhibits"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_raised_while_the_receiver_is_down_or_the_service_is_killed_arrive_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = config(dir.path(), "[alerts.failures.region]\nthreshold = 1000\n[alerts.failures.global]\nthreshold = 1000\n");
+    let database = format!("sqlite://{}", dir.path().join("c.db").display());
+    let env = [("COHORT_CONFIG", rules.as_str()), ("COHORT_WEBHOOK_RETRY_MS", "100"), ("COHORT_WEBHOOK_RETRY_MAX_SECONDS", "0.5")];
+    let mut server = Server::start_with(&dir.path().join("data"), &database, 2, &env);
+    let admin = Api::new(&server.base, ADMIN);
+    // A port nobody listens on: connections are refused.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("address").port()
+    };
+    add_receiver(&admin, &format!("http://127.0.0.1:{port}/hook")).await;
+    let acme = failing_tenant(&admin, dir.path(), "acme", "us-east").await;
+    for _ in 0..5 {
+        fail_once(&acme, "acme").await;
+    }
+    // The alert is raised and its delivery fails while the receiver is down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = receiver_view(&admin).await;
+        if view["pending"] == 1 && view["last_error"].is_string() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the delivery was never tried: {view:?}");
+        let _ = admin.get("/v1/alerts?state=firing&limit=1").await;
+    }
+    // Killed between raising and delivering; the receiver comes back; the service restarts.
+    server.kill();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the receiver's port");
+    let mut hooks = receive(listener).await;
+    let server = Server::start_with(&dir.path().join("data"), &database, 2, &env);
+    let admin = Api::new(&server.base, ADMIN);
+    let hook = next(&mut hooks).await;
+    assert_eq!((hook.status(), hook.label("tenant")), ("firing", "acme"), "{:?}", hook.body);
+    let view = settled(&admin).await;
+    assert_eq!((view["delivered"].as_i64(), view["dead"].as_i64()), (Some(1), Some(0)), "{view:?}");
+    // Whatever arrived twice (none here) shares its webhook-id.
+    while let Ok(again) = hooks.try_recv() {
+        assert_eq!(again.id, hook.id);
+    }
+}
