@@ -203,13 +203,8 @@ impl Alerting {
         if self.settings.rules.runtime.enabled && event.status != JobStatus::Cancelled {
             let seconds = (finished - job.created_at) as f64 / 1e6;
             if let Some(t) = live.runtime.observe(&job.tenant_id, &job.segment_id, seconds, !failed) {
-                let mut labels = BTreeMap::new();
-                labels.insert("alertname".to_string(), "CohortSegmentRuntimeHigh".to_string());
-                labels.insert("scope".to_string(), "tenant".to_string());
-                labels.insert("tenant".to_string(), t.tenant.clone());
-                labels.insert("region".to_string(), region.clone());
+                let mut labels = live.labels("CohortSegmentRuntimeHigh", Scope::Tenant, &t.tenant, "ticket");
                 labels.insert("segment".to_string(), t.segment.clone());
-                labels.insert("severity".to_string(), "ticket".to_string());
                 let mut annotations = BTreeMap::new();
                 annotations.insert(
                     "summary".to_string(),
@@ -994,61 +989,64 @@ fn matcher_text(m: &Matcher) -> String {
     format!("{}{}{}", m.label, if m.negate { "!=" } else { "=" }, m.value)
 }
 
+const ALERT_COLUMNS: &str =
+    "id, fingerprint, rule, scope, alert_key, state, labels, annotations, inhibited_by, started_at, resolved_at, failures";
+
 /// Store queries behind the alert API.
 impl Store {
     /// Alerts, newest first: `state` = `firing`, `resolved` or all; only `tenant`'s when given.
     pub async fn alerts(&self, state: Option<&str>, tenant: Option<&str>, limit: i64) -> Result<Vec<AlertView>> {
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, rule, scope, alert_key, state, labels, annotations, inhibited_by, started_at, resolved_at, failures \
-             FROM alerts WHERE ($1 = '' OR state = $1) ORDER BY started_at DESC, id DESC LIMIT $2",
-        )
+        // A tenant's alerts: its tenant-scope failure and burn-rate alerts (key = tenant) and
+        // its segments' runtime alerts (key = tenant/segment).
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1 = '' OR state = $1) \
+             AND ($2 = '' OR (scope = 'tenant' AND (alert_key = $2 OR substr(alert_key, 1, length($2) + 1) = $2 || '/'))) \
+             ORDER BY started_at DESC, id DESC LIMIT $3"
+        ))
         .bind(state.unwrap_or(""))
-        .bind(limit.saturating_mul(if tenant.is_some() { 50 } else { 1 }))
+        .bind(tenant.unwrap_or(""))
+        .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let labels: BTreeMap<String, String> = serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or_default();
-            if let Some(t) = tenant
-                && labels.get("tenant").map(String::as_str) != Some(t)
-            {
-                continue;
-            }
-            let id: String = r.try_get(0)?;
-            let inhibits = sqlx::query("SELECT id FROM alerts WHERE inhibited_by = $1").bind(&id).fetch_all(self.pool()).await?;
-            out.push(AlertView {
-                inhibits: inhibits.iter().map(|x| x.try_get(0)).collect::<Result<_, _>>()?,
-                id,
-                fingerprint: r.try_get(1)?,
-                rule: r.try_get(2)?,
-                scope: r.try_get(3)?,
-                key: r.try_get(4)?,
-                state: r.try_get(5)?,
-                labels,
-                annotations: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
-                inhibited_by: r.try_get(8)?,
-                started_at: crate::rfc3339(r.try_get(9)?),
-                resolved_at: r.try_get::<Option<i64>, _>(10)?.map(crate::rfc3339),
-                failures: r.try_get(11)?,
-                history: Vec::new(),
-            });
-            if out.len() as i64 >= limit {
-                break;
-            }
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.alert_view(r).await?);
         }
         Ok(out)
     }
 
     /// One alert with its history.
     pub async fn alert(&self, id: &str) -> Result<Option<AlertView>> {
-        let all = self.alerts(None, None, i64::MAX / 64).await?;
-        let Some(mut alert) = all.into_iter().find(|a| a.id == id) else { return Ok(None) };
+        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1")).bind(id).fetch_optional(self.pool()).await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut alert = self.alert_view(&row).await?;
         let rows = sqlx::query("SELECT at, kind, detail FROM alert_events WHERE alert_id = $1 ORDER BY at").bind(id).fetch_all(self.pool()).await?;
         alert.history = rows
             .iter()
             .map(|r| Ok::<_, sqlx::Error>(AlertEventView { at: crate::rfc3339(r.try_get(0)?), kind: r.try_get(1)?, detail: r.try_get(2)? }))
             .collect::<Result<_, _>>()?;
         Ok(Some(alert))
+    }
+
+    async fn alert_view(&self, r: &sqlx::any::AnyRow) -> Result<AlertView> {
+        let id: String = r.try_get(0)?;
+        let inhibits = sqlx::query("SELECT id FROM alerts WHERE inhibited_by = $1").bind(&id).fetch_all(self.pool()).await?;
+        Ok(AlertView {
+            inhibits: inhibits.iter().map(|x| x.try_get(0)).collect::<Result<_, _>>()?,
+            id,
+            fingerprint: r.try_get(1)?,
+            rule: r.try_get(2)?,
+            scope: r.try_get(3)?,
+            key: r.try_get(4)?,
+            state: r.try_get(5)?,
+            labels: serde_json::from_str(&r.try_get::<String, _>(6)?).unwrap_or_default(),
+            annotations: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
+            inhibited_by: r.try_get(8)?,
+            started_at: crate::rfc3339(r.try_get(9)?),
+            resolved_at: r.try_get::<Option<i64>, _>(10)?.map(crate::rfc3339),
+            failures: r.try_get(11)?,
+            history: Vec::new(),
+        })
     }
 
     /// Firing alerts by rule and scope (for `/metrics`).
