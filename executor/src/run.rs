@@ -107,6 +107,8 @@ pub struct PhaseReport {
     pub place: String,
     /// Rows in the branch's materialized set.
     pub rows: usize,
+    /// When the phase started, from the start of the run.
+    pub started: Duration,
     /// Time the phase took.
     pub elapsed: Duration,
     /// Rows its scans read.
@@ -130,6 +132,9 @@ pub struct RunReport {
     pub memory_limit_bytes: Option<usize>,
     /// Wall time of the run (planning and execution).
     pub elapsed: Duration,
+    /// When planning ended and the final plan started executing, from the start of the run
+    /// (phased runs execute their phases while planning).
+    pub planned: Duration,
     /// Times an operator spilled to disk.
     pub spill_count: usize,
     /// Bytes spilled to disk.
@@ -294,6 +299,7 @@ pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOpti
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
                 phases.push(PhaseReport {
                     place: format!("filter.{}[{i}]", if is_and { "and" } else { "or" }),
+                    started: phase_started.duration_since(started),
                     rows,
                     elapsed: phase_started.elapsed(),
                     rows_scanned: costs.rows_scanned,
@@ -322,6 +328,7 @@ pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOpti
         }
         _ => compiler.members(segment)?,
     };
+    let planned = started.elapsed();
     let (batches, costs) = execute(&ctx, members_df, limit).await?;
     totals.add(&costs);
     for object in &compiler.scans {
@@ -344,6 +351,7 @@ pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOpti
         peak_memory_bytes: pool.peak(),
         memory_limit_bytes: options.memory_limit_bytes,
         elapsed: started.elapsed(),
+        planned,
         spill_count: totals.spill_count,
         spilled_bytes: totals.spilled_bytes,
         plan_mode: mode,
