@@ -218,6 +218,20 @@ pub struct Core {
     reservation: Option<Reservation>,
     /// Tenants with queued jobs, in fair order.
     order: BTreeSet<Turn>,
+    /// Queued jobs admission held back, with the reasons already reported (a bit per `Wait`).
+    held: HashMap<String, u16>,
+    /// Hold-backs not yet taken by [`Core::take_held`].
+    newly_held: Vec<(Arc<str>, Wait)>,
+}
+
+/// Reports a job held back for `why`, once per job and reason.
+fn note_held(held: &mut HashMap<String, u16>, newly: &mut Vec<(Arc<str>, Wait)>, job: &str, tenant: &Arc<str>, why: Wait) {
+    let bit = 1u16 << (why as u16);
+    let seen = held.entry(job.to_string()).or_default();
+    if *seen & bit == 0 {
+        *seen |= bit;
+        newly.push((Arc::clone(tenant), why));
+    }
 }
 
 /// A tenant in the fair order: lower key (usage per weight) first, then by id.
@@ -244,7 +258,13 @@ impl PartialOrd for Turn {
 impl Core {
     /// An empty core.
     pub fn new(config: CoreConfig) -> Core {
-        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None, order: BTreeSet::new() }
+        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None, order: BTreeSet::new(), held: HashMap::new(), newly_held: Vec::new() }
+    }
+
+    /// Jobs held back since the last call, as (tenant, reason): each queued job counts once
+    /// per reason it waited for (for the admission-rejection metric).
+    pub fn take_held(&mut self) -> Vec<(Arc<str>, Wait)> {
+        std::mem::take(&mut self.newly_held)
     }
 
     /// Puts a tenant at its place in the fair order (after its usage or weight changed), or
@@ -311,6 +331,7 @@ impl Core {
         let Some(t) = self.tenants.get_mut(tenant) else { return false };
         let Some(i) = t.queue.iter().position(|j| j.id == job_id) else { return false };
         t.queue.remove(i);
+        self.held.remove(job_id);
         self.queued -= 1;
         self.reorder(tenant);
         if self.reservation.as_ref().is_some_and(|r| r.job == job_id) {
@@ -458,10 +479,12 @@ impl Core {
             let Some(t) = self.tenants.get_mut(&turn.tenant) else { continue };
             t.refill(now);
             let Some(head) = t.queue.front() else { continue };
-            if t.blocked(head.grant).is_some() {
+            if let Some(why) = t.blocked(head.grant) {
+                note_held(&mut self.held, &mut self.newly_held, &head.id, &turn.tenant, why);
                 continue;
             }
             if head.grant > free_memory {
+                note_held(&mut self.held, &mut self.newly_held, &head.id, &turn.tenant, Wait::Memory);
                 if self.reservation.is_none() {
                     // The first job that must wait for memory reserves it.
                     let start_at = expected_free_at(&self.config, self.used, &self.running, head.grant, now);
@@ -476,6 +499,7 @@ impl Core {
             if let (Some(r), Some((freed_memory, freed_slots))) = (&self.reservation, freed)
                 && (!self.config.backfill || !harmless(r, head.grant, head.expected_runtime, now, free_memory + freed_memory, free_slots + freed_slots))
             {
+                note_held(&mut self.held, &mut self.newly_held, &head.id, &turn.tenant, Wait::Reservation);
                 continue;
             }
             return Some(turn.clone());
@@ -486,6 +510,7 @@ impl Core {
     fn start_head(&mut self, tenant: &str, now: Micros) -> Option<Job> {
         let t = self.tenants.get_mut(tenant)?;
         let job = t.queue.pop_front()?;
+        self.held.remove(&job.id);
         t.running += 1;
         t.memory += job.grant;
         t.tokens -= 1.0;

@@ -308,3 +308,42 @@ fn a_waiting_job_is_told_why() {
     assert_eq!(core.why_waiting("s1", "small"), Some(Wait::Reservation));
     assert_eq!(core.why_waiting("nope", "small"), None);
 }
+
+#[test]
+fn a_held_job_is_reported_once_per_reason() {
+    use cohort_control::scheduler::Wait;
+    let job = |id: &str, tenant: &str, grant: u64| Job {
+        id: id.into(),
+        tenant: tenant.into(),
+        grant,
+        expected_runtime: 10 * SECOND,
+        submitted: 0,
+        kind: Kind::OnDemand,
+    };
+    let mut core = Core::new(CoreConfig { slots: 4, budget: 100, ..CoreConfig::default() });
+    let open = TenantPolicy { max_concurrent: 10, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 };
+    core.set_tenant("capped", TenantPolicy { max_concurrent: 1, ..open.clone() }, 0);
+    core.set_tenant("big", open, 0);
+    for j in [job("c1", "capped", 10), job("c2", "capped", 10), job("b1", "big", 80), job("b2", "big", 80)] {
+        core.submit(j, 0);
+    }
+    let started: Vec<String> = core.decide(0).into_iter().map(|j| j.id).collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    let reasons = |held: Vec<(std::sync::Arc<str>, Wait)>| {
+        let mut r: Vec<(String, &str)> = held.into_iter().map(|(t, w)| (t.to_string(), w.as_str())).collect();
+        r.sort();
+        r
+    };
+    assert_eq!(reasons(core.take_held()), vec![("big".to_string(), "memory"), ("capped".to_string(), "tenant_cap")]);
+    // Deciding again holds the same jobs for the same reasons: nothing new to report.
+    core.decide(SECOND);
+    core.decide(2 * SECOND);
+    assert!(core.take_held().is_empty());
+    // Once a held job has started, a later hold-back of another job is reported.
+    assert!(core.remove("b2", "big"));
+    core.finish("c1", 3 * SECOND);
+    assert!(core.decide(3 * SECOND).iter().any(|j| j.id == "c2"));
+    core.submit(job("c3", "capped", 10), 3 * SECOND);
+    core.decide(3 * SECOND);
+    assert_eq!(reasons(core.take_held()), vec![("capped".to_string(), "tenant_cap")]);
+}
