@@ -1055,17 +1055,6 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
-    /// Finished jobs by tenant, region and outcome (for `/metrics`: counters, as jobs stay).
-    pub async fn finished_jobs(&self) -> Result<Vec<(String, String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT j.tenant_id, t.region, j.status, COUNT(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
-             WHERE j.status IN ('succeeded', 'failed') GROUP BY j.tenant_id, t.region, j.status ORDER BY j.tenant_id, j.status",
-        )
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
-    }
-
     /// Stores a silence.
     pub async fn create_silence(&self, matchers: &[Matcher], starts_at: i64, ends_at: i64, comment: &str) -> Result<SilenceView> {
         let id = new_id("sil_");

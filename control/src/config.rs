@@ -99,6 +99,15 @@ pub struct Config {
     /// This service's URL as people reach it, for links in notifications
     /// (`COHORT_EXTERNAL_URL`); default: the listening address.
     pub external_url: Option<String>,
+    /// Per-tenant metric series for this many of the busiest tenants; the rest are summed
+    /// as `tenant="other"` of their region (`COHORT_METRICS_TOP_TENANTS`).
+    pub metrics_top_tenants: usize,
+    /// Export traces over OTLP/HTTP to this collector, e.g. `http://127.0.0.1:4318`
+    /// (`COHORT_OTLP_ENDPOINT`, or the standard `OTEL_EXPORTER_OTLP_ENDPOINT`); default: no
+    /// traces.
+    pub otlp_endpoint: Option<String>,
+    /// Spans are exported in batches at most this far apart (`COHORT_OTLP_BATCH_DELAY_MS`).
+    pub otlp_batch_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -139,6 +148,9 @@ impl Default for Config {
             webhook_give_up_seconds: 24.0 * 3600.0,
             webhook_timeout_seconds: 10.0,
             external_url: None,
+            metrics_top_tenants: 50,
+            otlp_endpoint: None,
+            otlp_batch_delay_ms: 5000,
         }
     }
 }
@@ -165,6 +177,12 @@ impl Config {
         let bad = |what: &str| Error::Config(format!("{name}={value:?}: {what}"));
         match name {
             "COHORT_LISTEN" => self.listen = value.into(),
+            "COHORT_METRICS_TOP_TENANTS" => self.metrics_top_tenants = value.parse().map_err(|_| bad("expected a number of tenants"))?,
+            "COHORT_OTLP_ENDPOINT" => self.otlp_endpoint = Some(value.into()).filter(|v: &String| !v.is_empty()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT" if self.otlp_endpoint.is_none() => {
+                self.otlp_endpoint = Some(value.into()).filter(|v: &String| !v.is_empty());
+            }
+            "COHORT_OTLP_BATCH_DELAY_MS" => self.otlp_batch_delay_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
             "COHORT_DATA_DIR" => self.data_dir = value.into(),
             "COHORT_DATABASE_URL" => self.database_url = Some(value.into()),
             "COHORT_ADMIN_TOKEN" => self.admin_token = Some(value.into()),

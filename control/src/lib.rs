@@ -20,14 +20,36 @@ pub mod config;
 pub mod estimates;
 pub mod jobs;
 pub mod membership;
+pub mod metrics;
 pub mod pool;
 pub mod scheduler;
 pub mod schedules;
 pub mod server;
 pub mod store;
+pub mod traces;
 
 pub use config::Config;
 pub use store::Store;
+
+/// What the service reports about itself: job metrics and traces.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// Job metrics (recorded by the pool, rendered by `/metrics`).
+    pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// The registry `/metrics` gathers.
+    pub registry: prometheus::Registry,
+    /// Traces (off unless an OTLP endpoint is configured).
+    pub traces: traces::Traces,
+}
+
+impl Telemetry {
+    /// Metrics with per-tenant series for the `top_tenants` busiest tenants, and `traces`.
+    pub fn new(top_tenants: usize, traces: traces::Traces) -> std::sync::Arc<Telemetry> {
+        let metrics = std::sync::Arc::new(metrics::Metrics::new(top_tenants));
+        let registry = metrics::registry(std::sync::Arc::clone(&metrics));
+        std::sync::Arc::new(Telemetry { metrics, registry, traces })
+    }
+}
 
 /// Errors of the control plane.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cohort_executor::{Catalog, Model, RunReport, Segment, run_segment};
 use datafusion::prelude::SessionContext;
@@ -27,7 +27,8 @@ use crate::jobs::JobStatus;
 use crate::membership::{MembershipFiles, diff};
 use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, TenantPolicy, Wait};
 use crate::store::{AttemptOutcome, Commit, CommitResult, JobEstimate, JobRow, Store, Tenant};
-use crate::{Error, Result, now_micros, rfc3339};
+use crate::traces::{AttemptSpans, JobLabels, PhaseSpan, system_time};
+use crate::{Error, Result, Telemetry, now_micros, rfc3339};
 
 /// What sizing knows about a job before it runs.
 #[derive(Debug, Clone)]
@@ -304,11 +305,12 @@ pub struct Pool {
     executor: tokio::runtime::Handle,
     catalogs: Arc<Catalogs>,
     learner: std::sync::OnceLock<Arc<Estimates>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Pool {
     /// A pool running jobs on `executor`.
-    pub fn new(store: Store, files: MembershipFiles, settings: PoolSettings, executor: tokio::runtime::Handle) -> Arc<Pool> {
+    pub fn new(store: Store, files: MembershipFiles, settings: PoolSettings, executor: tokio::runtime::Handle, telemetry: Arc<Telemetry>) -> Arc<Pool> {
         let (events, _) = broadcast::channel(4096);
         let mut settings = settings;
         settings.slots = settings.slots.max(1);
@@ -332,6 +334,7 @@ impl Pool {
             executor,
             catalogs: Arc::new(Catalogs::default()),
             learner: std::sync::OnceLock::new(),
+            telemetry,
         })
     }
 
@@ -355,6 +358,27 @@ impl Pool {
         self.wake.notify_one();
     }
 
+    /// What the pool reports about its jobs.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    fn labels(&self, job: &JobRow) -> JobLabels {
+        JobLabels {
+            job: job.id.clone(),
+            tenant: job.tenant_id.clone(),
+            region: self.telemetry.metrics.region(&job.tenant_id),
+            segment: job.segment_id.clone(),
+        }
+    }
+
+    /// A job reached its final state (already committed): counted, and its trace's root span
+    /// recorded.
+    pub fn ended(&self, job: &JobRow, outcome: &str, error: Option<(&str, &str)>) {
+        self.telemetry.metrics.finished(&job.tenant_id, outcome, error.map(|e| e.0));
+        self.telemetry.traces.job(&self.labels(job), system_time(job.created_at), SystemTime::now(), outcome, error, job.trace_link.as_deref());
+    }
+
     /// Announces a committed status change.
     pub fn announce(&self, job_id: &str, status: JobStatus) {
         let _ = self.events.send(JobEvent { job_id: job_id.to_string(), status });
@@ -365,6 +389,9 @@ impl Pool {
     /// dispatcher's next round takes it, loading the tenant's policy.
     pub fn enqueued(&self, job: JobRow, tenant: Option<&Tenant>) {
         self.announce(&job.id, JobStatus::Queued);
+        if let Some(t) = tenant {
+            self.telemetry.metrics.set_region(&t.id, &t.region);
+        }
         let mut sched = lock(&self.sched);
         let known = sched.core.knows_tenant(&job.tenant_id);
         match tenant {
@@ -545,6 +572,9 @@ impl Pool {
                 return Ok(());
             }
             let started = sched.core.decide(now);
+            for (tenant, why) in sched.core.take_held() {
+                self.telemetry.metrics.held(&tenant, why.as_str());
+            }
             started.into_iter().filter_map(|j| sched.queued.remove(&j.id).map(|row| (j.grant, row))).collect::<Vec<_>>()
         };
         let mut decided = decided.into_iter();
@@ -568,6 +598,7 @@ impl Pool {
                 lock(&self.sched).core.abandon(&job.id);
                 continue;
             }
+            self.telemetry.metrics.admitted(&job.tenant_id, Duration::from_micros(u64::try_from(now_micros() - job.updated_at).unwrap_or(0)));
             let cancel = Arc::new(Notify::new());
             lock(&self.sched).running.insert(job.id.clone(), Running { cancel: Arc::clone(&cancel) });
             self.announce(&job.id, JobStatus::Admitted);
@@ -595,6 +626,7 @@ impl Pool {
         let now = now_micros();
         for id in unknown {
             if let Some(tenant) = self.store.tenant(id).await? {
+                self.telemetry.metrics.set_region(id, &tenant.region);
                 lock(&self.sched).core.set_tenant(id, policy(&tenant), now);
             }
         }
@@ -660,6 +692,7 @@ impl Pool {
     /// One admitted job: run it under its deadline, commit what it found, record the attempt;
     /// a failure is retried or final by its class.
     async fn work(self: Arc<Self>, job: JobRow, grant: u64, cancel: Arc<Notify>) -> Result<()> {
+        let admitted = SystemTime::now();
         if !self.store.transition(&job.id, JobStatus::Admitted, JobStatus::Running, "started", None).await? {
             return Ok(());
         }
@@ -674,6 +707,20 @@ impl Pool {
         let abort = execution.abort_handle();
         // Rows from before deadlines existed carry 0: no deadline.
         let deadline = (job.deadline_micros > 0).then(|| Duration::from_micros(job.deadline_micros as u64));
+        let mut spans = AttemptSpans {
+            attempt,
+            grant,
+            queued: system_time(job.updated_at),
+            admitted,
+            planning: None,
+            phases: Vec::new(),
+            execution: None,
+            commit: None,
+            end: admitted,
+            plan_mode: None,
+            peak: None,
+            error: None,
+        };
         let timer = async {
             match deadline {
                 Some(d) => tokio::time::sleep(d).await,
@@ -681,7 +728,7 @@ impl Pool {
             }
         };
         enum Ended {
-            Ran(std::result::Result<RunReport, ExecError>),
+            Ran(std::result::Result<Executed, ExecError>),
             Stopped,
             TimedOut,
         }
@@ -711,6 +758,8 @@ impl Pool {
                     self.store.finish_attempt(&job.id, attempt, &AttemptOutcome { outcome: "cancelled".into(), ..Default::default() }).await?;
                     if self.store.transition(&job.id, JobStatus::Running, JobStatus::Cancelled, "cancelled by request", None).await? {
                         self.announce(&job.id, JobStatus::Cancelled);
+                        self.record_attempt(&job, &mut spans, started.elapsed(), false);
+                        self.ended(&job, "cancelled", None);
                     }
                 }
             }
@@ -725,25 +774,55 @@ impl Pool {
                     ..Default::default()
                 };
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
+                spans.error = Some(("timeout".into(), message.clone()));
+                self.record_attempt(&job, &mut spans, started.elapsed(), false);
                 if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &message, Some(("timeout", &message))).await? {
                     self.announce(&job.id, JobStatus::Failed);
+                    self.ended(&job, "failed", Some(("timeout", &message)));
                 }
             }
-            Ended::Ran(Ok(report)) => {
+            Ended::Ran(Ok(Executed { report, began, run_began })) => {
                 let mut measured = measured(&report);
                 measured.outcome = "succeeded".into();
+                let planned = run_began + report.planned;
+                spans.planning = Some((began, planned));
+                spans.execution = Some((planned, run_began + report.elapsed));
+                spans.phases = report
+                    .phases
+                    .iter()
+                    .map(|p| PhaseSpan { place: p.place.clone(), start: run_began + p.started, end: run_began + p.started + p.elapsed, rows: p.rows as u64 })
+                    .collect();
+                spans.plan_mode = Some(report.plan_mode.to_string());
+                spans.peak = Some(report.peak_memory_bytes as u64);
+                let commit_began = SystemTime::now();
                 let committed = self.commit(&job, report.members, report.key_type.name()).await?;
+                spans.commit = Some((commit_began, SystemTime::now()));
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
+                self.record_attempt(&job, &mut spans, started.elapsed(), false);
                 if committed {
                     self.announce(&job.id, JobStatus::Succeeded);
+                    self.ended(&job, "succeeded", None);
                 }
             }
-            Ended::Ran(Err(failure)) => self.failed(&job, attempt, grant, &failure, started.elapsed()).await?,
+            Ended::Ran(Err(failure)) => {
+                let (class, message) = failure.describe();
+                spans.error = Some((class.clone(), message));
+                self.record_attempt(&job, &mut spans, started.elapsed(), class == "resources_exhausted");
+                self.failed(&job, attempt, grant, &failure, started.elapsed()).await?;
+            }
         }
         if let Some(learner) = self.learner.get() {
             learner.finished();
         }
         Ok(())
+    }
+
+    /// Reports an attempt that ended: its duration and memory to the metrics, its spans to
+    /// the job's trace.
+    fn record_attempt(&self, job: &JobRow, spans: &mut AttemptSpans, elapsed: Duration, under_grant: bool) {
+        spans.end = SystemTime::now();
+        self.telemetry.metrics.attempt(&job.tenant_id, elapsed, spans.grant, spans.peak, under_grant);
+        self.telemetry.traces.attempt(&self.labels(job), spans);
     }
 
     /// Records a failed attempt and retries the job or fails it, by the failure's class.
@@ -777,12 +856,14 @@ impl Pool {
                 let detail = format!("attempt {attempt} failed: {why}");
                 if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &detail, Some((&class, &message))).await? {
                     self.announce(&job.id, JobStatus::Failed);
+                    self.ended(job, "failed", Some((&class, &message)));
                 }
                 return Ok(());
             }
         };
         if self.store.retry(&job.id, (&class, &message), not_before, i64::try_from(next_grant).unwrap_or(i64::MAX), &detail).await? {
             self.announce(&job.id, JobStatus::Retrying);
+            self.telemetry.metrics.retried(&job.tenant_id, &class);
             self.next_retry.fetch_min(not_before, Ordering::SeqCst);
             self.wake();
         }
@@ -841,6 +922,7 @@ impl Pool {
     async fn fail_commit(&self, job: &JobRow, why: &str) -> Result<bool> {
         if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, why, Some(("commit", why))).await? {
             self.announce(&job.id, JobStatus::Failed);
+            self.ended(job, "failed", Some(("commit", why)));
         }
         Ok(false)
     }
@@ -992,12 +1074,25 @@ async fn prepare(store: &Store, catalogs: &Catalogs, tenant_id: &str, segment_id
     Ok((catalog, segment))
 }
 
+/// A run and when its parts began (for the job's trace).
+#[derive(Debug)]
+struct Executed {
+    report: RunReport,
+    /// Loading the model and segment began.
+    began: SystemTime,
+    /// The executor's run began (its report's offsets count from here).
+    run_began: SystemTime,
+}
+
 /// Loads the job's tenant, model and segment and evaluates it under `grant` bytes.
-async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<RunReport, ExecError> {
+async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<Executed, ExecError> {
+    let began = SystemTime::now();
     let (catalog, segment) = prepare(store, catalogs, &job.tenant_id, &job.segment_id).await?;
     let mut options = run_options(&catalog, job.as_of);
     options.memory_limit_bytes = Some(usize::try_from(grant).unwrap_or(usize::MAX));
-    run_segment(&catalog, &segment, &options).await.map_err(ExecError::Executor)
+    let run_began = SystemTime::now();
+    let report = run_segment(&catalog, &segment, &options).await.map_err(ExecError::Executor)?;
+    Ok(Executed { report, began, run_began })
 }
 
 /// Locks a mutex; a panic while it was held leaves state that is still consistent.
@@ -1055,6 +1150,23 @@ fn measured(report: &RunReport) -> AttemptOutcome {
             report.shape.related_predicates as i64,
             report.shape.max_hops as i64,
         ]),
+        phases: (!report.phases.is_empty())
+            .then(|| {
+                let phases: Vec<serde_json::Value> = report
+                    .phases
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "place": p.place,
+                            "rows": p.rows,
+                            "started_ms": p.started.as_secs_f64() * 1e3,
+                            "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
+                        })
+                    })
+                    .collect();
+                serde_json::to_string(&phases).ok()
+            })
+            .flatten(),
     }
 }
 

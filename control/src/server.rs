@@ -85,7 +85,12 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         half_life: Duration::from_secs_f64(config.fair_share_half_life_seconds),
         retry: config.retry_policy(),
     };
-    let pool = Pool::new(store.clone(), files.clone(), settings, executor);
+    let traces = match &config.otlp_endpoint {
+        Some(endpoint) => crate::traces::Traces::otlp(endpoint, Duration::from_millis(config.otlp_batch_delay_ms), tokio::runtime::Handle::current())?,
+        None => crate::traces::Traces::off(),
+    };
+    let telemetry = crate::Telemetry::new(config.metrics_top_tenants, traces);
+    let pool = Pool::new(store.clone(), files.clone(), settings, executor, Arc::clone(&telemetry));
     let sizer = Arc::new(SizeRule {
         min_bytes: config.min_grant,
         per_source_byte: config.grant_per_source_byte,
@@ -150,6 +155,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     dispatcher.abort();
     evaluator.abort();
     deliveries.abort();
+    // The batch exporter sends from a thread of its own, through this runtime: flush it here.
+    tokio::task::spawn_blocking(move || telemetry.traces.shutdown()).await.ok();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

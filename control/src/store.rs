@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_schedules_retries.sql")),
     (3, include_str!("../migrations/0003_estimator.sql")),
     (4, include_str!("../migrations/0004_alerts.sql")),
+    (5, include_str!("../migrations/0005_traces.sql")),
 ];
 
 /// Which database the store is on.
@@ -161,6 +162,8 @@ pub struct JobRow {
     /// What the estimator said of the job: written with it when it is inserted, never read
     /// back with the job (see [`Store::estimator_records`]).
     pub estimate: Option<JobEstimate>,
+    /// The API request that created it, as a W3C `traceparent` (its trace links to it).
+    pub trace_link: Option<String>,
 }
 
 /// What the estimator said of a job before it was queued.
@@ -208,6 +211,7 @@ impl JobRow {
             deadline_micros: 0,
             due_at: None,
             estimate: None,
+            trace_link: None,
         }
     }
 }
@@ -256,6 +260,8 @@ pub struct AttemptOutcome {
     pub plan_mode: Option<String>,
     /// The plan's shape: objects, joins, related predicates, max hops.
     pub shape: Option<[i64; 4]>,
+    /// The phases of a phased plan, as JSON.
+    pub phases: Option<String>,
 }
 
 /// One attempt of a job, as stored.
@@ -279,6 +285,10 @@ pub struct AttemptRow {
     pub peak_memory_bytes: Option<i64>,
     /// Its execution time.
     pub elapsed_micros: Option<i64>,
+    /// `single` or `phased`.
+    pub plan_mode: Option<String>,
+    /// The phases of a phased plan, as JSON.
+    pub phases: Option<String>,
 }
 
 /// A segment's schedule state after a step.
@@ -754,6 +764,17 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
     }
 
+    /// Jobs waiting (queued or waiting to retry), by their tenant's region.
+    pub async fn queue_depth_by_region(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.region, COUNT(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+             WHERE j.status IN ('queued', 'retrying') GROUP BY t.region ORDER BY t.region",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
     /// Moves a job from `from` to `to` if it is still in `from`; false if it was not.
     /// Starting to run counts an attempt; a final state records its time, error and counts.
     pub async fn transition(&self, job_id: &str, from: JobStatus, to: JobStatus, detail: &str, failure: Option<(&str, &str)>) -> Result<bool> {
@@ -897,7 +918,7 @@ impl Store {
     pub async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(
             "SELECT attempt, started_at, finished_at, outcome, error_class, error_message, grant_bytes, peak_memory_bytes, \
-             elapsed_micros FROM attempts WHERE job_id = $1 ORDER BY attempt",
+             elapsed_micros, plan_mode, phases FROM attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -914,6 +935,8 @@ impl Store {
                     grant_bytes: r.try_get(6)?,
                     peak_memory_bytes: r.try_get(7)?,
                     elapsed_micros: r.try_get(8)?,
+                    plan_mode: r.try_get(9)?,
+                    phases: r.try_get(10)?,
                 })
             })
             .collect()
@@ -1062,7 +1085,7 @@ impl Store {
         sqlx::query(
             "UPDATE attempts SET finished_at = $1, outcome = $2, error_class = $3, error_message = $4, peak_memory_bytes = $5, \
              elapsed_micros = $6, rows_scanned = $7, bytes_scanned = $8, spill_count = $9, plan_mode = $10, objects = $11, \
-             joins = $12, related_predicates = $13, max_hops = $14 WHERE job_id = $15 AND attempt = $16",
+             joins = $12, related_predicates = $13, max_hops = $14, phases = $15 WHERE job_id = $16 AND attempt = $17",
         )
         .bind(now_micros())
         .bind(&o.outcome)
@@ -1078,6 +1101,7 @@ impl Store {
         .bind(has_shape.then_some(shape[1]))
         .bind(has_shape.then_some(shape[2]))
         .bind(has_shape.then_some(shape[3]))
+        .bind(&o.phases)
         .bind(job_id)
         .bind(attempt)
         .execute(&self.pool)
@@ -1293,7 +1317,7 @@ const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, ov
      updated_at, next_due_at, buffered_due_at, missed_runs, overlapped_runs";
 const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
      error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at, not_before, \
-     expected_micros, deadline_micros, due_at";
+     expected_micros, deadline_micros, due_at, trace_link";
 const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at";
 
 fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
@@ -1354,6 +1378,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRow> {
         deadline_micros: r.try_get(20)?,
         due_at: r.try_get(21)?,
         estimate: None,
+        trace_link: r.try_get(22)?,
     })
 }
 
@@ -1374,7 +1399,7 @@ fn run_from_row(r: &AnyRow) -> Result<RunRow> {
 async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobRow) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-         created_at, updated_at, expected_micros, deadline_micros, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12)",
+         created_at, updated_at, expected_micros, deadline_micros, due_at, trace_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12, $13)",
     )
     .bind(&job.id)
     .bind(&job.tenant_id)
@@ -1388,6 +1413,7 @@ async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobR
     .bind(job.expected_micros)
     .bind(job.deadline_micros)
     .bind(job.due_at)
+    .bind(&job.trace_link)
     .execute(&mut **tx)
     .await?;
     if let Some(e) = &job.estimate {

@@ -6,6 +6,7 @@
 //! same answer as a tenant that does not exist).
 
 mod error;
+mod ui;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cohort_executor::{Catalog, Model, Segment};
@@ -86,7 +87,15 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/", get(dashboard))
+        .route("/", get(ui::overview))
+        .route("/ui/login", get(ui::login_form).post(ui::login))
+        .route("/ui/logout", get(ui::logout))
+        .route("/ui/regions", get(ui::regions))
+        .route("/ui/tenants", get(ui::tenants))
+        .route("/ui/tenants/{tenant}", get(ui::tenant))
+        .route("/ui/jobs/{job}", get(ui::job))
+        .route("/ui/alerts", get(ui::alerts))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), trace_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -94,6 +103,32 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             ApiError::internal("a handler panicked").into_response()
         }))
         .with_state(state)
+}
+
+/// The `traceparent` of the API request being served (when traces are on).
+#[derive(Debug, Clone)]
+pub struct RequestTrace(pub String);
+
+/// Gives each API request a server span (when traces are on), continuing the caller's trace from
+/// its `traceparent`; handlers that create jobs link them to it.
+async fn trace_request(State(s): State<AppState>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let traces = &s.pool.telemetry().traces;
+    if !traces.enabled() {
+        return next.run(request).await;
+    }
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    // The API only: scrapes, health checks and dashboard pages would drown the jobs' traces.
+    if !route.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let parent = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::traces::parse_traceparent);
+    let Some(span) = traces.request(request.method().as_str(), &route, parent) else {
+        return next.run(request).await;
+    };
+    request.extensions_mut().insert(RequestTrace(crate::traces::traceparent(&span.context())));
+    let response = next.run(request).await;
+    span.end(response.status().as_u16());
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -887,11 +922,13 @@ pub async fn submit(
     key: Option<String>,
     trigger: &str,
     timeout: Option<Duration>,
+    trace_link: Option<String>,
 ) -> Result<(JobRow, bool), ApiError> {
     if state.store.segment(&tenant.id, segment).await?.is_none() {
         return Err(ApiError::not_found(format!("no segment {segment:?}")));
     }
-    let job = state.sizing.new_job(&state.store, &tenant.id, segment, as_of, key, trigger, timeout).await?;
+    let mut job = state.sizing.new_job(&state.store, &tenant.id, segment, as_of, key, trigger, timeout).await?;
+    job.trace_link = trace_link;
     let (job, created) = state.store.insert_job(&job).await?;
     if created {
         state.pool.enqueued(job.clone(), Some(tenant));
@@ -911,6 +948,7 @@ async fn enqueue_run(
     caller: Caller,
     ApiPath((tenant, segment)): ApiPath<(String, String)>,
     headers: HeaderMap,
+    request_trace: Option<axum::Extension<RequestTrace>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
@@ -938,7 +976,7 @@ async fn enqueue_run(
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
         Some(t) => return Err(ApiError::bad_request("invalid_body", format!("timeout_seconds must be a positive number of seconds, not {t}"))),
     };
-    let (job, created) = submit(&s, &tenant, &segment, as_of, key, "api", timeout).await?;
+    let (job, created) = submit(&s, &tenant, &segment, as_of, key, "api", timeout, request_trace.map(|t| t.0.0)).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(job_view_waiting(&s.pool, job))).into_response())
 }
@@ -1034,6 +1072,7 @@ async fn cancel_run(State(s): State<AppState>, caller: Caller, ApiPath((tenant, 
         if s.store.transition(&job.id, from, JobStatus::Cancelled, "cancelled by request", None).await? {
             s.pool.forget(&job.id, &job.tenant_id);
             s.pool.announce(&job.id, JobStatus::Cancelled);
+            s.pool.ended(&job, "cancelled", None);
         }
     }
     if s.pool.cancel(&job.id) {
@@ -1189,10 +1228,6 @@ async fn refit_estimator(State(s): State<AppState>, caller: Caller) -> Result<Js
 }
 
 /// A Prometheus label value, escaped.
-fn label_value(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 // ---- alerts, silences, receivers
 
 /// A page of alerts.
@@ -1361,54 +1396,50 @@ async fn delete_receiver(State(s): State<AppState>, caller: Caller, ApiPath(id):
 }
 
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    use crate::metrics::{Family, render};
     let counts = s.store.job_counts().await?;
     let (used_slots, used_bytes) = s.pool.usage();
     let (slots, budget) = s.pool.capacity();
     let (missed, overlapped) = s.store.skipped_runs().await?;
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# HELP cohort_schedule_runs_missed_total Due runs skipped: missed while the service was down past the catch-up window.\n\
-         # TYPE cohort_schedule_runs_missed_total counter\ncohort_schedule_runs_missed_total {missed}\n\
-         # HELP cohort_schedule_runs_overlapped_total Due runs skipped because the segment's previous run was still going.\n\
-         # TYPE cohort_schedule_runs_overlapped_total counter\ncohort_schedule_runs_overlapped_total {overlapped}\n\
-         # HELP cohort_pool_queued_jobs Jobs the dispatcher holds queued.\n# TYPE cohort_pool_queued_jobs gauge\ncohort_pool_queued_jobs {}\n",
-        s.pool.queued()
-    ));
     let estimator = s.estimates.status(&s.store).await?;
     let recent = &estimator.recent;
-    out.push_str(&format!(
-        "# HELP cohort_estimator_model_version The estimator model in use (0: rules only).\n# TYPE cohort_estimator_model_version gauge\n\
-         cohort_estimator_model_version {}\n\
-         # HELP cohort_estimator_recent_runs Recent finished runs the accuracy gauges look at.\n# TYPE cohort_estimator_recent_runs gauge\n\
-         cohort_estimator_recent_runs {}\n\
-         # HELP cohort_estimator_under_grant_ratio Share of recent runs whose first grant ran out of memory.\n\
-         # TYPE cohort_estimator_under_grant_ratio gauge\ncohort_estimator_under_grant_ratio {}\n\
-         # HELP cohort_estimator_coverage_target_ratio The share of runs meant to stay within their grant.\n\
-         # TYPE cohort_estimator_coverage_target_ratio gauge\ncohort_estimator_coverage_target_ratio {}\n\
-         # HELP cohort_estimator_relative_slack_ratio Mean (grant - peak) / grant of recent runs whose first grant held.\n\
-         # TYPE cohort_estimator_relative_slack_ratio gauge\ncohort_estimator_relative_slack_ratio {}\n\
-         # HELP cohort_estimator_runtime_error_ratio Median absolute percentage error of recent runtime estimates.\n\
-         # TYPE cohort_estimator_runtime_error_ratio gauge\ncohort_estimator_runtime_error_ratio {}\n",
-        estimator.model_version, recent.runs, recent.under_grant_rate, estimator.coverage, recent.relative_slack, recent.runtime_mdape
-    ));
-    out.push_str("# HELP cohort_alerts_firing Alerts firing, by rule and scope.\n# TYPE cohort_alerts_firing gauge\n");
     let firing = s.store.firing_alerts().await?;
+    let depth = s.store.queue_depth_by_region().await?;
+    let mut families = Vec::new();
+    let mut single = |kind: fn(&str, &str) -> Family, name: &str, help: &str, value: f64| {
+        let mut f = kind(name, help);
+        f.sample(&[], value);
+        families.push(f);
+    };
+    single(Family::counter, "cohort_schedule_runs_missed_total", "Due runs skipped: missed while the service was down past the catch-up window.", missed as f64);
+    single(Family::counter, "cohort_schedule_runs_overlapped_total", "Due runs skipped because the segment's previous run was still going.", overlapped as f64);
+    single(Family::gauge, "cohort_pool_queued_jobs", "Jobs this process's dispatcher holds queued.", s.pool.queued() as f64);
+    single(Family::gauge, "cohort_pool_slots", "Executor worker slots.", slots as f64);
+    single(Family::gauge, "cohort_pool_slots_used", "Slots running a job.", used_slots as f64);
+    single(Family::gauge, "cohort_pool_memory_budget_bytes", "Memory the pool may grant.", budget as f64);
+    single(Family::gauge, "cohort_pool_memory_granted_bytes", "Memory granted to running jobs.", used_bytes as f64);
+    single(Family::gauge, "cohort_estimator_model_version", "The estimator model in use (0: rules only).", estimator.model_version as f64);
+    single(Family::gauge, "cohort_estimator_recent_runs", "Recent finished runs the accuracy gauges look at.", recent.runs as f64);
+    single(Family::gauge, "cohort_estimator_under_grant_ratio", "Share of recent runs whose first grant ran out of memory.", recent.under_grant_rate);
+    single(Family::gauge, "cohort_estimator_coverage_target_ratio", "The share of runs meant to stay within their grant.", estimator.coverage);
+    single(
+        Family::gauge,
+        "cohort_estimator_relative_slack_ratio",
+        "Mean (grant - peak) / grant of recent runs whose first grant held.",
+        recent.relative_slack,
+    );
+    single(Family::gauge, "cohort_estimator_runtime_error_ratio", "Median absolute percentage error of recent runtime estimates.", recent.runtime_mdape);
+
+    let mut alerts = Family::gauge("cohort_alerts_firing", "Alerts firing, by rule and scope.");
     for rule in ["failures", "burn_rate", "runtime"] {
         for scope in ["global", "region", "tenant"] {
             let n = firing.iter().find(|(r, sc, _)| r == rule && sc == scope).map_or(0, |f| f.2);
-            out.push_str(&format!("cohort_alerts_firing{{rule=\"{rule}\",scope=\"{scope}\"}} {n}\n"));
+            alerts.sample(&[("rule", rule), ("scope", scope)], n as f64);
         }
     }
-    out.push_str("# HELP cohort_jobs_finished_total Jobs finished, by tenant, region and outcome.\n# TYPE cohort_jobs_finished_total counter\n");
-    for (tenant, region, outcome, n) in s.store.finished_jobs().await? {
-        out.push_str(&format!(
-            "cohort_jobs_finished_total{{tenant=\"{}\",region=\"{}\",outcome=\"{outcome}\"}} {n}\n",
-            label_value(&tenant),
-            label_value(&region)
-        ));
-    }
+    families.push(alerts);
     let counts_of = &s.alerting.counts;
-    out.push_str("# HELP cohort_webhook_deliveries_total Webhook delivery attempts by result.\n# TYPE cohort_webhook_deliveries_total counter\n");
+    let mut deliveries = Family::counter("cohort_webhook_deliveries_total", "Webhook delivery attempts by result.");
     for (result, n) in [
         ("delivered", &counts_of.delivered),
         ("failed", &counts_of.failed),
@@ -1416,24 +1447,22 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         ("silenced", &counts_of.silenced),
         ("receiver_disabled", &counts_of.disabled),
     ] {
-        out.push_str(&format!("cohort_webhook_deliveries_total{{result=\"{result}\"}} {}\n", n.load(std::sync::atomic::Ordering::Relaxed)));
+        deliveries.sample(&[("result", result)], n.load(std::sync::atomic::Ordering::Relaxed) as f64);
     }
-    out.push_str("# HELP cohort_jobs Jobs in the store by status.\n# TYPE cohort_jobs gauge\n");
+    families.push(deliveries);
+    let mut jobs = Family::gauge("cohort_jobs", "Jobs in the store by status.");
     for status in JobStatus::ALL {
         let n = counts.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
-        out.push_str(&format!("cohort_jobs{{status=\"{}\"}} {n}\n", status.as_str()));
+        jobs.sample(&[("status", status.as_str())], n as f64);
     }
-    out.push_str(&format!(
-        "# HELP cohort_pool_slots Executor worker slots.\n# TYPE cohort_pool_slots gauge\ncohort_pool_slots {slots}\n\
-         # HELP cohort_pool_slots_used Slots running a job.\n# TYPE cohort_pool_slots_used gauge\ncohort_pool_slots_used {used_slots}\n\
-         # HELP cohort_pool_memory_budget_bytes Memory the pool may grant.\n# TYPE cohort_pool_memory_budget_bytes gauge\ncohort_pool_memory_budget_bytes {budget}\n\
-         # HELP cohort_pool_memory_granted_bytes Memory granted to running jobs.\n# TYPE cohort_pool_memory_granted_bytes gauge\ncohort_pool_memory_granted_bytes {used_bytes}\n"
-    ));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
-}
-
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+    families.push(jobs);
+    let mut queue = Family::gauge("cohort_queue_depth", "Jobs waiting (queued or waiting to retry) in the store, by region.");
+    for (region, n) in &depth {
+        queue.sample(&[("region", region)], *n as f64);
+    }
+    families.push(queue);
+    let text = render(&s.pool.telemetry().registry, families);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

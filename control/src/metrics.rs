@@ -1,0 +1,479 @@
+//! The service's Prometheus metrics.
+//!
+//! Job metrics are kept per tenant in memory and rendered at scrape time: the `top` busiest
+//! tenants (by jobs seen) have series of their own, every other tenant is summed into
+//! `tenant="other"` of its region, so 5,000 tenants cost the scrape no more than `top` do.
+//! Region and global views are sums over those series (`sum by (region)`), exact at every
+//! scrape. When a tenant climbs into the top its count leaves `other`, which Prometheus reads
+//! as a counter reset of that one series (`rate` handles it).
+//!
+//! Counters are this process's (each replica is scraped; sum across them). Gauges read from
+//! the store and the pool are added by the `/metrics` handler through [`Family`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Registry, TextEncoder};
+
+/// Upper bounds of the job-duration and queue-wait histograms, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// The label value of the tenants without series of their own.
+pub const OTHER: &str = "other";
+
+#[derive(Debug, Clone, Default)]
+struct Hist {
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Hist {
+    fn observe(&mut self, seconds: f64) {
+        let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        for (b, upper) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
+            if v <= upper {
+                *b += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    fn add(&mut self, other: &Hist) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+}
+
+/// One tenant's counts.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    /// Events seen (the ranking).
+    activity: u64,
+    /// Final outcomes by (outcome, error class).
+    finished: BTreeMap<(String, String), u64>,
+    /// Retries by error class.
+    retries: BTreeMap<String, u64>,
+    /// Admission hold-backs by reason.
+    rejections: BTreeMap<String, u64>,
+    duration: Hist,
+    wait: Hist,
+    granted_bytes: f64,
+    peak_bytes: f64,
+    attempts_measured: u64,
+    under_grants: u64,
+}
+
+impl Series {
+    fn add(&mut self, o: &Series) {
+        self.activity += o.activity;
+        for (k, v) in &o.finished {
+            *self.finished.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.retries {
+            *self.retries.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.rejections {
+            *self.rejections.entry(k.clone()).or_default() += v;
+        }
+        self.duration.add(&o.duration);
+        self.wait.add(&o.wait);
+        self.granted_bytes += o.granted_bytes;
+        self.peak_bytes += o.peak_bytes;
+        self.attempts_measured += o.attempts_measured;
+        self.under_grants += o.under_grants;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// tenant → its counts.
+    tenants: HashMap<String, Series>,
+    /// tenant → region (learned as the pool meets tenants).
+    regions: HashMap<String, String>,
+}
+
+/// The job metrics: recorded by the pool, rendered by `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    top: usize,
+    inner: Mutex<Inner>,
+    descs: Vec<Desc>,
+}
+
+/// Names and help of the job families (also the descriptors the registry checks).
+const FAMILIES: [(&str, &str); 9] = [
+    ("cohort_jobs_finished_total", "Jobs that reached a final state, by tenant, region, outcome and error class."),
+    ("cohort_job_retries_total", "Failed attempts retried, by tenant, region and error class."),
+    ("cohort_admission_rejections_total", "Queued jobs held back by admission, once per job and reason, by tenant, region and reason."),
+    ("cohort_job_duration_seconds", "Wall time of job attempts (planning, execution and commit), by tenant and region."),
+    ("cohort_job_queue_wait_seconds", "Time jobs waited in the queue before admission, by tenant and region."),
+    ("cohort_job_memory_granted_bytes_total", "Memory granted to finished attempts that measured their peak, summed, by tenant and region."),
+    ("cohort_job_memory_peak_bytes_total", "Peak memory used by those attempts, summed, by tenant and region."),
+    ("cohort_job_attempts_measured_total", "Attempts whose peak memory was measured, by tenant and region."),
+    ("cohort_job_under_grants_total", "Attempts that ran out of their memory grant, by tenant and region."),
+];
+
+impl Metrics {
+    /// Metrics with per-tenant series for the `top` busiest tenants.
+    pub fn new(top: usize) -> Metrics {
+        let descs = FAMILIES
+            .iter()
+            .filter_map(|(name, help)| Desc::new((*name).to_string(), (*help).to_string(), vec!["tenant".into(), "region".into()], HashMap::new()).ok())
+            .collect();
+        Metrics { top, inner: Mutex::new(Inner::default()), descs }
+    }
+
+    fn with<R>(&self, tenant: &str, f: impl FnOnce(&mut Series) -> R) -> R {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let series = inner.tenants.entry(tenant.to_string()).or_default();
+        series.activity += 1;
+        f(series)
+    }
+
+    /// The tenant's region, for its series' `region` label.
+    pub fn set_region(&self, tenant: &str, region: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.regions.get(tenant).is_none_or(|r| r != region) {
+            inner.regions.insert(tenant.to_string(), region.to_string());
+        }
+    }
+
+    /// A job reached a final state (`succeeded`, `failed`, `cancelled`).
+    pub fn finished(&self, tenant: &str, outcome: &str, error_class: Option<&str>) {
+        self.with(tenant, |s| *s.finished.entry((outcome.to_string(), error_class.unwrap_or("none").to_string())).or_default() += 1);
+    }
+
+    /// A failed attempt will be retried.
+    pub fn retried(&self, tenant: &str, error_class: &str) {
+        self.with(tenant, |s| *s.retries.entry(error_class.to_string()).or_default() += 1);
+    }
+
+    /// Admission held a queued job back for `reason` (counted once per job and reason).
+    pub fn held(&self, tenant: &str, reason: &str) {
+        self.with(tenant, |s| *s.rejections.entry(reason.to_string()).or_default() += 1);
+    }
+
+    /// A job was admitted after waiting `waited` in the queue.
+    pub fn admitted(&self, tenant: &str, waited: Duration) {
+        self.with(tenant, |s| s.wait.observe(waited.as_secs_f64()));
+    }
+
+    /// An attempt ended after `elapsed`; `peak` when it measured its memory, `under_grant`
+    /// when it ran out of its grant.
+    pub fn attempt(&self, tenant: &str, elapsed: Duration, grant: u64, peak: Option<u64>, under_grant: bool) {
+        self.with(tenant, |s| {
+            s.duration.observe(elapsed.as_secs_f64());
+            if let Some(peak) = peak {
+                s.granted_bytes += grant as f64;
+                s.peak_bytes += peak as f64;
+                s.attempts_measured += 1;
+            }
+            if under_grant {
+                s.under_grants += 1;
+            }
+        });
+    }
+
+    /// The job families as they stand: the top tenants on their own, the rest as `other` per
+    /// region.
+    pub fn families(&self) -> Vec<MetricFamily> {
+        let (rows, others) = {
+            let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let region = |t: &str| inner.regions.get(t).cloned().unwrap_or_else(|| "unknown".into());
+            let mut ranked: Vec<(&String, &Series)> = inner.tenants.iter().collect();
+            ranked.sort_by(|a, b| b.1.activity.cmp(&a.1.activity).then_with(|| a.0.cmp(b.0)));
+            let mut rows: Vec<(String, String, Series)> = Vec::new();
+            let mut others: BTreeMap<String, Series> = BTreeMap::new();
+            for (i, (tenant, series)) in ranked.into_iter().enumerate() {
+                if i < self.top {
+                    rows.push((tenant.clone(), region(tenant), series.clone()));
+                } else {
+                    others.entry(region(tenant)).or_default().add(series);
+                }
+            }
+            (rows, others)
+        };
+        let mut all: Vec<(String, String, Series)> = rows;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.extend(others.into_iter().map(|(region, s)| (OTHER.to_string(), region, s)));
+
+        let mut families: Vec<Family> = FAMILIES.iter().map(|(n, h)| Family::new(n, h, MetricType::COUNTER)).collect();
+        families[3].kind = MetricType::HISTOGRAM;
+        families[4].kind = MetricType::HISTOGRAM;
+        for (tenant, region, s) in &all {
+            let base = [("tenant", tenant.as_str()), ("region", region.as_str())];
+            for ((outcome, class), n) in &s.finished {
+                families[0].sample(&[base[0], base[1], ("outcome", outcome), ("error_class", class)], *n as f64);
+            }
+            for (class, n) in &s.retries {
+                families[1].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
+            }
+            for (reason, n) in &s.rejections {
+                families[2].sample(&[base[0], base[1], ("reason", reason)], *n as f64);
+            }
+            if s.duration.count > 0 {
+                families[3].histogram(&base, &s.duration);
+            }
+            if s.wait.count > 0 {
+                families[4].histogram(&base, &s.wait);
+            }
+            if s.attempts_measured > 0 {
+                families[5].sample(&base, s.granted_bytes);
+                families[6].sample(&base, s.peak_bytes);
+                families[7].sample(&base, s.attempts_measured as f64);
+            }
+            if s.under_grants > 0 {
+                families[8].sample(&base, s.under_grants as f64);
+            }
+        }
+        families.into_iter().map(Family::into_proto).collect()
+    }
+
+    /// The tenant's region, as learned (`unknown` before).
+    pub fn region(&self, tenant: &str) -> String {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).regions.get(tenant).cloned().unwrap_or_else(|| "unknown".into())
+    }
+}
+
+impl Collector for Metrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families()
+    }
+}
+
+/// One metric family being built (a thin layer over the `prometheus` crate's model).
+#[derive(Debug)]
+pub struct Family {
+    name: String,
+    help: String,
+    kind: MetricType,
+    metrics: Vec<proto::Metric>,
+}
+
+impl Family {
+    /// An empty family.
+    pub fn new(name: &str, help: &str, kind: MetricType) -> Family {
+        Family { name: name.to_string(), help: help.to_string(), kind, metrics: Vec::new() }
+    }
+
+    /// A gauge family.
+    pub fn gauge(name: &str, help: &str) -> Family {
+        Family::new(name, help, MetricType::GAUGE)
+    }
+
+    /// A counter family.
+    pub fn counter(name: &str, help: &str) -> Family {
+        Family::new(name, help, MetricType::COUNTER)
+    }
+
+    fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*k).to_string());
+                pair.set_value((*v).to_string());
+                pair
+            })
+            .collect()
+    }
+
+    /// Adds one sample (a counter's or a gauge's value).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Family {
+        let mut m = proto::Metric::default();
+        m.set_label(Family::labels(labels));
+        match self.kind {
+            MetricType::COUNTER => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.metrics.push(m);
+        self
+    }
+
+    fn histogram(&mut self, labels: &[(&str, &str)], h: &Hist) {
+        let mut m = proto::Metric::default();
+        m.set_label(Family::labels(labels));
+        let mut p = proto::Histogram::default();
+        p.set_sample_count(h.count);
+        p.set_sample_sum(h.sum);
+        p.set_bucket(
+            h.buckets
+                .iter()
+                .zip(DURATION_BUCKETS)
+                .map(|(n, upper)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_cumulative_count(*n);
+                    b.set_upper_bound(upper);
+                    b
+                })
+                .collect(),
+        );
+        m.set_histogram(p);
+        self.metrics.push(m);
+    }
+
+    fn into_proto(self) -> MetricFamily {
+        let mut f = MetricFamily::default();
+        f.set_name(self.name);
+        f.set_help(self.help);
+        f.set_field_type(self.kind);
+        f.set_metric(self.metrics);
+        f
+    }
+}
+
+/// Renders families in the Prometheus text format. A family with no series yet is still
+/// announced (`# HELP`, `# TYPE`), so dashboards and rules can be checked against a fresh
+/// service.
+pub fn render(registry: &Registry, extra: Vec<Family>) -> String {
+    let mut families = registry.gather();
+    let mut empty = Vec::new();
+    for f in extra {
+        if f.metrics.is_empty() {
+            empty.push(f);
+        } else {
+            families.push(f.into_proto());
+        }
+    }
+    // The registry leaves out families with no series; announce them too.
+    for c in job_families() {
+        if !families.iter().any(|f| f.name() == c.0) {
+            empty.push(Family::new(&c.0, &c.1, c.2));
+        }
+    }
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = TextEncoder::new().encode_utf8(&families, &mut out);
+    empty.sort_by(|a, b| a.name.cmp(&b.name));
+    for f in empty {
+        let kind = match f.kind {
+            MetricType::COUNTER => "counter",
+            MetricType::HISTOGRAM => "histogram",
+            MetricType::SUMMARY => "summary",
+            MetricType::UNTYPED => "untyped",
+            MetricType::GAUGE => "gauge",
+        };
+        out.push_str(&format!("# HELP {} {}\n# TYPE {} {kind}\n", f.name, f.help, f.name));
+    }
+    out
+}
+
+/// The job families' names, help and types (what a fresh registry would announce).
+fn job_families() -> Vec<(String, String, MetricType)> {
+    FAMILIES
+        .iter()
+        .enumerate()
+        .map(|(i, (n, h))| ((*n).to_string(), (*h).to_string(), if i == 3 || i == 4 { MetricType::HISTOGRAM } else { MetricType::COUNTER }))
+        .collect()
+}
+
+/// A registry holding the job metrics.
+pub fn registry(metrics: std::sync::Arc<Metrics>) -> Registry {
+    let registry = Registry::new();
+    if let Err(e) = registry.register(Box::new(SharedMetrics(metrics))) {
+        tracing::warn!(error = %e, "the job metrics could not be registered");
+    }
+    registry
+}
+
+/// The registry owns its collectors; the pool keeps recording through the same `Arc`.
+#[derive(Debug)]
+struct SharedMetrics(std::sync::Arc<Metrics>);
+
+impl Collector for SharedMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn tenants_beyond_the_top_are_summed_per_region() {
+        let m = std::sync::Arc::new(Metrics::new(2));
+        for (t, region, jobs) in [("a", "us", 5), ("b", "us", 4), ("c", "us", 1), ("d", "eu", 2), ("e", "eu", 1)] {
+            m.set_region(t, region);
+            for _ in 0..jobs {
+                m.finished(t, "succeeded", None);
+            }
+        }
+        let text = render(&registry(m), Vec::new());
+        assert!(text.contains("cohort_jobs_finished_total{tenant=\"a\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 5"), "{text}");
+        assert!(text.contains("cohort_jobs_finished_total{tenant=\"b\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 4"), "{text}");
+        assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 1"), "{text}");
+        assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"eu\",outcome=\"succeeded\",error_class=\"none\"} 3"), "{text}");
+        assert!(!text.contains("tenant=\"c\""), "{text}");
+        // Families with no series yet are announced.
+        assert!(text.contains("# TYPE cohort_job_queue_wait_seconds histogram"), "{text}");
+    }
+
+    #[test]
+    fn five_thousand_tenants_make_a_bounded_scrape() {
+        let m = std::sync::Arc::new(Metrics::new(50));
+        let classes = ["invalid", "schema_mismatch", "source_unavailable", "resources_exhausted", "timeout"];
+        for i in 0..5000 {
+            let tenant = format!("tenant-{i:04}");
+            m.set_region(&tenant, ["us-east", "eu-west", "ap-south"][i % 3]);
+            for k in 0..(1 + i % 7) {
+                m.admitted(&tenant, Duration::from_millis(10 * k as u64));
+                m.attempt(&tenant, Duration::from_millis(300 * k as u64 + 5), 1 << 26, Some(1 << 24), k == 3);
+                m.finished(&tenant, if k % 5 == 4 { "failed" } else { "succeeded" }, (k % 5 == 4).then(|| classes[i % 5]));
+            }
+            m.retried(&tenant, classes[i % 5]);
+            m.held(&tenant, "rate_limit");
+        }
+        let text = render(&registry(m), Vec::new());
+        let tenants: BTreeSet<&str> = text.lines().filter_map(|l| l.split("tenant=\"").nth(1)?.split('"').next()).collect();
+        assert_eq!(tenants.len(), 51, "50 tenants and `other`");
+        assert!(text.len() < 1 << 20, "{} bytes", text.len());
+        // Nothing is lost: the series sum to every job.
+        let finished: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("cohort_jobs_finished_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(finished, (0..5000).map(|i| 1 + i % 7).sum::<usize>() as f64);
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let m = std::sync::Arc::new(Metrics::new(10));
+        m.set_region("a", "us");
+        m.attempt("a", Duration::from_millis(200), 100, Some(40), false);
+        m.attempt("a", Duration::from_secs(20), 100, None, true);
+        let text = render(&registry(m), Vec::new());
+        assert!(text.contains("cohort_job_duration_seconds_bucket{tenant=\"a\",region=\"us\",le=\"0.25\"} 1"), "{text}");
+        assert!(text.contains("cohort_job_duration_seconds_bucket{tenant=\"a\",region=\"us\",le=\"30\"} 2"), "{text}");
+        assert!(text.contains("cohort_job_duration_seconds_bucket{tenant=\"a\",region=\"us\",le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("cohort_job_memory_peak_bytes_total{tenant=\"a\",region=\"us\"} 40"), "{text}");
+        assert!(text.contains("cohort_job_under_grants_total{tenant=\"a\",region=\"us\"} 1"), "{text}");
+    }
+}
