@@ -10,3 +10,4 @@ mod retries;
 mod schedules;
 mod server;
 mod service;
+mod telemetry;

@@ -94,6 +94,11 @@ impl Server {
 
     /// Starts the binary with extra `COHORT_*` settings.
     pub fn start_with(data_dir: &Path, database_url: &str, workers: usize, env: &[(&str, &str)]) -> Server {
+        Server::start_args(data_dir, database_url, workers, env, &[])
+    }
+
+    /// Starts the binary with extra settings and extra `serve` arguments.
+    pub fn start_args(data_dir: &Path, database_url: &str, workers: usize, env: &[(&str, &str)], args: &[&str]) -> Server {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.join(format!("serve-{}.log", rand_u64()));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -101,6 +106,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--database-url", database_url, "--workers", &workers.to_string(), "--memory-budget", "4GiB"])
+            .args(args)
             .env("COHORT_ADMIN_TOKEN", ADMIN)
             .env("COHORT_LOG", "warn")
             .envs(env.iter().copied())
