@@ -80,7 +80,14 @@ pub struct Estimates {
     fitted_at: AtomicI64,
     since_fit: AtomicUsize,
     refit: Notify,
+    /// Attempts finished in this process (never reset): what the cached accuracy is keyed by.
+    finished_runs: AtomicUsize,
+    /// Recent accuracy, with the finished count and time it was computed at.
+    accuracy: std::sync::Mutex<Option<(usize, std::time::Instant, Accuracy)>>,
 }
+
+/// Recent accuracy is computed again at least this often (other replicas' runs count too).
+const ACCURACY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The estimator's state, for the API.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -148,6 +155,8 @@ impl Estimates {
             fitted_at: AtomicI64::new(0),
             since_fit: AtomicUsize::new(0),
             refit: Notify::new(),
+            finished_runs: AtomicUsize::new(0),
+            accuracy: std::sync::Mutex::new(None),
         });
         estimates.reload(store).await?;
         Ok(estimates)
@@ -187,6 +196,7 @@ impl Estimates {
 
     /// Counts a finished attempt; enough of them wake the refit.
     pub fn finished(&self) {
+        self.finished_runs.fetch_add(1, Ordering::Relaxed);
         if self.since_fit.fetch_add(1, Ordering::Relaxed) + 1 >= self.settings.refit_runs {
             self.refit.notify_one();
         }
@@ -242,7 +252,7 @@ impl Estimates {
 
     /// The estimator's state and recent accuracy.
     pub async fn status(&self, store: &Store) -> Result<EstimatorStatus> {
-        let records = store.estimator_records(None, ACCURACY_RUNS).await?;
+        let recent = self.recent_accuracy(store).await?;
         let (model_version, trained_on, regimes) = {
             let current = read(&self.current);
             match &current.model {
@@ -273,8 +283,25 @@ impl Estimates {
             trained_on,
             regimes,
             runs_since_fit: self.since_fit.load(Ordering::Relaxed),
-            recent: accuracy(&records),
+            recent,
         })
+    }
+
+    /// The accuracy of the last `ACCURACY_RUNS` runs: read again when a run finished here
+    /// since, or when it is older than `ACCURACY_MAX_AGE`, so frequent scrapes of a quiet
+    /// service do not each read a thousand records.
+    async fn recent_accuracy(&self, store: &Store) -> Result<Accuracy> {
+        let generation = self.finished_runs.load(Ordering::Relaxed);
+        let cached = self.accuracy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some((g, at, a)) = cached
+            && g == generation
+            && at.elapsed() < ACCURACY_MAX_AGE
+        {
+            return Ok(a);
+        }
+        let recent = accuracy(&store.estimator_records(None, ACCURACY_RUNS).await?);
+        *self.accuracy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((generation, std::time::Instant::now(), recent.clone()));
+        Ok(recent)
     }
 }
 
