@@ -81,12 +81,13 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
     rules.check().map_err(BadInput)?;
+    let started = std::time::Instant::now();
     let text = if args.events.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| BadInput(format!("cannot read standard input: {e}")))?
     } else {
         std::fs::read_to_string(&args.events).map_err(|e| BadInput(format!("cannot read {}: {e}", args.events.display())))?
     };
-    let started = std::time::Instant::now();
+    let loaded = started.elapsed();
     let mut events = parse_events(&text).map_err(|e: Error| BadInput(format!("{}: {e}", args.events.display())))?;
     let parsed = started.elapsed();
     events.sort_by_key(|e| e.at);
@@ -98,8 +99,9 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
         let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
         let evaluate = done - sorted;
         eprintln!(
-            "events {n}; read {:.3} s, sort {:.3} s, evaluate {:.3} s ({:.0} events/s); whole replay {:.0} events/s; transitions {}",
-            parsed.as_secs_f64(),
+            "events {n}; load {:.3} s, parse {:.3} s, sort {:.3} s, evaluate {:.3} s ({:.0} events/s); whole replay {:.0} events/s; transitions {}",
+            loaded.as_secs_f64(),
+            (parsed - loaded).as_secs_f64(),
             (sorted - parsed).as_secs_f64(),
             evaluate.as_secs_f64(),
             rate(evaluate),

@@ -1,7 +1,9 @@
 //! `cohort alerts replay`: job outcomes in (JSON lines, any order), every transition out.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -13,8 +15,11 @@ use crate::{Error, Result};
 pub struct Outcome {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
-    pub tenant: String,
-    pub region: String,
+    /// Its tenant (shared by all of the tenant's outcomes).
+    pub tenant: Arc<str>,
+    /// Its region.
+    pub region: Arc<str>,
+    /// Failed (else succeeded).
     pub failed: bool,
 }
 
@@ -33,7 +38,19 @@ struct Line<'a> {
 /// Parses the events file. Blank lines are skipped; any other line that is not an outcome
 /// is an error naming its (1-based) line number.
 pub fn parse_events(text: &str) -> Result<Vec<Outcome>> {
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(text.len() / 64);
+    // Tenants and regions repeat: one allocation each, not one per line.
+    let mut names: HashMap<Box<str>, Arc<str>> = HashMap::new();
+    let mut intern = |name: &str| -> Arc<str> {
+        match names.get(name) {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n: Arc<str> = Arc::from(name);
+                names.insert(Box::from(name), Arc::clone(&n));
+                n
+            }
+        }
+    };
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -46,16 +63,85 @@ pub fn parse_events(text: &str) -> Result<Vec<Outcome>> {
             "succeeded" => false,
             other => return Err(bad(format!("outcome must be \"succeeded\" or \"failed\", not {other:?}"))),
         };
-        events.push(Outcome { at, tenant: parsed.tenant.into_owned(), region: parsed.region.into_owned(), failed });
+        events.push(Outcome { at, tenant: intern(&parsed.tenant), region: intern(&parsed.region), failed });
     }
     Ok(events)
 }
 
 /// RFC 3339 to milliseconds since the epoch (sub-millisecond digits are dropped).
 pub fn parse_time(text: &str) -> std::result::Result<i64, String> {
+    if let Some(ms) = parse_time_fast(text.as_bytes()) {
+        return Ok(ms);
+    }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("`at` is not an RFC 3339 time ({text:?}: {e})"))
+}
+
+/// The common shapes, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, without chrono (replays
+/// read millions of them). Anything else, leap seconds included, is left to chrono: `None`.
+fn parse_time_fast(b: &[u8]) -> Option<i64> {
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in b.get(range)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + i64::from(c - b'0');
+        }
+        Some(v)
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+    }
+    let offset_minutes = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let h = digits(i + 1..i + 3)?;
+            let m = digits(i + 4..i + 6)?;
+            let _ = (h1, h2, m1, m2);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60) * 1_000) + millis)
 }
 
 /// Milliseconds since the epoch as RFC 3339, UTC, milliseconds, `Z`.

@@ -116,3 +116,21 @@ fn memory_is_bounded_by_the_failures_inside_the_window() {
     assert!(evaluator.held() <= 3 * 101, "{}", evaluator.held());
     assert_eq!(evaluator.firing().iter().filter(|f| f.0 == Scope::Tenant).count(), 7);
 }
+
+proptest! {
+    /// The fast path for common RFC 3339 shapes agrees with chrono, and rejects what it rejects.
+    #[test]
+    fn times_parse_as_chrono_parses_them(
+        year in 0i32..=9999, month in 0u32..=13, day in 0u32..=32, hour in 0u32..=24, minute in 0u32..=60, second in 0u32..=60,
+        fraction in proptest::option::of("[0-9]{1,9}"),
+        separator in prop::sample::select(vec!["T", "t", " ", "_"]),
+        zone in prop::sample::select(vec!["Z".to_string(), "z".into(), "+00:00".into(), "-05:30".into(), "+14:00".into(), "+24:00".into(), "+02:60".into(), "".into(), "+0200".into()]),
+    ) {
+        let text = format!(
+            "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{}{zone}",
+            fraction.map(|f| format!(".{f}")).unwrap_or_default()
+        );
+        let chrono = chrono::DateTime::parse_from_rfc3339(&text).map(|t| t.timestamp_millis()).ok();
+        prop_assert_eq!(parse_time(&text).ok(), chrono, "{}", text);
+    }
+}
