@@ -56,7 +56,7 @@ pub fn parse_events(text: &str) -> Result<Vec<Outcome>> {
             continue;
         }
         let bad = |why: String| Error::Input { line: i + 1, message: why };
-        let parsed: Line<'_> = serde_json::from_str(line).map_err(|e| bad(format!("not a job outcome: {e}")))?;
+        let parsed = parse_line(line).map_err(|e| bad(format!("not a job outcome: {e}")))?;
         let at = parse_time(&parsed.at).map_err(|e| bad(e))?;
         let failed = match parsed.outcome.as_ref() {
             "failed" => true,
@@ -66,6 +66,83 @@ pub fn parse_events(text: &str) -> Result<Vec<Outcome>> {
         events.push(Outcome { at, tenant: intern(&parsed.tenant), region: intern(&parsed.region), failed });
     }
     Ok(events)
+}
+
+/// One line's fields: the flat shape every producer writes is scanned directly; anything else
+/// (escapes, numbers, nesting, missing or repeated fields, junk) goes to serde_json, which
+/// accepts or rejects it, so both paths accept exactly the same lines.
+fn parse_line(line: &str) -> std::result::Result<Line<'_>, serde_json::Error> {
+    match scan_flat(line) {
+        Some(parsed) => Ok(parsed),
+        None => serde_json::from_str(line),
+    }
+}
+
+/// A JSON object whose values are all strings without escapes or control characters, with
+/// the four fields once each; `None` for anything else.
+fn scan_flat(line: &str) -> Option<Line<'_>> {
+    let b = line.as_bytes();
+    let ws = |mut i: usize| {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    };
+    // A plain string starting at `i` (its opening quote): its text and the index after it.
+    let string = |i: usize| -> Option<(&str, usize)> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let start = i + 1;
+        let mut j = start;
+        while j < b.len() {
+            match b[j] {
+                b'"' => return Some((line.get(start..j)?, j + 1)),
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    let mut fields: [Option<&str>; 4] = [None; 4];
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    loop {
+        let (key, next) = string(i)?;
+        i = ws(next);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let (value, next) = string(ws(i + 1))?;
+        let slot = match key {
+            "at" => Some(0),
+            "tenant" => Some(1),
+            "region" => Some(2),
+            "outcome" => Some(3),
+            _ => None,
+        };
+        if let Some(k) = slot {
+            if fields[k].is_some() {
+                return None;
+            }
+            fields[k] = Some(value);
+        }
+        i = ws(next);
+        match b.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    if ws(i + 1) != b.len() {
+        return None;
+    }
+    let [Some(at), Some(tenant), Some(region), Some(outcome)] = fields else { return None };
+    Some(Line { at: Cow::Borrowed(at), tenant: Cow::Borrowed(tenant), region: Cow::Borrowed(region), outcome: Cow::Borrowed(outcome) })
 }
 
 /// RFC 3339 to milliseconds since the epoch (sub-millisecond digits are dropped).
@@ -179,4 +256,65 @@ pub fn write_transitions(out: &mut impl Write, transitions: &[Transition]) -> st
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn fields(l: &Line<'_>) -> [String; 4] {
+        [l.at.to_string(), l.tenant.to_string(), l.region.to_string(), l.outcome.to_string()]
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#""at": "2026-03-01T00:00:00.000Z""#.to_string()),
+            Just(r#""tenant": "t1""#.to_string()),
+            Just(r#""tenant":"t\u0031""#.to_string()),
+            Just(r#""region": "r1""#.to_string()),
+            Just(r#""outcome": "failed""#.to_string()),
+            Just(r#""outcome": "succeeded""#.to_string()),
+            Just(r#""job": "j1""#.to_string()),
+            Just(r#""job": 17"#.to_string()),
+            Just(r#""job": {"a": 1}"#.to_string()),
+            Just(r#""x": "a\"b""#.to_string()),
+            Just(r#""ü": "é""#.to_string()),
+            Just(r#""bad": "#.to_string()),
+            Just(r#"junk"#.to_string()),
+        ]
+    }
+
+    proptest! {
+        /// The scanner and serde_json agree on every line, the scanner answering only for
+        /// lines serde_json accepts, with the same fields.
+        #[test]
+        fn the_scanner_agrees_with_serde_json(
+            pieces in proptest::collection::vec(piece(), 0..7),
+            spaces in prop::sample::select(vec!["", " ", "  ", "\t"]),
+            close in prop::sample::select(vec!["}", "}  ", "", "} x", "},"]),
+        ) {
+            let mut pieces = pieces;
+            // Most lines carry the four fields, in a random order among the others.
+            if pieces.len() % 2 == 0 {
+                pieces.extend([r#""at": "2026-03-01T00:00:00Z""#, r#""tenant": "t""#, r#""region": "r""#, r#""outcome": "failed""#].map(String::from));
+                pieces.reverse();
+            }
+            let line = format!("{spaces}{{{spaces}{}{spaces}{close}", pieces.join(&format!(",{spaces}")));
+            let serde: std::result::Result<Line<'_>, _> = serde_json::from_str(&line);
+            match scan_flat(&line) {
+                Some(scanned) => prop_assert_eq!(serde.map(|l| fields(&l)).ok(), Some(fields(&scanned)), "{}", line),
+                None => {}
+            }
+            prop_assert_eq!(parse_line(&line).map(|l| fields(&l)).ok(), serde_json::from_str::<Line<'_>>(&line).map(|l| fields(&l)).ok(), "{}", line);
+        }
+    }
+
+    #[test]
+    fn the_common_shape_is_scanned() {
+        let line = r#"{"at": "2026-03-01T00:00:00.123Z", "tenant": "t7", "region": "r1", "job": "j1", "outcome": "failed"}"#;
+        let l = scan_flat(line).expect("scanned");
+        assert_eq!(fields(&l), ["2026-03-01T00:00:00.123Z", "t7", "r1", "failed"].map(String::from));
+    }
 }
