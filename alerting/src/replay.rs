@@ -199,10 +199,9 @@ fn parse_time_fast(b: &[u8]) -> Option<i64> {
     }
     let offset_minutes = match b.get(i..)? {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let h = digits(i + 1..i + 3)?;
             let m = digits(i + 4..i + 6)?;
-            let _ = (h1, h2, m1, m2);
             if h > 23 || m > 59 {
                 return None;
             }
