@@ -8,12 +8,15 @@
 //! - [`notify`]: the Alertmanager webhook payload, Standard Webhooks signatures, matchers and
 //!   the delivery schedule.
 //! - [`config`]: the `[alerts]` configuration.
+//! - [`triage`]: failure signatures (normalized messages), their classification and
+//!   remediation, and the triage report.
 
 pub mod config;
 pub mod notify;
 pub mod replay;
 pub mod rule;
 pub mod slo;
+pub mod triage;
 
 pub use config::AlertRules;
 pub use rule::{Evaluator, FailureRule, Scope, State, Transition};

@@ -134,3 +134,93 @@ proptest! {
         prop_assert_eq!(parse_time(&text).ok(), chrono, "{}", text);
     }
 }
+
+/// The normalization cases of `tests/triage/signatures.txt`: every message of a block has the
+/// block's signature (and category); `apart` blocks differ from every other block.
+#[test]
+fn failure_messages_normalize_to_their_signatures() {
+    use cohort_alerting::triage::{classify, signature};
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triage/signatures.txt")).expect("cases");
+    struct Block {
+        messages: Vec<(String, String)>,
+        expected: String,
+        category: Option<String>,
+        apart: bool,
+    }
+    let mut blocks = Vec::new();
+    for chunk in text.split("\n\n") {
+        let mut block = Block { messages: Vec::new(), expected: String::new(), category: None, apart: false };
+        for line in chunk.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            if let Some(sig) = line.strip_prefix("= ") {
+                block.expected = sig.to_string();
+            } else if let Some(cat) = line.strip_prefix("~ ") {
+                block.category = Some(cat.to_string());
+            } else if line.trim() == "apart" {
+                block.apart = true;
+            } else {
+                let (class, message) = line.split_once(" | ").unwrap_or_else(|| panic!("not `class | message`: {line}"));
+                block.messages.push((class.to_string(), message.to_string()));
+            }
+        }
+        if !block.messages.is_empty() {
+            blocks.push(block);
+        }
+    }
+    assert!(blocks.len() >= 12, "{} blocks", blocks.len());
+    for b in &blocks {
+        for (class, message) in &b.messages {
+            assert_eq!(signature(class, message), b.expected, "{class} | {message}");
+            if let Some(category) = &b.category {
+                let got = serde_json::to_value(classify(class, message)).expect("json");
+                assert_eq!(got.as_str(), Some(category.as_str()), "{class} | {message}");
+            }
+        }
+    }
+    for (i, b) in blocks.iter().enumerate().filter(|(_, b)| b.apart) {
+        for (j, other) in blocks.iter().enumerate() {
+            assert!(i == j || other.expected != b.expected, "{:?} should stay apart from block {j}", b.expected);
+        }
+    }
+}
+
+#[test]
+fn a_report_puts_new_signatures_first_with_their_reach() {
+    use cohort_alerting::triage::{Category, Failure, report};
+    let f = |at: i64, tenant: &str, class: &str, message: &str, recovered: bool| Failure {
+        at,
+        tenant: tenant.into(),
+        region: format!("r-{}", &tenant[..1]),
+        segment: "s".into(),
+        job: format!("job-{at}"),
+        attempt: 1,
+        class: class.into(),
+        message: message.into(),
+        recovered,
+    };
+    let hour = 3_600_000;
+    let failures = vec![
+        // Seen in the window before: old, and its trend is known.
+        f(hour / 2, "a1", "timeout", "ran past its deadline of 30.000 s and was stopped", false),
+        f(hour + 10, "a1", "timeout", "ran past its deadline of 31.000 s and was stopped", false),
+        f(hour + 20, "b1", "timeout", "ran past its deadline of 2.5 s and was stopped", true),
+        f(hour + 30, "a2", "timeout", "ran past its deadline of 9 s and was stopped", false),
+        // New in this window.
+        f(hour + 40, "c1", "source_unavailable", "source \"orders\" unreadable: cannot read /x/1.parquet: No such file or directory (os error 2)", false),
+        // Outside both windows.
+        f(-5 * hour, "z", "internal", "internal error (a bug in Cohort): boom", false),
+        f(2 * hour, "z", "internal", "internal error (a bug in Cohort): boom", false),
+    ];
+    let r = report(&failures, hour, 2 * hour, 1);
+    assert_eq!(r.failures, 4);
+    assert_eq!(r.signatures.len(), 2);
+    let new = &r.signatures[0];
+    assert!(new.new && new.count == 1 && new.category == Category::SourceUnavailable, "{new:?}");
+    let old = &r.signatures[1];
+    assert!(!old.new, "{old:?}");
+    assert_eq!((old.count, old.previous_count, old.recovered, old.unrecovered), (3, 1, 1, 2));
+    assert_eq!(old.tenants, ["a1", "a2", "b1"]);
+    assert_eq!(old.regions, ["r-a", "r-b"]);
+    assert_eq!((old.first_seen, old.last_seen), (hour + 10, hour + 30));
+    let md = cohort_alerting::triage::markdown(&r);
+    assert!(md.contains("## NEW source_unavailable"), "{md}");
+}
