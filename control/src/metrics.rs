@@ -108,17 +108,17 @@ pub struct Metrics {
     descs: Vec<Desc>,
 }
 
-/// Names and help of the job families (also the descriptors the registry checks).
-const FAMILIES: [(&str, &str); 9] = [
-    ("cohort_jobs_finished_total", "Jobs that reached a final state, by tenant, region, outcome and error class."),
-    ("cohort_job_retries_total", "Failed attempts retried, by tenant, region and error class."),
-    ("cohort_admission_rejections_total", "Queued jobs held back by admission, once per job and reason, by tenant, region and reason."),
-    ("cohort_job_duration_seconds", "Wall time of job attempts (planning, execution and commit), by tenant and region."),
-    ("cohort_job_queue_wait_seconds", "Time jobs waited in the queue before admission, by tenant and region."),
-    ("cohort_job_memory_granted_bytes_total", "Memory granted to finished attempts that measured their peak, summed, by tenant and region."),
-    ("cohort_job_memory_peak_bytes_total", "Peak memory used by those attempts, summed, by tenant and region."),
-    ("cohort_job_attempts_measured_total", "Attempts whose peak memory was measured, by tenant and region."),
-    ("cohort_job_under_grants_total", "Attempts that ran out of their memory grant, by tenant and region."),
+/// Names, help and types of the job families (also the descriptors the registry checks).
+const FAMILIES: [(&str, &str, MetricType); 9] = [
+    ("cohort_jobs_finished_total", "Jobs that reached a final state, by tenant, region, outcome and error class.", MetricType::COUNTER),
+    ("cohort_job_retries_total", "Failed attempts retried, by tenant, region and error class.", MetricType::COUNTER),
+    ("cohort_admission_rejections_total", "Queued jobs held back by admission, once per job and reason, by tenant, region and reason.", MetricType::COUNTER),
+    ("cohort_job_duration_seconds", "Wall time of job attempts (planning, execution and commit), by tenant and region.", MetricType::HISTOGRAM),
+    ("cohort_job_queue_wait_seconds", "Time jobs waited in the queue before admission, by tenant and region.", MetricType::HISTOGRAM),
+    ("cohort_job_memory_granted_bytes_total", "Memory granted to finished attempts that measured their peak, summed, by tenant and region.", MetricType::COUNTER),
+    ("cohort_job_memory_peak_bytes_total", "Peak memory used by those attempts, summed, by tenant and region.", MetricType::COUNTER),
+    ("cohort_job_attempts_measured_total", "Attempts whose peak memory was measured, by tenant and region.", MetricType::COUNTER),
+    ("cohort_job_under_grants_total", "Attempts that ran out of their memory grant, by tenant and region.", MetricType::COUNTER),
 ];
 
 impl Metrics {
@@ -126,13 +126,18 @@ impl Metrics {
     pub fn new(top: usize) -> Metrics {
         let descs = FAMILIES
             .iter()
-            .filter_map(|(name, help)| Desc::new((*name).to_string(), (*help).to_string(), vec!["tenant".into(), "region".into()], HashMap::new()).ok())
+            .filter_map(|(name, help, _)| Desc::new((*name).to_string(), (*help).to_string(), vec!["tenant".into(), "region".into()], HashMap::new()).ok())
             .collect();
         Metrics { top, inner: Mutex::new(Inner::default()), descs }
     }
 
     fn with<R>(&self, tenant: &str, f: impl FnOnce(&mut Series) -> R) -> R {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A known tenant's event allocates nothing for its key.
+        if let Some(series) = inner.tenants.get_mut(tenant) {
+            series.activity += 1;
+            return f(series);
+        }
         let series = inner.tenants.entry(tenant.to_string()).or_default();
         series.activity += 1;
         f(series)
@@ -205,9 +210,7 @@ impl Metrics {
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.extend(others.into_iter().map(|(region, s)| (OTHER.to_string(), region, s)));
 
-        let mut families: Vec<Family> = FAMILIES.iter().map(|(n, h)| Family::new(n, h, MetricType::COUNTER)).collect();
-        families[3].kind = MetricType::HISTOGRAM;
-        families[4].kind = MetricType::HISTOGRAM;
+        let mut families: Vec<Family> = FAMILIES.iter().map(|(n, h, kind)| Family::new(n, h, *kind)).collect();
         for (tenant, region, s) in &all {
             let base = [("tenant", tenant.as_str()), ("region", region.as_str())];
             for ((outcome, class), n) in &s.finished {
@@ -356,9 +359,9 @@ pub fn render(registry: &Registry, extra: Vec<Family>) -> String {
         }
     }
     // The registry leaves out families with no series; announce them too.
-    for c in job_families() {
-        if !families.iter().any(|f| f.name() == c.0) {
-            empty.push(Family::new(&c.0, &c.1, c.2));
+    for (name, help, kind) in FAMILIES {
+        if !families.iter().any(|f| f.name() == name) {
+            empty.push(Family::new(name, help, kind));
         }
     }
     families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -376,15 +379,6 @@ pub fn render(registry: &Registry, extra: Vec<Family>) -> String {
         out.push_str(&format!("# HELP {} {}\n# TYPE {} {kind}\n", f.name, f.help, f.name));
     }
     out
-}
-
-/// The job families' names, help and types (what a fresh registry would announce).
-fn job_families() -> Vec<(String, String, MetricType)> {
-    FAMILIES
-        .iter()
-        .enumerate()
-        .map(|(i, (n, h))| ((*n).to_string(), (*h).to_string(), if i == 3 || i == 4 { MetricType::HISTOGRAM } else { MetricType::COUNTER }))
-        .collect()
 }
 
 /// A registry holding the job metrics.
