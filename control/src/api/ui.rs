@@ -111,9 +111,31 @@ struct WindowJob {
     error_class: Option<String>,
 }
 
+/// The columns [`window_job`] reads, over `jobs j JOIN tenants t`.
+const JOB_COLUMNS: &str = "j.id, j.tenant_id, t.region, j.segment_id, j.status, j.created_at, j.started_at, j.finished_at, j.error_class";
+
+fn window_job(r: &sqlx::any::AnyRow) -> Result<WindowJob, sqlx::Error> {
+    Ok(WindowJob {
+        id: r.try_get(0)?,
+        tenant: r.try_get(1)?,
+        region: r.try_get(2)?,
+        segment: r.try_get(3)?,
+        status: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        started_at: r.try_get(6)?,
+        finished_at: r.try_get(7)?,
+        error_class: r.try_get(8)?,
+    })
+}
+
+/// The page for a store that could not be read.
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}"))
+}
+
 /// Jobs that finished in the window, and those not finished yet.
 async fn window_jobs(s: &AppState, since: i64) -> crate::Result<Vec<WindowJob>> {
-    let columns = "j.id, j.tenant_id, t.region, j.segment_id, j.status, j.created_at, j.started_at, j.finished_at, j.error_class";
+    let columns = JOB_COLUMNS;
     let rows = sqlx::query(&format!(
         "SELECT {columns} FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
          WHERE j.status IN ('succeeded', 'failed', 'cancelled') AND j.finished_at >= $1 \
@@ -123,21 +145,7 @@ async fn window_jobs(s: &AppState, since: i64) -> crate::Result<Vec<WindowJob>> 
     .bind(since)
     .fetch_all(s.store.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(WindowJob {
-                id: r.try_get(0)?,
-                tenant: r.try_get(1)?,
-                region: r.try_get(2)?,
-                segment: r.try_get(3)?,
-                status: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-                started_at: r.try_get(6)?,
-                finished_at: r.try_get(7)?,
-                error_class: r.try_get(8)?,
-            })
-        })
-        .collect()
+    Ok(rows.iter().map(window_job).collect::<Result<_, _>>()?)
 }
 
 /// Attempts that ended in the window: (ended, grant, peak, elapsed).
@@ -348,7 +356,7 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     let since = now - WINDOW_MICROS;
     let (jobs, attempts, firing) = match tokio::try_join!(window_jobs(&s, since), window_attempts(&s, since), s.store.alerts(Some("firing"), None, 100)) {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
     let mut total = Tally::default();
     let mut regions: BTreeMap<&str, Tally> = BTreeMap::new();
@@ -415,8 +423,8 @@ pub(super) async fn regions(State(s): State<AppState>, headers: HeaderMap) -> Re
     let tenants = sqlx::query("SELECT region, COUNT(*) FROM tenants GROUP BY region ORDER BY region").fetch_all(s.store.pool()).await;
     let (tenants, jobs) = match (tenants, window_jobs(&s, since).await) {
         (Ok(t), Ok(j)) => (t, j),
-        (Err(e), _) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
-        (_, Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        (Err(e), _) => return unavailable(e),
+        (_, Err(e)) => return unavailable(e),
     };
     let mut tally: HashMap<&str, Tally> = HashMap::new();
     for j in &jobs {
@@ -475,9 +483,12 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
     .await;
     let rows = match rows {
         Ok(r) => r,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
-    let jobs = window_jobs(&s, now_micros() - WINDOW_MICROS).await.unwrap_or_default();
+    let jobs = match window_jobs(&s, now_micros() - WINDOW_MICROS).await {
+        Ok(j) => j,
+        Err(e) => return unavailable(e),
+    };
     let mut tally: HashMap<&str, Tally> = HashMap::new();
     for j in &jobs {
         tally.entry(j.tenant.as_str()).or_default().add(j);
@@ -526,32 +537,23 @@ pub(super) async fn tenant(State(s): State<AppState>, headers: HeaderMap, ApiPat
     let tenant = match s.store.tenant(&id).await {
         Ok(Some(t)) => t,
         Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no tenant {id:?}")),
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
-    let segments = s.store.segments(&tenant.id, "", 500).await.unwrap_or_default();
-    let columns = "j.id, j.tenant_id, t.region, j.segment_id, j.status, j.created_at, j.started_at, j.finished_at, j.error_class";
-    let jobs: Vec<WindowJob> = sqlx::query(&format!(
-        "SELECT {columns} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 50"
+    let segments = match s.store.segments(&tenant.id, "", 500).await {
+        Ok(g) => g,
+        Err(e) => return unavailable(e),
+    };
+    let jobs = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 50"
     ))
     .bind(&tenant.id)
     .fetch_all(s.store.pool())
     .await
-    .unwrap_or_default()
-    .iter()
-    .filter_map(|r| {
-        Some(WindowJob {
-            id: r.try_get(0).ok()?,
-            tenant: r.try_get(1).ok()?,
-            region: r.try_get(2).ok()?,
-            segment: r.try_get(3).ok()?,
-            status: r.try_get(4).ok()?,
-            created_at: r.try_get(5).ok()?,
-            started_at: r.try_get(6).ok()?,
-            finished_at: r.try_get(7).ok()?,
-            error_class: r.try_get(8).ok()?,
-        })
-    })
-    .collect();
+    .and_then(|rows| rows.iter().map(window_job).collect::<Result<Vec<_>, _>>());
+    let jobs = match jobs {
+        Ok(j) => j,
+        Err(e) => return unavailable(e),
+    };
     let mut body = format!(
         "<h1>Tenant {}</h1><p>Region <a href=\"/ui/tenants?region={}\">{}</a> · at most {} jobs at once · {} jobs a minute</p>\
          <h2>Segments</h2><table><tr><th>segment</th><th>schedule</th><th>members</th><th>latest run</th><th>missed runs</th></tr>",
@@ -594,11 +596,11 @@ pub(super) async fn job(State(s): State<AppState>, headers: HeaderMap, ApiPath(i
     let job = match s.store.job_by_id(&id).await {
         Ok(Some(j)) => j,
         Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no job {id:?}")),
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
     let (events, attempts) = match tokio::try_join!(s.store.job_events(&job.id), s.store.attempts(&job.id)) {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
     let mut body = format!(
         "<h1>Job <code>{}</code></h1><p>Tenant <a href=\"/ui/tenants/{}\">{}</a> · segment {} · {} · triggered by {} · trace <code>{}</code></p>",
@@ -676,7 +678,7 @@ pub(super) async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Res
     }
     let (firing, resolved, silences) = match tokio::try_join!(s.store.alerts(Some("firing"), None, 200), s.store.alerts(Some("resolved"), None, 25), s.store.silences()) {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("the store could not be read: {e}")),
+        Err(e) => return unavailable(e),
     };
     let mut body = String::from("<h1>Alerts</h1><h2>Firing</h2>");
     body.push_str(&alerts_table(&firing));
