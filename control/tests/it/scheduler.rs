@@ -262,17 +262,15 @@ fn on_demand_runs_go_first_within_a_tenant_but_do_not_starve_scheduled_ones() {
     assert_eq!(order, vec!["old-scheduled", "on-demand", "scheduled"]);
 }
 
+/// An on-demand job submitted at 0, expected to run 10 s.
+fn on_demand(id: &str, tenant: &str, grant: u64) -> Job {
+    Job { id: id.into(), tenant: tenant.into(), grant, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::OnDemand }
+}
+
 #[test]
 fn a_waiting_job_is_told_why() {
     use cohort_control::scheduler::Wait;
-    let job = |id: &str, tenant: &str, grant: u64| Job {
-        id: id.into(),
-        tenant: tenant.into(),
-        grant,
-        expected_runtime: 10 * SECOND,
-        submitted: 0,
-        kind: Kind::OnDemand,
-    };
+    let job = on_demand;
     let config = CoreConfig { slots: 3, budget: 100, ..CoreConfig::default() };
     let mut core = Core::new(config);
     let open = TenantPolicy { max_concurrent: 10, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 };
@@ -312,14 +310,7 @@ fn a_waiting_job_is_told_why() {
 #[test]
 fn a_held_job_is_reported_once_per_reason() {
     use cohort_control::scheduler::Wait;
-    let job = |id: &str, tenant: &str, grant: u64| Job {
-        id: id.into(),
-        tenant: tenant.into(),
-        grant,
-        expected_runtime: 10 * SECOND,
-        submitted: 0,
-        kind: Kind::OnDemand,
-    };
+    let job = on_demand;
     let mut core = Core::new(CoreConfig { slots: 4, budget: 100, ..CoreConfig::default() });
     let open = TenantPolicy { max_concurrent: 10, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 };
     core.set_tenant("capped", TenantPolicy { max_concurrent: 1, ..open.clone() }, 0);
