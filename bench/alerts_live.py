@@ -5,19 +5,9 @@ segment reads: the job fails at once, not retried). The latency is the webhook's
 the receiver minus the fifth job's `finished_at` (its failure's commit), both on this
 machine's clock. Prints a Markdown table of the distribution.
 """
-import argparse, http.server, json, os, shutil, subprocess, sys, threading, time, urllib.request
+import argparse, http.server, json, os, sys, threading, time
 
-AS_OF = "2026-11-01T00:00:00Z"
-ADMIN = "bench-admin-token-0123456789"
-
-
-def call(base, token, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve
 
 
 def parse_time(text):
@@ -31,13 +21,7 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--trials", type=int, default=100)
     a = ap.parse_args()
-    shutil.rmtree(a.work, ignore_errors=True)
-    os.makedirs(a.work)
-    root = os.path.join(a.work, "tenant")
-    subprocess.run([a.cohort, "datagen", "--profile", "retail", "--scale", "200", "--seed", "3", "--out", root],
-                   check=True, stderr=subprocess.DEVNULL)
-    model = json.load(open(os.path.join(root, "model.json")))
-    segment = json.load(open(os.path.join(root, "segments", "lapsed_buyers.json")))
+    root, model, segment = fresh_tenant(a.cohort, a.work, 200)
     broken = json.loads(json.dumps(model))
     broken["objects"][0]["fields"] = [f for f in broken["objects"][0]["fields"] if f["name"] != "email_opt_in"]
 
@@ -65,30 +49,20 @@ def main():
     config = os.path.join(a.work, "cohort.toml")
     with open(config, "w") as f:
         f.write("[alerts.failures.region]\nthreshold = 1000000\n[alerts.failures.global]\nthreshold = 1000000\n")
-    env = dict(os.environ, COHORT_ADMIN_TOKEN=ADMIN, COHORT_LOG="warn", COHORT_CONFIG=config)
-    server = subprocess.Popen([a.cohort, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(a.work, "data"), "--workers", "2"],
-                              stdout=subprocess.PIPE, stderr=open(os.path.join(a.work, "serve.log"), "w"), env=env, text=True)
+    server, base = serve(a.cohort, a.work, COHORT_CONFIG=config)
     try:
-        base = None
-        for line in server.stdout:
-            if line.startswith("cohort listening on "):
-                base = line.split()[-1]
-                break
-        threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
         call(base, ADMIN, "POST", "/v1/receivers", {"id": "bench", "url": "http://127.0.0.1:%d/hook" % receiver.server_port})
         latencies = []
         for i in range(a.trials):
             t = "bench%04d" % i
-            token = call(base, ADMIN, "POST", "/v1/tenants", {"id": t, "region": "r%d" % (i % 4), "data_root": os.path.abspath(root), "jobs_per_minute": 600000})["token"]
+            token = call(base, ADMIN, "POST", "/v1/tenants", {"id": t, "region": "r%d" % (i % 4), "data_root": root, "jobs_per_minute": 600000})["token"]
             call(base, token, "PUT", "/v1/tenants/%s/model" % t, model)
             call(base, token, "PUT", "/v1/tenants/%s/segments/lapsed_buyers" % t, {"definition": segment})
             call(base, token, "PUT", "/v1/tenants/%s/model" % t, broken)
             last = None
             for _ in range(5):
                 run = call(base, token, "POST", "/v1/tenants/%s/segments/lapsed_buyers/runs" % t, {"as_of": AS_OF})
-                view = run
-                while view["status"] not in ("succeeded", "failed", "cancelled"):
-                    view = call(base, token, "GET", "/v1/tenants/%s/runs/%s?wait_seconds=30&while_status=%s" % (t, run["id"], view["status"]))
+                view = final(base, token, t, run["id"])
                 assert view["status"] == "failed", view
                 last = view
             committed = parse_time(last["finished_at"])

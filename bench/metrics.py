@@ -4,19 +4,9 @@ tenant has job metrics in the service), then SCRAPES scrapes of /metrics, timed 
 process. Run twice in one go: per-tenant series bounded to the default top 50 (plus `other`
 per region), and unbounded (every tenant its own series) as the peer. Prints a Markdown table.
 """
-import argparse, concurrent.futures, json, os, shutil, statistics, subprocess, time, urllib.request
+import argparse, concurrent.futures, os, statistics, time, urllib.request
 
-AS_OF = "2026-11-01T00:00:00Z"
-ADMIN = "bench-admin-token-0123456789"
-
-
-def call(base, token, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
-        text = r.read()
-        return json.loads(text) if text else None
+from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve
 
 
 def scrape(base):
@@ -27,24 +17,9 @@ def scrape(base):
 
 
 def run(cohort, work, tenants, scrapes, top):
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    root = os.path.join(work, "tenant")
-    subprocess.run([cohort, "datagen", "--profile", "retail", "--scale", "100", "--seed", "3", "--out", root],
-                   check=True, stderr=subprocess.DEVNULL)
-    root = os.path.realpath(root)
-    model = json.load(open(os.path.join(root, "model.json")))
-    segment = json.load(open(os.path.join(root, "segments", "lapsed_buyers.json")))
-    env = dict(os.environ, COHORT_ADMIN_TOKEN=ADMIN, COHORT_LOG="warn", COHORT_METRICS_TOP_TENANTS=str(top))
-    server = subprocess.Popen([cohort, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
-                               "--workers", "2"], stdout=subprocess.PIPE, stderr=open(os.path.join(work, "serve.log"), "w"),
-                              env=env, text=True)
+    root, model, segment = fresh_tenant(cohort, work, 100)
+    server, base = serve(cohort, work, COHORT_METRICS_TOP_TENANTS=str(top))
     try:
-        base = None
-        for line in server.stdout:
-            if line.startswith("cohort listening on "):
-                base = line.split()[-1]
-                break
         regions = ["us-east", "eu-west", "ap-south", "sa-east"]
 
         def setup(i):
@@ -63,10 +38,7 @@ def run(cohort, work, tenants, scrapes, top):
         # Every job finished (long polls, no sleeps).
         def wait(job):
             tid, token, jid = job
-            view = call(base, token, "GET", "/v1/tenants/%s/runs/%s" % (tid, jid))
-            while view["status"] not in ("succeeded", "failed", "cancelled"):
-                view = call(base, token, "GET", "/v1/tenants/%s/runs/%s?wait_seconds=30&while_status=%s" % (tid, jid, view["status"]))
-            return view["status"]
+            return final(base, token, tid, jid)["status"]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             outcomes = list(pool.map(wait, jobs))
         setup_s = time.time() - t0
