@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,57 @@ pub struct Failure {
     pub message: String,
     /// Whether the job later succeeded (a retry recovered it).
     pub recovered: bool,
+    /// The attempt's memory grant, bytes.
+    pub grant: Option<u64>,
+    /// What the worker found wrong with the data the attempt read (empty: nothing, or not
+    /// measured).
+    pub data: Vec<DataFinding>,
+}
+
+/// Something wrong with a tenant's data, measured on a sample of the rows a failed attempt
+/// read: the kind of trouble that makes a job run out of memory or time although its grant
+/// would do for clean data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFinding {
+    /// `duplicate_keys`, `null_keys` (of a primary key) or `key_skew` (one value of a join
+    /// key holds a large share of the rows).
+    pub kind: String,
+    /// The object.
+    pub object: String,
+    /// Its field.
+    pub field: String,
+    /// The share of the sampled rows concerned (0 to 1).
+    pub share: f64,
+    /// Rows sampled.
+    pub sampled: u64,
+}
+
+impl DataFinding {
+    /// The finding in words.
+    pub fn describe(&self) -> String {
+        let what = match self.kind.as_str() {
+            "duplicate_keys" => "rows repeat a primary key",
+            "null_keys" => "rows have no primary key",
+            "key_skew" => "rows share one key value",
+            other => other,
+        };
+        format!("{}.{}: {:.0}% of {} sampled {what}", self.object, self.field, self.share * 100.0, self.sampled)
+    }
+}
+
+/// An alert that fired, for telling which signatures fed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiredAlert {
+    /// Its id.
+    pub id: String,
+    /// `tenant`, `region` or `global`.
+    pub scope: String,
+    /// The tenant id, the region, or `global`.
+    pub key: String,
+    /// When it started firing (milliseconds).
+    pub started: i64,
+    /// When it resolved; `None` while it fires.
+    pub resolved: Option<i64>,
 }
 
 /// What kind of trouble a signature is, with what to do about it.
@@ -62,6 +113,22 @@ pub enum Category {
 }
 
 impl Category {
+    /// Its name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Internal => "internal",
+            Category::ResourcesExhausted => "resources_exhausted",
+            Category::Timeout => "timeout",
+            Category::SourceUnavailable => "source_unavailable",
+            Category::SchemaDrift => "schema_drift",
+            Category::DataQuality => "data_quality",
+            Category::Guardrail => "guardrail",
+            Category::InvalidSegment => "invalid_segment",
+            Category::Service => "service",
+            Category::Other => "other",
+        }
+    }
+
     /// The remediation shown with the category.
     pub fn remediation(self) -> &'static str {
         match self {
@@ -89,6 +156,20 @@ impl Category {
     }
 }
 
+/// Classes whose failures the data can cause: a run that needs more memory or time than the
+/// same data without its dirt would.
+const DATA_SENSITIVE: &[&str] = &["resources_exhausted", "timeout", "execution"];
+
+/// Classifies a failure by its class, message and what was found in its data: an attempt that
+/// ran out of memory or time over data with duplicate keys or extreme skew is a data-quality
+/// failure first.
+pub fn classify_with(class: &str, message: &str, data: &[DataFinding]) -> Category {
+    if !data.is_empty() && DATA_SENSITIVE.contains(&class) {
+        return Category::DataQuality;
+    }
+    classify(class, message)
+}
+
 /// Classifies a failure by its class and message.
 pub fn classify(class: &str, message: &str) -> Category {
     let m = message.to_ascii_lowercase();
@@ -102,6 +183,8 @@ pub fn classify(class: &str, message: &str) -> Category {
         _ if has(&["max_hops", "too many hops", "ambiguous", "guardrail"]) => Category::Guardrail,
         "schema_mismatch" => Category::SchemaDrift,
         "source_unavailable" if has(&["column", "field"]) => Category::SchemaDrift,
+        // The source as a whole is gone (not one file between listing and reading it).
+        "source_unavailable" if has(&["no parquet files", "no csv files"]) => Category::SchemaDrift,
         "source_unavailable" => Category::SourceUnavailable,
         "invalid" if m.starts_with("invalid model") && has(&["field", "column", "type"]) => Category::SchemaDrift,
         "invalid" => Category::InvalidSegment,
@@ -217,9 +300,25 @@ fn is_time(word: &str) -> bool {
         && b[8..10].iter().all(u8::is_ascii_digit)
 }
 
-/// A failure's signature: its class and normalized message.
+/// A failure's signature: its class and normalized message. An out-of-memory message keeps
+/// only its head: which operator asked last is chance, not cause.
 pub fn signature(class: &str, message: &str) -> String {
+    let message = match class {
+        "resources_exhausted" => message.split_once(": ").map_or(message, |(head, _)| head),
+        _ => message.find(" (did you mean ").map_or(message, |at| &message[..at]),
+    };
     format!("{class}: {}", normalize(message))
+}
+
+/// A failure's signature with what was found in its data: the same error over dirty data is
+/// another cause than over clean data.
+pub fn signature_with(class: &str, message: &str, data: &[DataFinding]) -> String {
+    let base = signature(class, message);
+    if data.is_empty() || !DATA_SENSITIVE.contains(&class) {
+        return base;
+    }
+    let kinds: BTreeSet<&str> = data.iter().map(|d| d.kind.as_str()).collect();
+    format!("{base} [data: {}]", kinds.into_iter().collect::<Vec<_>>().join(", "))
 }
 
 /// One signature in a report.
@@ -255,6 +354,12 @@ pub struct SignatureReport {
     pub unrecovered: usize,
     /// One message as it was.
     pub example: String,
+    /// What was found wrong with the data (distinct findings, up to five).
+    pub data_quality: Vec<String>,
+    /// The largest memory grant among its attempts (bytes).
+    pub max_grant_bytes: Option<u64>,
+    /// The alerts its final failures fed (ids).
+    pub alerts: Vec<String>,
 }
 
 /// A triage report over `[from, to)`.
@@ -272,8 +377,9 @@ pub struct Report {
 
 /// The report for the failures in `[from, to)`; `history` windows of the same length before
 /// it decide what is new (a signature seen in none of them) and the trend (the window just
-/// before).
-pub fn report(failures: &[Failure], from: i64, to: i64, history: u32) -> Report {
+/// before). A final failure fed an alert of its tenant, region or everything if it happened
+/// while the alert fired or within `alert_window` (milliseconds) before it started.
+pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[FiredAlert], alert_window: i64) -> Report {
     let len = (to - from).max(1);
     let earliest = from - len * i64::from(history);
     // Signatures are computed once per distinct (class, message).
@@ -284,7 +390,11 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32) -> Report 
         if f.at < earliest || f.at >= to {
             continue;
         }
-        let sig = memo.entry((f.class.as_str(), f.message.as_str())).or_insert_with(|| signature(&f.class, &f.message)).clone();
+        let sig = if f.data.is_empty() {
+            memo.entry((f.class.as_str(), f.message.as_str())).or_insert_with(|| signature(&f.class, &f.message)).clone()
+        } else {
+            signature_with(&f.class, &f.message, &f.data)
+        };
         if f.at >= from {
             groups.entry(sig).or_default().push(f);
         } else {
@@ -304,7 +414,30 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32) -> Report 
             let regions: BTreeSet<&str> = fs.iter().map(|f| f.region.as_str()).collect();
             let mut jobs: Vec<&str> = fs.iter().map(|f| f.job.as_str()).collect();
             jobs.dedup();
-            let category = classify(&first.class, &first.message);
+            let category = classify_with(&first.class, &first.message, &first.data);
+            let mut data_quality: Vec<String> = Vec::new();
+            for d in fs.iter().flat_map(|f| &f.data) {
+                let text = d.describe();
+                if data_quality.len() < 5 && !data_quality.contains(&text) {
+                    data_quality.push(text);
+                }
+            }
+            let fed: Vec<String> = alerts
+                .iter()
+                .filter(|a| {
+                    fs.iter().any(|f| {
+                        !f.recovered
+                            && f.at > a.started - alert_window
+                            && a.resolved.is_none_or(|r| f.at < r)
+                            && match a.scope.as_str() {
+                                "tenant" => a.key == f.tenant,
+                                "region" => a.key == f.region,
+                                _ => true,
+                            }
+                    })
+                })
+                .map(|a| a.id.clone())
+                .collect();
             SignatureReport {
                 class: first.class.clone(),
                 category,
@@ -320,6 +453,9 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32) -> Report 
                 recovered: fs.iter().filter(|f| f.recovered).count(),
                 unrecovered: fs.iter().filter(|f| !f.recovered).count(),
                 example: first.message.clone(),
+                data_quality,
+                max_grant_bytes: fs.iter().filter_map(|f| f.grant).max(),
+                alerts: fed,
                 signature: sig,
             }
         })
@@ -341,10 +477,10 @@ pub fn markdown(r: &Report) -> String {
     for s in &r.signatures {
         let _ = write!(
             out,
-            "\n## {}{}\n\n- {:?}: {}\n- {} failures ({} before), {} recovered by a retry; first {}, last {}\n- tenants: {}; regions: {}\n- jobs: {}\n- example: {}\n",
+            "\n## {}{}\n\n- {}: {}\n- {} failures ({} before), {} recovered by a retry; first {}, last {}\n- tenants: {}; regions: {}\n- jobs: {}\n- example: {}\n",
             if s.new { "NEW " } else { "" },
             s.signature.replace('\n', " "),
-            s.category,
+            s.category.name(),
             s.remediation,
             s.count,
             s.previous_count,
@@ -356,6 +492,12 @@ pub fn markdown(r: &Report) -> String {
             s.sample_jobs.join(", "),
             s.example.replace('\n', " ")
         );
+        if !s.data_quality.is_empty() {
+            let _ = writeln!(out, "- data: {}", s.data_quality.join("; "));
+        }
+        if !s.alerts.is_empty() {
+            let _ = writeln!(out, "- alerts fed: {}", s.alerts.join(", "));
+        }
     }
     out
 }

@@ -185,7 +185,7 @@ fn failure_messages_normalize_to_their_signatures() {
 
 #[test]
 fn a_report_puts_new_signatures_first_with_their_reach() {
-    use cohort_alerting::triage::{Category, Failure, report};
+    use cohort_alerting::triage::{Category, Failure, FiredAlert, report};
     let f = |at: i64, tenant: &str, class: &str, message: &str, recovered: bool| Failure {
         at,
         tenant: tenant.into(),
@@ -196,6 +196,8 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
         class: class.into(),
         message: message.into(),
         recovered,
+        grant: Some(1 << 20),
+        data: Vec::new(),
     };
     let hour = 3_600_000;
     let failures = vec![
@@ -210,7 +212,15 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
         f(-5 * hour, "z", "internal", "internal error (a bug in Cohort): boom", false),
         f(2 * hour, "z", "internal", "internal error (a bug in Cohort): boom", false),
     ];
-    let r = report(&failures, hour, 2 * hour, 1);
+    let alerts = [
+        // Fed by a1's final failures (at hour + 10, within its window before it started).
+        FiredAlert { id: "al-a1".into(), scope: "tenant".into(), key: "a1".into(), started: hour + 15, resolved: Some(hour + 600_000) },
+        // Fed by every final failure of region r-a.
+        FiredAlert { id: "al-ra".into(), scope: "region".into(), key: "r-a".into(), started: hour + 35, resolved: None },
+        // Resolved before anything of this window failed: fed by nothing here.
+        FiredAlert { id: "al-old".into(), scope: "global".into(), key: "global".into(), started: -hour, resolved: Some(0) },
+    ];
+    let r = report(&failures, hour, 2 * hour, 1, &alerts, 600_000);
     assert_eq!(r.failures, 4);
     assert_eq!(r.signatures.len(), 2);
     let new = &r.signatures[0];
@@ -221,6 +231,44 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
     assert_eq!(old.tenants, ["a1", "a2", "b1"]);
     assert_eq!(old.regions, ["r-a", "r-b"]);
     assert_eq!((old.first_seen, old.last_seen), (hour + 10, hour + 30));
+    assert_eq!(old.alerts, ["al-a1", "al-ra"]);
+    assert_eq!(new.alerts, Vec::<String>::new(), "c1 is in region r-c: no alert of its own");
     let md = cohort_alerting::triage::markdown(&r);
     assert!(md.contains("## NEW source_unavailable"), "{md}");
+}
+
+/// The same out-of-memory error over data with duplicate keys is a data-quality signature,
+/// apart from the one over clean data; the finding is in the report.
+#[test]
+fn data_findings_make_a_signature_of_their_own() {
+    use cohort_alerting::triage::{Category, DataFinding, Failure, report};
+    let oom = |job: &str, data: Vec<DataFinding>| Failure {
+        at: 10,
+        tenant: job.into(),
+        region: "eu".into(),
+        segment: "s".into(),
+        job: job.into(),
+        attempt: 1,
+        class: "resources_exhausted".into(),
+        message: format!("memory limit of {} bytes was not enough: Failed to allocate additional 2.0 MB for {job}", job.len() * 1000),
+        recovered: false,
+        grant: Some(job.len() as u64 * 1000),
+        data,
+    };
+    let dup = DataFinding { kind: "duplicate_keys".into(), object: "order".into(), field: "order_id".into(), share: 0.9, sampled: 50_000 };
+    let failures = vec![
+        oom("HashJoinInput[0]", vec![]),
+        oom("GroupedHashAggregateStream[3]", vec![]),
+        oom("HashJoinInput[1]", vec![dup.clone()]),
+        oom("ExternalSorter[0]", vec![dup]),
+    ];
+    let r = report(&failures, 0, 100, 1, &[], 600_000);
+    assert_eq!(r.signatures.len(), 2, "{:#?}", r.signatures);
+    let by = |c: Category| r.signatures.iter().find(|s| s.category == c).unwrap_or_else(|| panic!("no {c:?}"));
+    let data = by(Category::DataQuality);
+    assert_eq!(data.count, 2);
+    assert!(data.signature.ends_with("[data: duplicate_keys]"), "{}", data.signature);
+    assert_eq!(data.data_quality, ["order.order_id: 90% of 50000 sampled rows repeat a primary key"]);
+    assert_eq!(data.max_grant_bytes, Some(17_000), "the larger grant of the two");
+    assert_eq!(by(Category::ResourcesExhausted).count, 2);
 }
