@@ -4,6 +4,7 @@ mod alerts;
 mod datagen;
 mod demo;
 mod estimator;
+mod triage;
 
 // DataFusion allocates and frees many small buffers on many threads; glibc's allocator spent
 // a fifth of the service's CPU in malloc/free under load.
@@ -50,6 +51,9 @@ enum Command {
     /// Replay job outcomes through the failure-alert rule.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Print the failure triage report of a window: failed attempts grouped by signature,
+    /// classified, with what to do; new signatures first. Reads the service's store.
+    Triage(triage::TriageArgs),
     /// Run the control plane: the HTTP API, the store and the executor pool.
     ///
     /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
@@ -210,6 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Datagen(args) => datagen::run(args),
         Command::Estimator(command) => estimator::run(command).await,
         Command::Alerts(command) => alerts::run(command),
+        Command::Triage(args) => triage::run(args).await,
         Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 /// One failed attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// When it failed, milliseconds since the epoch.
     pub at: i64,
@@ -32,11 +32,14 @@ pub struct Failure {
     /// The error message.
     pub message: String,
     /// Whether the job later succeeded (a retry recovered it).
+    #[serde(default)]
     pub recovered: bool,
     /// The attempt's memory grant, bytes.
+    #[serde(default)]
     pub grant: Option<u64>,
     /// What the worker found wrong with the data the attempt read (empty: nothing, or not
     /// measured).
+    #[serde(default)]
     pub data: Vec<DataFinding>,
 }
 
@@ -87,7 +90,7 @@ pub struct FiredAlert {
 }
 
 /// What kind of trouble a signature is, with what to do about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// A bug in Cohort: always reported, always loud.
@@ -322,7 +325,7 @@ pub fn signature_with(class: &str, message: &str, data: &[DataFinding]) -> Strin
 }
 
 /// One signature in a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignatureReport {
     /// Class and normalized message.
     pub signature: String,
@@ -331,7 +334,7 @@ pub struct SignatureReport {
     /// Its category.
     pub category: Category,
     /// What to do.
-    pub remediation: &'static str,
+    pub remediation: String,
     /// Failed attempts in the window.
     pub count: usize,
     /// In the window before it (same length).
@@ -363,7 +366,7 @@ pub struct SignatureReport {
 }
 
 /// A triage report over `[from, to)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Window start (milliseconds).
     pub from: i64,
@@ -441,7 +444,7 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[
             SignatureReport {
                 class: first.class.clone(),
                 category,
-                remediation: category.remediation(),
+                remediation: category.remediation().to_string(),
                 count: fs.len(),
                 previous_count,
                 new: !seen || category == Category::Internal,

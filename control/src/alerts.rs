@@ -543,18 +543,22 @@ impl Alerting {
             self.finish(&d, "dead", Some("the receiver is disabled")).await?;
             return Ok(());
         }
-        let Some((labels, mut alert)) = self.alert(&d.alert).await? else {
-            self.finish(&d, "dead", Some("the alert is gone")).await?;
-            return Ok(());
-        };
-        if d.body.is_none() && self.silenced(&labels, now).await? {
-            self.counts.silenced.fetch_add(1, Ordering::Relaxed);
-            self.finish(&d, "silenced", None).await?;
-            return Ok(());
-        }
-        let body = match d.body.clone() {
-            Some(body) => body,
-            None => {
+        let body = match (d.body.clone(), &d.alert) {
+            (Some(body), _) => body,
+            (None, None) => {
+                self.finish(&d, "dead", Some("a report notification without a body")).await?;
+                return Ok(());
+            }
+            (None, Some(alert_id)) => {
+                let Some((labels, mut alert)) = self.alert(alert_id).await? else {
+                    self.finish(&d, "dead", Some("the alert is gone")).await?;
+                    return Ok(());
+                };
+                if self.silenced(&labels, now).await? {
+                    self.counts.silenced.fetch_add(1, Ordering::Relaxed);
+                    self.finish(&d, "silenced", None).await?;
+                    return Ok(());
+                }
                 if d.kind != "resolved" {
                     // A firing notification that left after the alert resolved says it fires:
                     // the resolved one follows.
@@ -581,10 +585,12 @@ impl Alerting {
             Ok(a) if a.status().is_success() => {
                 self.counts.delivered.fetch_add(1, Ordering::Relaxed);
                 self.finish(&d, "delivered", None).await?;
-                let mut tx = self.store.begin_write().await?;
-                sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2").bind(now).bind(&d.alert).execute(&mut *tx).await?;
-                alert_event(&mut tx, &d.alert, now, "notified", &format!("{} to {} ({})", d.kind, d.receiver, d.id)).await?;
-                tx.commit().await?;
+                if let Some(alert) = &d.alert {
+                    let mut tx = self.store.begin_write().await?;
+                    sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2").bind(now).bind(alert).execute(&mut *tx).await?;
+                    alert_event(&mut tx, alert, now, "notified", &format!("{} to {} ({})", d.kind, d.receiver, d.id)).await?;
+                    tx.commit().await?;
+                }
             }
             Ok(a) if a.status() == reqwest::StatusCode::GONE => {
                 self.counts.disabled.fetch_add(1, Ordering::Relaxed);
@@ -705,7 +711,8 @@ impl Alerting {
 struct Due {
     id: String,
     receiver: String,
-    alert: String,
+    /// The alert notified, or `None` for a triage report (whose body is rendered when queued).
+    alert: Option<String>,
     kind: String,
     body: Option<String>,
     attempts: i64,

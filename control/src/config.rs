@@ -108,6 +108,16 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Spans are exported in batches at most this far apart (`COHORT_OTLP_BATCH_DELAY_MS`).
     pub otlp_batch_delay_ms: u64,
+    /// When triage reports are made, stored and sent to the webhook receivers: a cron
+    /// expression with seconds, in UTC (`COHORT_TRIAGE_SCHEDULE`); default daily at 06:00;
+    /// empty: never.
+    pub triage_schedule: String,
+    /// The window a scheduled report covers, ending when it is made
+    /// (`COHORT_TRIAGE_WINDOW_SECONDS`); default one day.
+    pub triage_window_seconds: f64,
+    /// A signature is new if none of this many windows before the report's saw it
+    /// (`COHORT_TRIAGE_HISTORY`).
+    pub triage_history: u32,
 }
 
 impl Default for Config {
@@ -151,6 +161,9 @@ impl Default for Config {
             metrics_top_tenants: 50,
             otlp_endpoint: None,
             otlp_batch_delay_ms: 5000,
+            triage_schedule: "0 0 6 * * *".into(),
+            triage_window_seconds: 86_400.0,
+            triage_history: 7,
         }
     }
 }
@@ -214,6 +227,9 @@ impl Config {
             "COHORT_WEBHOOK_GIVE_UP_SECONDS" => self.webhook_give_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_WEBHOOK_TIMEOUT_SECONDS" => self.webhook_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_EXTERNAL_URL" => self.external_url = Some(value.into()),
+            "COHORT_TRIAGE_SCHEDULE" => self.triage_schedule = value.into(),
+            "COHORT_TRIAGE_WINDOW_SECONDS" => self.triage_window_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_TRIAGE_HISTORY" => self.triage_history = value.parse().map_err(|_| bad("expected a number of windows"))?,
             "COHORT_ESTIMATOR_REFIT_SECONDS" => self.estimator_refit_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             _ => {}
         }
@@ -274,6 +290,12 @@ impl Config {
             return Err(Error::Config("alert_repeat_interval_seconds and webhook_timeout_seconds must be more than 0".into()));
         }
         self.estimator_config().validate().map_err(|e| Error::Config(e.to_string()))?;
+        if !self.triage_schedule.trim().is_empty() {
+            self.triage_cron()?;
+        }
+        if !(self.triage_window_seconds.is_finite() && self.triage_window_seconds >= 1.0) {
+            return Err(Error::Config("triage_window_seconds must be at least 1".into()));
+        }
         if self.retry_attempts == 0 {
             return Err(Error::Config("retry_attempts must be at least 1 (the first attempt)".into()));
         }
@@ -281,6 +303,29 @@ impl Config {
             return Err(Error::Config("admin_token must be at least 16 characters".into()));
         }
         Ok(())
+    }
+
+    /// How triage reports are made; `listening` is the address the service listens on.
+    pub fn triage_settings(&self, listening: &str) -> Result<crate::triage::TriageSettings> {
+        let alert_window_ms = cohort_alerting::Scope::ALL.iter().map(|s| self.alerts.failures.at(*s).window_ms).max().unwrap_or(600_000);
+        Ok(crate::triage::TriageSettings {
+            schedule: self.triage_cron()?,
+            window: std::time::Duration::from_secs_f64(self.triage_window_seconds),
+            history: self.triage_history,
+            alert_window_ms: i64::try_from(alert_window_ms).unwrap_or(i64::MAX),
+            external_url: self.alert_settings(listening).external_url,
+        })
+    }
+
+    /// The triage schedule, if any.
+    pub fn triage_cron(&self) -> Result<Option<cron::Schedule>> {
+        let text = self.triage_schedule.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<cron::Schedule>()
+            .map(Some)
+            .map_err(|e| Error::Config(format!("triage_schedule {text:?}: {e} (a cron expression with seconds, e.g. \"0 0 6 * * *\")")))
     }
 
     /// The pool's retry policy.

@@ -27,6 +27,7 @@ pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod traces;
+pub mod triage;
 
 pub use config::Config;
 pub use store::Store;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use cohort_executor::{Catalog, Model, RunReport, Segment, run_segment};
+use cohort_executor::{Catalog, Model, ProbeOptions, RunReport, Segment, probe_data, run_segment};
 use datafusion::prelude::SessionContext;
 use tokio::sync::{Notify, broadcast};
 
@@ -98,6 +98,12 @@ impl Deadlines {
 
 /// Failure classes worth another attempt after a wait: they may pass by themselves.
 pub const TRANSIENT_CLASSES: &[&str] = &["source_unavailable", "execution", "store"];
+
+/// Failure classes the data can cause: their attempts' data is probed for triage.
+const PROBED_CLASSES: &[&str] = &["resources_exhausted", "execution"];
+
+/// How long the data probe of a failed attempt may take.
+const PROBE_TIME: Duration = Duration::from_secs(10);
 
 /// How failed attempts are retried, by failure class.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -771,6 +777,7 @@ impl Pool {
                     error_class: Some("timeout".into()),
                     error_message: Some(message.clone()),
                     elapsed_micros: Some(micros(started.elapsed())),
+                    data_quality: self.probe(&job).await,
                     ..Default::default()
                 };
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
@@ -825,14 +832,45 @@ impl Pool {
         self.telemetry.traces.attempt(&self.labels(job), spans);
     }
 
+    /// Measures the data a failed attempt read (a sample of its key fields) for triage: JSON
+    /// findings, `None` when it could not be measured within [`PROBE_TIME`].
+    async fn probe(&self, job: &JobRow) -> Option<String> {
+        let store = self.store.clone();
+        let catalogs = Arc::clone(&self.catalogs);
+        let (tenant, segment) = (job.tenant_id.clone(), job.segment_id.clone());
+        let probe = self.executor.spawn(async move {
+            let (catalog, segment) = prepare(&store, &catalogs, &tenant, &segment).await.map_err(|e| e.describe().1)?;
+            probe_data(&catalog, &segment, &ProbeOptions::default()).await.map_err(|e| e.to_string())
+        });
+        let abort = probe.abort_handle();
+        match tokio::time::timeout(PROBE_TIME, probe).await {
+            Ok(Ok(Ok(findings))) => serde_json::to_string(&findings).ok(),
+            Ok(Ok(Err(why))) => {
+                tracing::debug!(job = %job.id, error = %why, "data probe failed");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(job = %job.id, error = %e, "data probe task ended");
+                None
+            }
+            Err(_) => {
+                abort.abort();
+                tracing::debug!(job = %job.id, "data probe ran out of time");
+                None
+            }
+        }
+    }
+
     /// Records a failed attempt and retries the job or fails it, by the failure's class.
     async fn failed(&self, job: &JobRow, attempt: i64, grant: u64, failure: &ExecError, elapsed: Duration) -> Result<()> {
         let (class, message) = failure.describe();
+        let probed = if PROBED_CLASSES.contains(&class.as_str()) { self.probe(job).await } else { None };
         let measured = AttemptOutcome {
             outcome: "failed".into(),
             error_class: Some(class.clone()),
             error_message: Some(message.clone()),
             elapsed_micros: Some(micros(elapsed)),
+            data_quality: probed,
             ..Default::default()
         };
         self.store.finish_attempt(&job.id, attempt, &measured).await?;
@@ -1150,6 +1188,7 @@ fn measured(report: &RunReport) -> AttemptOutcome {
             report.shape.related_predicates as i64,
             report.shape.max_hops as i64,
         ]),
+        data_quality: None,
         phases: (!report.phases.is_empty())
             .then(|| {
                 let phases: Vec<serde_json::Value> = report

@@ -109,6 +109,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe()));
     let deliveries = tokio::spawn(Arc::clone(&alerting).deliver());
     let schedules_wake = Arc::new(tokio::sync::Notify::new());
+    let triage = Arc::new(config.triage_settings(&address.to_string())?);
+    let reports = tokio::spawn(crate::triage::run_schedule(store.clone(), Arc::clone(&triage), Arc::clone(&alerting)));
     let state = AppState {
         store: store.clone(),
         pool: Arc::clone(&pool),
@@ -118,6 +120,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         schedules: Arc::clone(&schedules_wake),
         estimates: Arc::clone(&estimates),
         alerting: Arc::clone(&alerting),
+        triage,
     };
     let catch_up = (config.catch_up_seconds * 1e6) as i64;
     // Runs that fell due while the service was down are enqueued (or counted as missed)
@@ -150,6 +153,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         .map_err(|e| Error::Internal(format!("server: {e}")))?;
     tracing::info!(grace_seconds = config.shutdown_grace_seconds, "stopping: no new jobs; running jobs get the grace period");
     schedules.abort();
+    reports.abort();
     refits.abort();
     pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
     dispatcher.abort();

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_estimator.sql")),
     (4, include_str!("../migrations/0004_alerts.sql")),
     (5, include_str!("../migrations/0005_traces.sql")),
+    (6, include_str!("../migrations/0006_triage.sql")),
 ];
 
 /// Which database the store is on.
@@ -262,6 +263,8 @@ pub struct AttemptOutcome {
     pub shape: Option<[i64; 4]>,
     /// The phases of a phased plan, as JSON.
     pub phases: Option<String>,
+    /// What the data probe found in a failed attempt's data, as JSON findings.
+    pub data_quality: Option<String>,
 }
 
 /// One attempt of a job, as stored.
@@ -1085,7 +1088,7 @@ impl Store {
         sqlx::query(
             "UPDATE attempts SET finished_at = $1, outcome = $2, error_class = $3, error_message = $4, peak_memory_bytes = $5, \
              elapsed_micros = $6, rows_scanned = $7, bytes_scanned = $8, spill_count = $9, plan_mode = $10, objects = $11, \
-             joins = $12, related_predicates = $13, max_hops = $14, phases = $15 WHERE job_id = $16 AND attempt = $17",
+             joins = $12, related_predicates = $13, max_hops = $14, phases = $15, data_quality = $16 WHERE job_id = $17 AND attempt = $18",
         )
         .bind(now_micros())
         .bind(&o.outcome)
@@ -1102,6 +1105,7 @@ impl Store {
         .bind(has_shape.then_some(shape[2]))
         .bind(has_shape.then_some(shape[3]))
         .bind(&o.phases)
+        .bind(&o.data_quality)
         .bind(job_id)
         .bind(attempt)
         .execute(&self.pool)

@@ -25,10 +25,22 @@ use datafusion::functions_aggregate::expr_fn::{avg, count_distinct, max, min, su
 use datafusion::logical_expr::{Expr, cast, ident, in_list, is_not_true, lit};
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::{Catalog, arrow_type};
+use crate::catalog::{Catalog, LoadedObject, arrow_type};
 use crate::error::{Error, Result};
 use crate::model::{FieldType, SourceFormat};
 use crate::segment::{Agg, CmpOp, Having, Leaf, LeafOp, Literal, Node, Number, Related, Segment};
+
+/// The table that reads an object's source files with the schema the catalog found.
+pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<ListingTable>> {
+    let format: Arc<dyn FileFormat> = match o.format {
+        SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+        SourceFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+    };
+    let options = ListingOptions::new(format).with_file_extension(o.file_extension.clone());
+    let config = ListingTableConfig::new(o.url.clone()).with_listing_options(options).with_schema(Arc::clone(&o.read_schema));
+    let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("listing table for {:?}: {e}", o.name)))?;
+    Ok(Arc::new(table))
+}
 
 /// Columns the compiler adds start with this; the model rejects field names that do.
 pub const RESERVED_PREFIX: &str = "__cohort";
@@ -104,16 +116,7 @@ impl<'a> Compiler<'a> {
     pub(crate) fn scan(&mut self, object: usize) -> Result<DataFrame> {
         let o = &self.catalog.objects[object];
         self.scans.push(object);
-        let format: Arc<dyn FileFormat> = match o.format {
-            SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
-            SourceFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
-        };
-        let options = ListingOptions::new(format).with_file_extension(o.file_extension.clone());
-        let config = ListingTableConfig::new(o.url.clone())
-            .with_listing_options(options)
-            .with_schema(Arc::clone(&o.read_schema));
-        let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("listing table for {:?}: {e}", o.name)))?;
-        let frame = df(self.ctx.read_table(Arc::new(table)))?;
+        let frame = df(self.ctx.read_table(source_table(o)?))?;
         let projection = o
             .fields
             .iter()

@@ -32,12 +32,14 @@ mod compile;
 mod error;
 mod json;
 mod model;
+mod quality;
 mod run;
 mod segment;
 
 pub use catalog::{Catalog, LoadedObject, arrow_type, model_type};
 pub use compile::RESERVED_PREFIX;
 pub use error::{Error, ErrorClass, Result};
+pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
 pub use run::{
     JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,

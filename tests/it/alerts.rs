@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 
 use crate::server::{ADMIN, AS_OF, Api, Server, backends, datagen, setup_tenant, watch};
 
-const SECRET: &str = "whsec_Y29ob3J0LXRlc3QtcmVjZWl2ZXItc2VjcmV0";
+pub const SECRET: &str = "whsec_Y29ob3J0LXRlc3QtcmVjZWl2ZXItc2VjcmV0";
 
 /// One webhook as the receiver got it, its signature checked.
 #[derive(Debug, Clone)]
-struct Webhook {
-    id: String,
-    body: Value,
+pub struct Webhook {
+    pub id: String,
+    pub body: Value,
 }
 
 impl Webhook {
@@ -36,7 +36,7 @@ impl Webhook {
 }
 
 /// An HTTP receiver on `listener`: every POST's signature is verified, and the webhook sent on.
-async fn receive(listener: tokio::net::TcpListener) -> mpsc::UnboundedReceiver<Webhook> {
+pub async fn receive(listener: tokio::net::TcpListener) -> mpsc::UnboundedReceiver<Webhook> {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",

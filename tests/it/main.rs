@@ -11,3 +11,4 @@ mod schedules;
 mod server;
 mod service;
 mod telemetry;
+mod triage;

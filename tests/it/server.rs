@@ -240,9 +240,18 @@ pub fn executor_members(model: &Path, segment: &Path, as_of: &str) -> Vec<String
 
 /// Creates a tenant over `root` with its model and the named segments of its `segments/`.
 pub async fn setup_tenant(admin: &Api, id: &str, region: &str, root: &Path, segments: &[&str]) -> Api {
+    setup_tenant_with(admin, id, region, root, segments, json!({})).await
+}
+
+/// As [`setup_tenant`], with more of the tenant's settings (`memory_quota_bytes`, …).
+pub async fn setup_tenant_with(admin: &Api, id: &str, region: &str, root: &Path, segments: &[&str], settings: Value) -> Api {
     let root = root.canonicalize().expect("root");
     // Rate limits high enough that no test waits on them unless it means to.
-    let created = admin.post("/v1/tenants", &json!({"id": id, "region": region, "data_root": root, "jobs_per_minute": 600000})).await;
+    let mut tenant = json!({"id": id, "region": region, "data_root": root, "jobs_per_minute": 600000});
+    if let (Some(t), Some(extra)) = (tenant.as_object_mut(), settings.as_object()) {
+        t.extend(extra.clone());
+    }
+    let created = admin.post("/v1/tenants", &tenant).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let token = created.body["token"].as_str().expect("token").to_string();
     let api = Api::new(&admin.base, &token);

@@ -19,6 +19,8 @@ use subtle::ConstantTimeEq as _;
 use cohort_dashboards::html::{esc, layout, url};
 use cohort_dashboards::svg::{Bar, Series, line_chart, timeline};
 
+use cohort_alerting::triage::Report;
+
 use super::{AppState, token_hash};
 use crate::{now_micros, rfc3339};
 
@@ -408,9 +410,20 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     recent.sort_by(|a, b| b.id.cmp(&a.id));
     recent.truncate(25);
     body.push_str(&jobs_table(&recent));
-    body.push_str(
-        "<h2>Triage</h2><p class=\"muted\">Failure triage reports are not produced yet; failures by class are in the job list and on each job's timeline.</p>",
-    );
+    body.push_str("<h2>Triage: the last 24 hours</h2>");
+    let now = now_micros();
+    match crate::triage::make(&s.store, &s.triage, now - 86_400_000_000, now, None).await {
+        Ok(report) if report.signatures.is_empty() => body.push_str("<p class=\"muted\">No failed attempt in the last 24 hours.</p>"),
+        Ok(mut report) => {
+            let more = report.signatures.len().saturating_sub(5);
+            report.signatures.truncate(5);
+            body.push_str(&signatures_table(&report));
+            let _ = write!(body, "<p><a href=\"/ui/triage\">The whole report</a>{}</p>", if more > 0 { format!(" ({more} more signatures)") } else { String::new() });
+        }
+        Err(e) => {
+            let _ = write!(body, "<p class=\"bad\">The triage report could not be made: {}</p>", esc(&e.to_string()));
+        }
+    }
     page("Overview", "Overview", &body)
 }
 
@@ -724,4 +737,118 @@ pub(super) async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Res
 /// `/ui/login` (GET): the form.
 pub(super) async fn login_form() -> Response {
     login_page(None).into_response()
+}
+
+/// Which window `/ui/triage` shows.
+#[derive(Debug, Deserialize)]
+pub(super) struct TriageView {
+    since: Option<String>,
+}
+
+/// `/ui/triage`: the report over the last day (or `?since=`), and the stored reports.
+pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<TriageView>) -> Response {
+    if !is_admin(&s, &headers) {
+        return login_page(None).into_response();
+    }
+    let since = q.since.unwrap_or_else(|| "24h".into());
+    let now = now_micros();
+    let Ok(from) = super::window_start(&since, now) else {
+        return error_page(StatusCode::BAD_REQUEST, &format!("since {since:?}: a duration (24h, 7d) or an RFC 3339 time"));
+    };
+    let (report, stored) = match tokio::try_join!(crate::triage::make(&s.store, &s.triage, from.min(now - 1), now, None), crate::triage::stored(&s.store, 30)) {
+        Ok(v) => v,
+        Err(e) => return unavailable(e),
+    };
+    let mut body = report_body(&report, &format!("Failure triage since {since}"));
+    let _ = write!(
+        body,
+        "<p>As <a href=\"/v1/triage?since={0}\">JSON</a> or <a href=\"/v1/triage?since={0}&format=markdown\">Markdown</a>. \
+         Other windows: <a href=\"/ui/triage?since=1h\">1 hour</a>, <a href=\"/ui/triage?since=24h\">1 day</a>, <a href=\"/ui/triage?since=7d\">7 days</a>.</p>",
+        url(&since)
+    );
+    body.push_str("<h2>Scheduled reports</h2>");
+    if stored.is_empty() {
+        body.push_str("<p class=\"muted\">None made yet (see <code>triage_schedule</code>).</p>");
+    } else {
+        body.push_str("<table id=\"reports\"><tr><th>report</th><th>from</th><th>to</th><th>failures</th><th>signatures</th><th>new</th></tr>");
+        for r in &stored {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/v1/triage/reports/{}?format=html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                url(&r.id),
+                esc(&r.id),
+                esc(&r.from),
+                esc(&r.to),
+                r.failures,
+                r.signatures,
+                r.new_signatures
+            );
+        }
+        body.push_str("</table>");
+    }
+    Html(layout("Triage", "Triage", &body, None)).into_response()
+}
+
+/// A triage report as a page of its own (`format=html`).
+pub(crate) fn triage_page(report: &Report, title: &str) -> String {
+    layout(title, "Triage", &report_body(report, title), None)
+}
+
+fn report_body(report: &Report, title: &str) -> String {
+    let new = report.signatures.iter().filter(|s| s.new).count();
+    let mut body = format!(
+        "<h1>{}</h1><p>{} failed attempts from {} to {}: {} signatures, <b>{new} new</b>.</p>",
+        esc(title),
+        report.failures,
+        esc(&rfc3339(report.from * 1000)),
+        esc(&rfc3339(report.to * 1000)),
+        report.signatures.len()
+    );
+    if report.signatures.is_empty() {
+        body.push_str("<p class=\"muted\">Nothing failed.</p>");
+        return body;
+    }
+    body.push_str(&signatures_table(report));
+    body
+}
+
+/// Signatures as a table, with what to do about each.
+fn signatures_table(report: &Report) -> String {
+    let list = |items: &[String], link: bool| -> String {
+        let shown: Vec<String> = items
+            .iter()
+            .take(5)
+            .map(|i| if link { format!("<a href=\"/ui/jobs/{}\">{}</a>", url(i), esc(i)) } else { esc(i) })
+            .collect();
+        let more = items.len().saturating_sub(5);
+        format!("{}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() })
+    };
+    let mut out = String::from(
+        "<table id=\"signatures\"><tr><th></th><th>category</th><th>signature</th><th>failures (before)</th><th>recovered / final</th>\
+         <th>tenants</th><th>regions</th><th>first / last</th><th>alerts fed</th><th>jobs</th></tr>",
+    );
+    for sig in &report.signatures {
+        let _ = write!(
+            out,
+            "<tr class=\"signature\" data-category=\"{cat}\"><td>{new}</td><td>{cat}</td><td><code>{sig}</code>{data}<br><span class=\"muted\">{fix}</span></td>\
+             <td>{count} ({previous})</td><td>{recovered} / {unrecovered}</td><td>{tenants}</td><td>{regions}</td><td>{first}<br>{last}</td><td>{alerts}</td><td>{jobs}</td></tr>",
+            new = if sig.new { "<b class=\"bad\">NEW</b>" } else { "" },
+            cat = sig.category.name(),
+            sig = esc(&sig.signature),
+            data = if sig.data_quality.is_empty() { String::new() } else { format!("<br>data: {}", esc(&sig.data_quality.join("; "))) },
+            fix = esc(&sig.remediation),
+            count = sig.count,
+            previous = sig.previous_count,
+            recovered = sig.recovered,
+            unrecovered = sig.unrecovered,
+            tenants = list(&sig.tenants, false),
+            regions = list(&sig.regions, false),
+            first = esc(&rfc3339(sig.first_seen * 1000)),
+            last = esc(&rfc3339(sig.last_seen * 1000)),
+            alerts = if sig.alerts.is_empty() { "none".to_string() } else { list(&sig.alerts, false) },
+            jobs = list(&sig.sample_jobs, true),
+        );
+    }
+    out.push_str("</table>");
+    out
 }

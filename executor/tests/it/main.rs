@@ -4,6 +4,7 @@ mod conformance;
 mod malformed;
 mod memory;
 mod naive;
+mod quality;
 mod random;
 
 use std::path::Path;
