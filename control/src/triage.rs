@@ -228,8 +228,16 @@ pub async fn run_schedule(store: Store, settings: Arc<TriageSettings>, alerting:
     let Some(schedule) = settings.schedule.clone() else { return };
     let window = chrono::Duration::from_std(settings.window).unwrap_or(chrono::Duration::days(1));
     let mut now = chrono::Utc::now();
-    // The latest due time in the last window that has passed.
-    let mut due = schedule.after(&(now - window)).take_while(|t| *t <= now).last();
+    // The latest due time in the last window that passed while the service was down: only
+    // for a service that made reports before (a new one starts with the next due time).
+    let made_before = match stored(&store, 1).await {
+        Ok(reports) => !reports.is_empty(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored triage reports; no catch-up report");
+            false
+        }
+    };
+    let mut due = if made_before { schedule.after(&(now - window)).take_while(|t| *t <= now).last() } else { None };
     loop {
         if let Some(at) = due {
             let mut tries = 0;

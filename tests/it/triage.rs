@@ -14,7 +14,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, cast, c
 use serde_json::{Value, json};
 
 use crate::alerts::{SECRET, receive};
-use crate::server::{ADMIN, AS_OF, Api, Server, datagen, setup_tenant_with};
+use crate::server::{ADMIN, AS_OF, Api, Server, TestStore, backends, datagen, setup_tenant_with};
 
 const SEGMENT: &str = "recent_big_spenders_not_unsubscribed";
 
@@ -93,16 +93,25 @@ async fn inject(cause: &str, root: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_failures_are_classified_and_grouped_by_cause() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let template = dir.path().join("template");
+    for backend in backends() {
+        println!("-- {}", backend.name());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TestStore::new(&backend, dir.path()).await;
+        labelled_failures(dir.path(), &store.url).await;
+        store.drop_database().await;
+    }
+}
+
+async fn labelled_failures(dir: &Path, database_url: &str) {
+    let template = dir.join("template");
     datagen("retail", 3000, 21, &template);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("receiver port");
     let hook = format!("http://{}/hook", listener.local_addr().expect("address"));
     let mut webhooks = receive(listener).await;
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let server = Server::start_with(
         &data,
-        &format!("sqlite://{}", data.join("cohort.db").display()),
+        database_url,
         2,
         &[("COHORT_RETRY_BACKOFF_MS", "20"), ("COHORT_TRIAGE_SCHEDULE", "*/2 * * * * *"), ("COHORT_TRIAGE_WINDOW_SECONDS", "3600")],
     );
@@ -115,7 +124,7 @@ async fn injected_failures_are_classified_and_grouped_by_cause() {
     for (cause, _) in CAUSES {
         for n in 1..=2 {
             let id = format!("{cause}-{n}");
-            let root = dir.path().join(&id);
+            let root = dir.join(&id);
             copy_dir(&template, &root);
             let region = if n == 1 { "eu-west" } else { "us-east" };
             // A memory quota below what the segment needs here: retries cannot grow past it.
@@ -204,8 +213,7 @@ async fn injected_failures_are_classified_and_grouped_by_cause() {
 
     // The CLI reads the same store.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["triage", "--since", "1h", "--format", "json", "--data-dir"])
-        .arg(&data)
+        .args(["triage", "--since", "1h", "--format", "json", "--database-url", database_url])
         .output()
         .expect("cohort triage");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
