@@ -77,7 +77,8 @@ def records(n, start, end):
             "attempt": rng.randrange(1, 4),
             "class": cls,
             "message": msg,
-            "recovered": rng.random() < 0.6,
+            "recovered": (recovered := rng.random() < 0.6),
+            "job_failed": not recovered,
             "grant": rng.randrange(1, 64) << 20,
             "data": data,
         }

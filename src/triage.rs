@@ -38,7 +38,8 @@ pub struct TriageArgs {
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
     /// Read failed attempts from this file (JSON lines: at (ms since the epoch), tenant,
-    /// region, segment, job, attempt, class, message, recovered, grant, data) instead of a store.
+    /// region, segment, job, attempt, class, message, recovered, job_failed, grant, data) instead of
+    /// a store.
     #[arg(long, value_name = "FILE")]
     pub failures: Option<PathBuf>,
     /// Print to standard error how long reading and reporting took.

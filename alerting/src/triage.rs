@@ -34,6 +34,10 @@ pub struct Failure {
     /// Whether the job later succeeded (a retry recovered it).
     #[serde(default)]
     pub recovered: bool,
+    /// Whether the job ended failed (a final failure: what alerts count). Neither this nor
+    /// `recovered`: cancelled, or not finished yet.
+    #[serde(default)]
+    pub job_failed: bool,
     /// The attempt's memory grant, bytes.
     #[serde(default)]
     pub grant: Option<u64>,
@@ -429,7 +433,7 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[
                 .iter()
                 .filter(|a| {
                     fs.iter().any(|f| {
-                        !f.recovered
+                        f.job_failed
                             && f.at > a.started - alert_window
                             && a.resolved.is_none_or(|r| f.at < r)
                             && match a.scope.as_str() {

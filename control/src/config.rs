@@ -293,8 +293,8 @@ impl Config {
         if !self.triage_schedule.trim().is_empty() {
             self.triage_cron()?;
         }
-        if !(self.triage_window_seconds.is_finite() && self.triage_window_seconds >= 1.0) {
-            return Err(Error::Config("triage_window_seconds must be at least 1".into()));
+        if !(1.0..=366.0 * 86_400.0).contains(&self.triage_window_seconds) {
+            return Err(Error::Config("triage_window_seconds must be from 1 to 31622400 (a year)".into()));
         }
         if self.retry_attempts == 0 {
             return Err(Error::Config("retry_attempts must be at least 1 (the first attempt)".into()));

@@ -49,6 +49,7 @@ pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let data: Option<String> = r.try_get(10)?;
+        let status: String = r.try_get(8)?;
         let grant: i64 = r.try_get(9)?;
         out.push(Failure {
             at: r.try_get::<i64, _>(0)? / 1000,
@@ -59,7 +60,8 @@ pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
             attempt: u32::try_from(r.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
             class: r.try_get::<Option<String>, _>(6)?.unwrap_or_else(|| "internal".into()),
             message: r.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
-            recovered: r.try_get::<String, _>(8)? == "succeeded",
+            recovered: status == "succeeded",
+            job_failed: status == "failed",
             grant: u64::try_from(grant).ok(),
             // A finding that does not parse is dropped, not the failure.
             data: data.and_then(|d| serde_json::from_str::<Vec<DataFinding>>(&d).ok()).unwrap_or_default(),
@@ -68,11 +70,11 @@ pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
     Ok(out)
 }
 
-/// The alerts that fired during `[from, to)` (microseconds) or up to `window_ms` after it
-/// began; of one tenant's own alerts only, when `tenant` is given.
-async fn fired_alerts(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Result<Vec<FiredAlert>> {
+/// The alerts that fired during `[from, to)` (microseconds), or started up to `window_ms`
+/// after it (fed by its last failures); of one tenant's own alerts only, when `tenant` is given.
+async fn fired_alerts(store: &Store, from: i64, to: i64, window_ms: i64, tenant: Option<&str>) -> Result<Vec<FiredAlert>> {
     let rows = sqlx::query("SELECT id, scope, alert_key, started_at, resolved_at FROM alerts WHERE started_at < $1 AND (resolved_at IS NULL OR resolved_at >= $2)")
-        .bind(to)
+        .bind(to.saturating_add(window_ms.saturating_mul(1000)))
         .bind(from)
         .fetch_all(store.pool())
         .await?;
@@ -96,7 +98,7 @@ async fn fired_alerts(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
 pub async fn make(store: &Store, settings: &TriageSettings, from: i64, to: i64, tenant: Option<&str>) -> Result<Report> {
     let len = (to - from).max(1);
     let earliest = from.saturating_sub(len.saturating_mul(i64::from(settings.history)));
-    let (failures, alerts) = tokio::try_join!(failures(store, earliest, to, tenant), fired_alerts(store, from, to, tenant))?;
+    let (failures, alerts) = tokio::try_join!(failures(store, earliest, to, tenant), fired_alerts(store, from, to, settings.alert_window_ms, tenant))?;
     Ok(report(&failures, from / 1000, to / 1000, settings.history, &alerts, settings.alert_window_ms))
 }
 

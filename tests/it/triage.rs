@@ -238,6 +238,21 @@ async fn labelled_failures(dir: &Path, database_url: &str) {
     let id = items[0]["id"].as_str().expect("id");
     assert_eq!(admin.get(&format!("/v1/triage/reports/{id}")).await.status, 200);
     assert_eq!(admin.get("/v1/triage/reports/tr_0").await.status, 404);
+
+    // The dashboard: the report, its JSON, a stored report (the admin's token or cookie).
+    let page = |path: &str| admin.client.get(server.url(path)).bearer_auth(ADMIN).send();
+    let ui = page("/ui/triage?since=1h").await.expect("ui");
+    assert_eq!(ui.status(), 200);
+    let ui = ui.text().await.expect("text");
+    assert_eq!(ui.matches("<tr class=\"signature\"").count(), signatures.len());
+    assert!(ui.contains(&format!("/ui/triage/reports/{id}")), "stored reports are listed");
+    let as_json: Value = page("/ui/triage?since=1h&format=json").await.expect("json").json().await.expect("json body");
+    assert_eq!(as_json["failures"], report["failures"]);
+    let stored_page = page(&format!("/ui/triage/reports/{id}")).await.expect("stored");
+    assert_eq!(stored_page.status(), 200);
+    assert!(stored_page.text().await.expect("text").contains(&format!("Triage report {id}")));
+    let overview = page("/").await.expect("overview").text().await.expect("text");
+    assert!(overview.contains("<h2>Triage: the last 24 hours</h2>") && overview.contains("<tr class=\"signature\""), "{overview}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -196,6 +196,7 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
         class: class.into(),
         message: message.into(),
         recovered,
+        job_failed: !recovered,
         grant: Some(1 << 20),
         data: Vec::new(),
     };
@@ -252,6 +253,7 @@ fn data_findings_make_a_signature_of_their_own() {
         class: "resources_exhausted".into(),
         message: format!("memory limit of {} bytes was not enough: Failed to allocate additional 2.0 MB for {job}", job.len() * 1000),
         recovered: false,
+        job_failed: true,
         grant: Some(job.len() as u64 * 1000),
         data,
     };

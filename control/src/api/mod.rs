@@ -101,6 +101,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/ui/jobs/{job}", get(ui::job))
         .route("/ui/alerts", get(ui::alerts))
         .route("/ui/triage", get(ui::triage))
+        .route("/ui/triage/reports/{report}", get(ui::triage_report))
         .layer(axum::middleware::from_fn_with_state(state.clone(), trace_request))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

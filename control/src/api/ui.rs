@@ -412,7 +412,9 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     body.push_str(&jobs_table(&recent));
     body.push_str("<h2>Triage: the last 24 hours</h2>");
     let now = now_micros();
-    match crate::triage::make(&s.store, &s.triage, now - 86_400_000_000, now, None).await {
+    // Against the day before only (not the whole history), so a refresh reads two days.
+    let day_before = crate::triage::TriageSettings { history: 1, ..(*s.triage).clone() };
+    match crate::triage::make(&s.store, &day_before, now - 86_400_000_000, now, None).await {
         Ok(report) if report.signatures.is_empty() => body.push_str("<p class=\"muted\">No failed attempt in the last 24 hours.</p>"),
         Ok(mut report) => {
             let more = report.signatures.len().saturating_sub(5);
@@ -739,17 +741,23 @@ pub(super) async fn login_form() -> Response {
     login_page(None).into_response()
 }
 
-/// Which window `/ui/triage` shows.
+/// Which window `/ui/triage` shows, and how.
 #[derive(Debug, Deserialize)]
 pub(super) struct TriageView {
     since: Option<String>,
+    format: Option<String>,
 }
 
-/// `/ui/triage`: the report over the last day (or `?since=`), and the stored reports.
+/// `/ui/triage`: the report over the last day (or `?since=`), and the stored reports;
+/// `?format=json|markdown` gives the report as the API does, for the signed-in admin.
 pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<TriageView>) -> Response {
     if !is_admin(&s, &headers) {
         return login_page(None).into_response();
     }
+    let format = match super::ReportFormat::parse(q.format.as_deref().or(Some("html"))) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     let since = q.since.unwrap_or_else(|| "24h".into());
     let now = now_micros();
     let Ok(from) = super::window_start(&since, now) else {
@@ -759,10 +767,14 @@ pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
+    if format != super::ReportFormat::Html {
+        return format.respond(&report, "Failure triage");
+    }
     let mut body = report_body(&report, &format!("Failure triage since {since}"));
     let _ = write!(
         body,
-        "<p>As <a href=\"/v1/triage?since={0}\">JSON</a> or <a href=\"/v1/triage?since={0}&format=markdown\">Markdown</a>. \
+        "<p>As <a href=\"/ui/triage?since={0}&format=json\">JSON</a> or <a href=\"/ui/triage?since={0}&format=markdown\">Markdown</a> \
+         (<code>GET /v1/triage?since={0}</code> with a token). \
          Other windows: <a href=\"/ui/triage?since=1h\">1 hour</a>, <a href=\"/ui/triage?since=24h\">1 day</a>, <a href=\"/ui/triage?since=7d\">7 days</a>.</p>",
         url(&since)
     );
@@ -774,7 +786,7 @@ pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(
         for r in &stored {
             let _ = write!(
                 body,
-                "<tr><td><a href=\"/v1/triage/reports/{}?format=html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href=\"/ui/triage/reports/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 url(&r.id),
                 esc(&r.id),
                 esc(&r.from),
@@ -787,6 +799,22 @@ pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(
         body.push_str("</table>");
     }
     Html(layout("Triage", "Triage", &body, None)).into_response()
+}
+
+/// `/ui/triage/reports/{id}`: a stored report.
+pub(super) async fn triage_report(State(s): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
+    if !is_admin(&s, &headers) {
+        return login_page(None).into_response();
+    }
+    let json = match crate::triage::stored_report(&s.store, &id).await {
+        Ok(Some(json)) => json,
+        Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no triage report {id:?}")),
+        Err(e) => return unavailable(e),
+    };
+    match serde_json::from_value::<Report>(json) {
+        Ok(report) => Html(triage_page(&report, &format!("Triage report {id}"))).into_response(),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("stored report {id} cannot be read: {e}")),
+    }
 }
 
 /// A triage report as a page of its own (`format=html`).
