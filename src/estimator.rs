@@ -54,15 +54,8 @@ pub struct EvalArgs {
 /// Arguments of `cohort estimator trace`.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// The service's settings file (for its store).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The service's data folder (its SQLite store is `cohort.db` there).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The store's URL (sqlite://PATH or postgres://…), over the settings.
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub store: crate::store_args::StoreArgs,
     /// Write here instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -108,17 +101,8 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let mut config = cohort_control::Config::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
-    }
-    if let Some(url) = args.database_url {
-        config.database_url = Some(url);
-    }
-    if config.database_url.is_none() && !config.data_dir.join("cohort.db").exists() {
-        anyhow::bail!("no store at {} (give --data-dir or --database-url)", config.data_dir.join("cohort.db").display());
-    }
-    let store = cohort_control::store::Store::connect(&config.database_url(), 2).await?;
+    let config = args.store.config()?;
+    let store = crate::store_args::StoreArgs::connect(&config).await?;
     let records = store.estimator_records(None, args.limit.max(1)).await?;
     store.close().await;
     let mut out: Box<dyn Write> = match &args.out {

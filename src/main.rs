@@ -4,6 +4,7 @@ mod alerts;
 mod datagen;
 mod demo;
 mod estimator;
+mod store_args;
 mod triage;
 
 // DataFusion allocates and frees many small buffers on many threads; glibc's allocator spent

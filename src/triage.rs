@@ -28,15 +28,8 @@ pub struct TriageArgs {
     /// service's triage_history).
     #[arg(long, value_name = "N")]
     pub history: Option<u32>,
-    /// The service's settings file (for its store).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The service's data folder (its SQLite store is `cohort.db` there).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The store's URL (sqlite://PATH or postgres://…), over the settings.
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub store: crate::store_args::StoreArgs,
     /// Read failed attempts from this file (JSON lines: at (ms since the epoch), tenant,
     /// region, segment, job, attempt, class, message, recovered, job_failed, grant, data) instead of
     /// a store.
@@ -53,7 +46,7 @@ pub async fn run(args: TriageArgs) -> anyhow::Result<()> {
     if !matches!(args.format.as_str(), "json" | "markdown" | "md" | "html") {
         anyhow::bail!("--format {:?}: expected json, markdown or html", args.format);
     }
-    let mut config = cohort_control::Config::load(args.config.as_deref(), std::env::vars())?;
+    let mut config = args.store.config()?;
     let until = match &args.until {
         Some(text) => chrono::DateTime::parse_from_rfc3339(text).with_context(|| format!("--until {text:?}: an RFC 3339 time"))?.timestamp_micros(),
         None => cohort_control::now_micros(),
@@ -93,16 +86,7 @@ pub async fn run(args: TriageArgs) -> anyhow::Result<()> {
             r
         }
         None => {
-            if let Some(dir) = &args.data_dir {
-                config.data_dir = dir.clone();
-            }
-            if let Some(url) = &args.database_url {
-                config.database_url = Some(url.clone());
-            }
-            if config.database_url.is_none() && !config.data_dir.join("cohort.db").exists() {
-                anyhow::bail!("no store at {} (give --data-dir or --database-url)", config.data_dir.join("cohort.db").display());
-            }
-            let store = cohort_control::store::Store::connect(&config.database_url(), 2).await?;
+            let store = crate::store_args::StoreArgs::connect(&config).await?;
             let settings = config.triage_settings(&config.listen)?;
             let r = cohort_control::triage::make(&store, &settings, since, until, args.tenant.as_deref()).await;
             store.close().await;

@@ -40,5 +40,18 @@ pub async fn run_files_with(
     cohort_executor::run_segment(&catalog, &segment, &options).await
 }
 
+/// Writes `columns` as one Parquet file, `part-0.parquet`, in the folder `dir`.
+pub fn write_parquet(dir: &Path, columns: Vec<(&str, datafusion::arrow::array::ArrayRef)>) {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    std::fs::create_dir_all(dir).expect("dir");
+    let schema = std::sync::Arc::new(Schema::new(columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>()));
+    let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).expect("batch");
+    let file = std::fs::File::create(dir.join("part-0.parquet")).expect("file");
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
 /// Both planning modes, forced.
 pub const MODES: [PlanChoice; 2] = [PlanChoice::Single, PlanChoice::Phased];

@@ -4,23 +4,13 @@
 use std::sync::Arc;
 
 use cohort_executor::{Catalog, Error, Model, PlanChoice, RunOptions, Segment, run_segment};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::datatypes::DataType;
 use serde_json::json;
 
 /// 200,000 people and 1,000,000 events with skewed references, as Parquet.
 fn write_tenant(dir: &std::path::Path) {
-    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
-        std::fs::create_dir_all(dir.join(name)).expect("dir");
-        let schema = Arc::new(Schema::new(
-            columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
-        ));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).expect("batch");
-        let file = std::fs::File::create(dir.join(name).join("part-0.parquet")).expect("file");
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
-    };
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| crate::write_parquet(&dir.join(name), columns);
     let people = 200_000i64;
     write("person", vec![
         ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),

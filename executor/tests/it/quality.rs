@@ -4,22 +4,13 @@
 use std::sync::Arc;
 
 use cohort_executor::{Catalog, Model, ProbeOptions, Segment, probe_data};
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use serde_json::json;
 
 /// `people` people (every `dup_every`-th row repeating the previous key) and 10 events each,
 /// `skew` of them pointing at one person.
 fn write_tenant(dir: &std::path::Path, people: i64, dup_every: i64, skew: f64) {
-    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
-        std::fs::create_dir_all(dir.join(name)).expect("dir");
-        let schema = Arc::new(Schema::new(columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>()));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, a)| a).collect()).expect("batch");
-        let file = std::fs::File::create(dir.join(name).join("part-0.parquet")).expect("file");
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
-        writer.write(&batch).expect("write");
-        writer.close().expect("close");
-    };
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| crate::write_parquet(&dir.join(name), columns);
     let key = |i: i64| if dup_every > 0 && i % dup_every == dup_every - 1 { i - 1 } else { i };
     write("person", vec![
         ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{:06}", key(i)))))),
