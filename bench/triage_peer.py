@@ -46,7 +46,8 @@ def main():
         g["recovered"] += r["recovered"]
     ordered = sorted(groups.items(), key=lambda kv: -kv[1]["count"])
     report = time.perf_counter() - t1
-    print(f"{sum(g['count'] for _, g in ordered)} failure records read in {read:.3f} s; report made in {report:.3f} s; {len(ordered)} signatures", file=sys.stderr)
+    in_window = sum(g["count"] for _, g in ordered)
+    print(f"{len(rows)} failure records read in {read:.3f} s; report over {in_window} made in {report:.3f} s; {len(ordered)} signatures", file=sys.stderr)
 
 
 main()

@@ -38,6 +38,7 @@ impl StoreArgs {
         if config.database_url.is_none() && !config.data_dir.join("cohort.db").exists() {
             anyhow::bail!("no store at {} (give --data-dir or --database-url)", config.data_dir.join("cohort.db").display());
         }
-        Ok(Store::connect(&config.database_url(), 2).await?)
+        // A report reads its window in halves and its history at once.
+        Ok(Store::connect(&config.database_url(), 4).await?)
     }
 }

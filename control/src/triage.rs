@@ -70,6 +70,41 @@ pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
     Ok(out)
 }
 
+/// The failed attempts of `[from, to)` (microseconds) with only what a report needs of the
+/// windows before its own: when, class, message and data findings.
+async fn history(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Result<Vec<Failure>> {
+    let sql = match tenant {
+        Some(_) => "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                    WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2 AND j.tenant_id = $3",
+        None => "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a \
+                 WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2",
+    };
+    let mut query = sqlx::query(sql).bind(from).bind(to);
+    if let Some(t) = tenant {
+        query = query.bind(t);
+    }
+    let rows = query.fetch_all(store.pool()).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let data: Option<String> = r.try_get(3)?;
+        out.push(Failure {
+            at: r.try_get::<i64, _>(0)? / 1000,
+            tenant: String::new(),
+            region: String::new(),
+            segment: String::new(),
+            job: String::new(),
+            attempt: 0,
+            class: r.try_get::<Option<String>, _>(1)?.unwrap_or_else(|| "internal".into()),
+            message: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+            recovered: false,
+            job_failed: false,
+            grant: None,
+            data: data.and_then(|d| serde_json::from_str::<Vec<DataFinding>>(&d).ok()).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 /// The alerts that fired during `[from, to)` (microseconds), or started up to `window_ms`
 /// after it (fed by its last failures); of one tenant's own alerts only, when `tenant` is given.
 async fn fired_alerts(store: &Store, from: i64, to: i64, window_ms: i64, tenant: Option<&str>) -> Result<Vec<FiredAlert>> {
@@ -98,7 +133,17 @@ async fn fired_alerts(store: &Store, from: i64, to: i64, window_ms: i64, tenant:
 pub async fn make(store: &Store, settings: &TriageSettings, from: i64, to: i64, tenant: Option<&str>) -> Result<Report> {
     let len = (to - from).max(1);
     let earliest = from.saturating_sub(len.saturating_mul(i64::from(settings.history)));
-    let (failures, alerts) = tokio::try_join!(failures(store, earliest, to, tenant), fired_alerts(store, from, to, settings.alert_window_ms, tenant))?;
+    // The window (in two halves) and its history are read at once, on connections of their
+    // own; of the history only what decides new and trend (time, class, message, findings).
+    let mid = from + (to - from) / 2;
+    let (mut failures, later, history, alerts) = tokio::try_join!(
+        failures(store, from, mid, tenant),
+        failures(store, mid, to, tenant),
+        history(store, earliest, from, tenant),
+        fired_alerts(store, from, to, settings.alert_window_ms, tenant)
+    )?;
+    failures.extend(later);
+    failures.extend(history);
     Ok(report(&failures, from / 1000, to / 1000, settings.history, &alerts, settings.alert_window_ms))
 }
 
