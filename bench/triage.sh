@@ -38,7 +38,8 @@ python3 bench/triage_records.py "$RECORDS" "$WORK/failures.jsonl" "$END_MS"
 say "a store with the same failures"
 "$COHORT" serve --data-dir "$WORK/store" --listen 127.0.0.1:0 --workers 1 > "$WORK/serve.out" 2> "$WORK/serve.log" &
 SERVE=$!
-for _ in $(seq 1 100); do grep -q "listening" "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
+# Its line "cohort listening on …" says the store exists, migrations applied.
+timeout 60 tail -F "$WORK/serve.out" 2>/dev/null | grep -q -m1 "listening"
 kill "$SERVE"; wait "$SERVE" || true
 python3 bench/triage_records.py "$RECORDS" - "$END_MS" --sqlite "$WORK/store/cohort.db"
 

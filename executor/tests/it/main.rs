@@ -53,5 +53,17 @@ pub fn write_parquet(dir: &Path, columns: Vec<(&str, datafusion::arrow::array::A
     writer.close().expect("close");
 }
 
+/// `model.json` in `dir`: people (`person/`) and their events (`event/`, `person_id` joins).
+pub fn write_person_event_model(dir: &Path) {
+    let model = serde_json::json!({
+        "objects": [
+            {"name": "person", "primary_key": "person_id", "source": {"format": "parquet", "path": "person/"}},
+            {"name": "event", "primary_key": "event_id", "source": {"format": "parquet", "path": "event/"}},
+        ],
+        "relationships": [{"name": "event_person", "from": "event", "from_field": "person_id", "to": "person", "to_field": "person_id"}],
+    });
+    std::fs::write(dir.join("model.json"), model.to_string()).expect("model");
+}
+
 /// Both planning modes, forced.
 pub const MODES: [PlanChoice; 2] = [PlanChoice::Single, PlanChoice::Phased];

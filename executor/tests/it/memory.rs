@@ -23,14 +23,7 @@ fn write_tenant(dir: &std::path::Path) {
         ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:08}", (i * i) % people))))),
         ("amount", Arc::new(Int64Array::from_iter_values((0..events).map(|i| i % 500)))),
     ]);
-    let model = json!({
-        "objects": [
-            {"name": "person", "primary_key": "person_id", "source": {"format": "parquet", "path": "person/"}},
-            {"name": "event", "primary_key": "event_id", "source": {"format": "parquet", "path": "event/"}},
-        ],
-        "relationships": [{"name": "event_person", "from": "event", "from_field": "person_id", "to": "person", "to_field": "person_id"}],
-    });
-    std::fs::write(dir.join("model.json"), model.to_string()).expect("model");
+    crate::write_person_event_model(dir);
     let _ = DataType::Utf8;
 }
 

@@ -22,14 +22,7 @@ fn write_tenant(dir: &std::path::Path, people: i64, dup_every: i64, skew: f64) {
         ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
         ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:06}", if i < heavy { 0 } else { i % people })))) as ArrayRef),
     ]);
-    let model = json!({
-        "objects": [
-            {"name": "person", "primary_key": "person_id", "source": {"format": "parquet", "path": "person/"}},
-            {"name": "event", "primary_key": "event_id", "source": {"format": "parquet", "path": "event/"}},
-        ],
-        "relationships": [{"name": "event_person", "from": "event", "from_field": "person_id", "to": "person", "to_field": "person_id"}],
-    });
-    std::fs::write(dir.join("model.json"), model.to_string()).expect("model");
+    crate::write_person_event_model(dir);
 }
 
 async fn probe(dir: &std::path::Path) -> Vec<(String, String, String, u64)> {
