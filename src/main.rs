@@ -104,7 +104,17 @@ enum SegmentCommand {
     /// Check a model, and a segment against it, without reading any rows.
     Validate(ValidateArgs),
     /// Print the resolved relationship paths, the plan mode and the DataFusion plans.
-    Explain(RunArgs),
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Also run the segment and print each executed plan with its operators' metrics
+    /// (output rows, time, memory, spills), then the run's summary.
+    #[arg(long)]
+    analyze: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -397,9 +407,14 @@ async fn segment_validate(args: ValidateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn segment_explain(args: RunArgs) -> anyhow::Result<()> {
-    let options = options(&args)?;
-    let (catalog, segment) = load(&args.model, &args.segment).await?;
+async fn segment_explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let options = options(&args.run)?;
+    let (catalog, segment) = load(&args.run.model, &args.run.segment).await?;
     print!("{}", explain(&catalog, &segment, &options).await?);
+    if args.analyze {
+        let (report, executed) = cohort_executor::run_analyzed(&catalog, &segment, &options).await?;
+        print!("\n{executed}");
+        println!("\n{}", report.summary());
+    }
     Ok(())
 }

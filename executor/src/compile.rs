@@ -7,11 +7,16 @@
 //! rows of the related object that satisfy `where`, reached through distinct
 //! `(start value, join value)` pairs hop by hop (so each related row counts once however many
 //! chains reach it), aggregated by start value and left-joined back onto X.
+//!
+//! Where a node only filters (the whole filter, a `where`, and their conjuncts), a `related`
+//! node or its negation skips the per-row answer: X is semi- or anti-joined to the start
+//! values in (or outside) its set, with `having` applied to the aggregate before the join.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::file_format::FileFormat;
@@ -37,7 +42,22 @@ pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<ListingTable>> {
         SourceFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
     };
     let options = ListingOptions::new(format).with_file_extension(o.file_extension.clone());
-    let config = ListingTableConfig::new(o.url.clone()).with_listing_options(options).with_schema(Arc::clone(&o.read_schema));
+    let schema = match o.format {
+        // Parquet strings are decoded straight into views: short keys (up to 12 bytes) are
+        // inlined, so joins and aggregates on them hash and compare without chasing offsets.
+        SourceFormat::Parquet => Arc::new(Schema::new(
+            o.read_schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+                    _ => Arc::clone(f),
+                })
+                .collect::<Vec<_>>(),
+        )),
+        SourceFormat::Csv => Arc::clone(&o.read_schema),
+    };
+    let config = ListingTableConfig::new(o.url.clone()).with_listing_options(options).with_schema(schema);
     let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("listing table for {:?}: {e}", o.name)))?;
     Ok(Arc::new(table))
 }
@@ -107,26 +127,153 @@ impl<'a> Compiler<'a> {
     /// The rows of `object` in `node`'s set, all of the object's fields kept.
     fn matching_rows(&mut self, object: usize, node: &Node) -> Result<DataFrame> {
         let frame = self.scan(object)?;
-        let (frame, predicate) = self.node(frame, object, node)?;
+        let frame = self.restrict(frame, object, node)?;
         let fields: Vec<Expr> = self.catalog.objects[object].fields.iter().map(|f| ident(&f.name)).collect();
-        Ok(df(frame.filter(predicate).and_then(|d| d.select(fields)))?)
+        df(frame.select(fields))
+    }
+
+    /// `frame` (rows of `object`) restricted to the rows in `node`'s set.
+    ///
+    /// Where a node only filters — the whole filter, a `where`, a conjunct of either — a
+    /// `related` node (or its negation) needs no per-row answer: it becomes a semi- or
+    /// anti-join against the start values it accepts or refuses, and the leaves of an `and`
+    /// are applied first so the joins probe fewer rows. Any other node is compiled to its
+    /// predicate by [`Compiler::node`].
+    fn restrict(&mut self, frame: DataFrame, object: usize, node: &Node) -> Result<DataFrame> {
+        match node {
+            Node::And(children) => {
+                let (leaves, others): (Vec<&Node>, Vec<&Node>) = children.iter().partition(|c| matches!(c, Node::Leaf(_)));
+                let mut frame = frame;
+                let predicate = leaves.iter().filter_map(|c| if let Node::Leaf(l) = c { Some(self.leaf(l)) } else { None }).reduce(Expr::and);
+                if let Some(predicate) = predicate {
+                    frame = df(frame.filter(predicate))?;
+                }
+                for child in others {
+                    frame = self.restrict(frame, object, child)?;
+                }
+                Ok(frame)
+            }
+            Node::Related(related) => self.related_join(frame, related, false),
+            Node::Not(child) => match child.as_ref() {
+                Node::Related(related) => self.related_join(frame, related, true),
+                _ => self.restrict_by_predicate(frame, object, node),
+            },
+            Node::Or(children) => match self.union_join(&frame, children)? {
+                Some(joined) => Ok(joined),
+                None => self.restrict_by_predicate(frame, object, node),
+            },
+            Node::Leaf(_) => self.restrict_by_predicate(frame, object, node),
+        }
+    }
+
+    fn restrict_by_predicate(&mut self, frame: DataFrame, object: usize, node: &Node) -> Result<DataFrame> {
+        let (frame, predicate) = self.node(frame, object, node)?;
+        df(frame.filter(predicate))
+    }
+
+    /// A `related` node in a filtering position: `frame` semi-joined to the start values in
+    /// its set (anti-joined to those outside it when `negated`).
+    fn related_join(&mut self, frame: DataFrame, related: &Related, negated: bool) -> Result<DataFrame> {
+        let start_field = start_field(related)?;
+        match self.key_test(related)? {
+            KeyTest::All(all) if all != negated => Ok(frame),
+            KeyTest::All(_) => df(frame.filter(lit(false))),
+            KeyTest::Keys { keys, key, outside, distinct } => semi_join(frame, &start_field, keys, &key, outside != negated, distinct),
+        }
+    }
+
+    /// An `or` in a filtering position whose branches are all `related` nodes that accept
+    /// rows by their start value on the same field (no `not`, no condition that holds with
+    /// nothing connected): one semi-join against the union of the values they accept,
+    /// instead of a per-row answer from each. `None` when the branches do not fit.
+    fn union_join(&mut self, frame: &DataFrame, children: &[Node]) -> Result<Option<DataFrame>> {
+        let mut field: Option<&str> = None;
+        for child in children {
+            let Node::Related(related) = child else { return Ok(None) };
+            let Some(first) = related.path.first() else { return Ok(None) };
+            if !accepts_by_start_value(related) || field.is_some_and(|f| f != first.from_field) {
+                return Ok(None);
+            }
+            field = Some(&first.from_field);
+        }
+        let Some(field) = field else { return Ok(None) };
+        let mut union: Option<DataFrame> = None;
+        let mut all_distinct = true;
+        for child in children {
+            let Node::Related(related) = child else { return Ok(None) };
+            let KeyTest::Keys { keys, key, outside: false, distinct } = self.key_test(related)? else {
+                return Err(Error::Internal(format!("{}: expected the values it accepts", related.place)));
+            };
+            all_distinct &= distinct;
+            let keys = df(keys.select(vec![ident(&key).alias(UNION_KEY)]))?;
+            union = Some(match union {
+                None => keys,
+                Some(acc) => df(acc.union(keys))?,
+            });
+        }
+        let Some(union) = union else { return Ok(None) };
+        Ok(Some(semi_join(frame.clone(), field, union, UNION_KEY, false, all_distinct)?))
+    }
+
+    /// The start values that decide a `related` node's set.
+    ///
+    /// With `having`, the per-start aggregate is filtered before the join. A start value with
+    /// no connected rows never reaches the aggregate; whether it belongs to the set is
+    /// decided by the having condition on an empty set (`count lt 3` holds for it, `sum gt 0`
+    /// does not), and then the keys are the values that fail the condition instead. A
+    /// `count` that only asks whether anything is connected is an existence test.
+    fn key_test(&mut self, related: &Related) -> Result<KeyTest> {
+        Ok(match related.having.as_ref().map(|h| (h, CountTest::of(h))) {
+            None | Some((_, Some(CountTest::AnyConnected))) => {
+                let (keys, key) = self.existence_keys(related, None)?;
+                KeyTest::Keys { keys, key, outside: false, distinct: false }
+            }
+            Some((_, Some(CountTest::NoneConnected))) => {
+                let (keys, key) = self.existence_keys(related, None)?;
+                KeyTest::Keys { keys, key, outside: true, distinct: false }
+            }
+            Some((_, Some(CountTest::Always))) => KeyTest::All(true),
+            Some((_, Some(CountTest::Never))) => KeyTest::All(false),
+            Some((having, None)) => match (having.agg, having.op, &having.field) {
+                // The smallest value is below v exactly when some value is (NULLs compare to
+                // nothing); likewise the largest above v: an existence test, no aggregate.
+                (Agg::Min, CmpOp::Lt | CmpOp::Le, Some((field, _))) | (Agg::Max, CmpOp::Gt | CmpOp::Ge, Some((field, _))) => {
+                    let (keys, key) = self.existence_keys(related, Some(having_predicate(ident(field), having)))?;
+                    KeyTest::Keys { keys, key, outside: false, distinct: false }
+                }
+                _ => {
+                    let (grouped, key, value) = self.aggregated(related, having)?;
+                    // Only start values with connected rows are here: no NULL count to coalesce.
+                    let holds = having_predicate(ident(&value), having);
+                    let empty_holds = holds_for_empty_set(having);
+                    let accepted = if empty_holds { is_not_true(holds) } else { holds };
+                    let keys = df(grouped.filter(accepted).and_then(|d| d.select(vec![ident(&key)])))?;
+                    KeyTest::Keys { keys, key, outside: empty_holds, distinct: true }
+                }
+            },
+        })
     }
 
     /// A scan of one object with every field cast to its canonical type.
     pub(crate) fn scan(&mut self, object: usize) -> Result<DataFrame> {
         let o = &self.catalog.objects[object];
         self.scans.push(object);
-        let frame = df(self.ctx.read_table(source_table(o)?))?;
+        let table = source_table(o)?;
+        let schema = table.schema();
+        let frame = df(self.ctx.read_table(table))?;
         let projection = o
             .fields
             .iter()
             .map(|f| {
-                let actual = o.read_schema.field_with_name(&f.name).map(|a| a.data_type().clone());
+                let actual = schema.field_with_name(&f.name).map(|a| a.data_type().clone());
                 let column = ident(&f.name);
-                let wanted = arrow_type(f.field_type);
+                // Strings travel as views in every plan, whatever the source's encoding.
+                let wanted = match f.field_type {
+                    FieldType::String => DataType::Utf8View,
+                    other => arrow_type(other),
+                };
                 let expr = match actual {
                     Ok(t) if t == wanted => column,
-                    Ok(DataType::Utf8View | DataType::LargeUtf8) if f.field_type == FieldType::String => column,
                     _ => cast(column, wanted),
                 };
                 expr.alias(&f.name)
@@ -209,42 +356,85 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// Compiles a `related` node: joins its per-start-value result onto `frame`.
+    /// Compiles a `related` node where its answer is needed per row: joins its per-start-value
+    /// result onto `frame`.
     fn related(&mut self, frame: DataFrame, related: &Related) -> Result<(DataFrame, Expr)> {
+        let start_field = start_field(related)?;
+        let existence = |compiler: &mut Self, frame: DataFrame| -> Result<(DataFrame, String)> {
+            let (keys, key) = compiler.existence_keys(related, None)?;
+            let keys = df(keys.distinct())?;
+            Ok((df(frame.join(keys, JoinType::Left, &[start_field.as_str()], &[key.as_str()], None))?, key))
+        };
+        let having = match related.having.as_ref().map(|h| (h, CountTest::of(h))) {
+            None | Some((_, Some(CountTest::AnyConnected))) => {
+                let (frame, key) = existence(self, frame)?;
+                return Ok((frame, ident(&key).is_not_null()));
+            }
+            Some((_, Some(CountTest::NoneConnected))) => {
+                let (frame, key) = existence(self, frame)?;
+                return Ok((frame, ident(&key).is_null()));
+            }
+            Some((_, Some(CountTest::Always))) => return Ok((frame, lit(true))),
+            Some((_, Some(CountTest::Never))) => return Ok((frame, lit(false))),
+            Some((having, None)) => having,
+        };
+        let (grouped, key, value) = self.aggregated(related, having)?;
+        let frame = df(frame.join(grouped, JoinType::Left, &[start_field.as_str()], &[key.as_str()], None))?;
+        let aggregated = match having.agg {
+            Agg::Count | Agg::CountDistinct => coalesce(vec![ident(&value), lit(0i64)]),
+            _ => ident(&value),
+        };
+        Ok((frame, having_predicate(aggregated, having)))
+    }
+
+    /// Fresh names for the key and value columns of one `related` node's result.
+    fn related_names(&mut self) -> (String, String) {
         let n = self.next_related;
         self.next_related += 1;
-        let key = format!("{RESERVED_PREFIX}_r{n}_key");
-        let value = format!("{RESERVED_PREFIX}_r{n}_value");
-        let first = related.path.first().ok_or_else(|| Error::Internal(format!("{}: empty path", related.place)))?;
-        let start_field = first.from_field.clone();
+        (format!("{RESERVED_PREFIX}_r{n}_key"), format!("{RESERVED_PREFIX}_r{n}_value"))
+    }
 
-        // The related object's rows in the `where` set.
-        let mut target = self.scan(related.object)?;
-        if let Some(where_) = &related.where_ {
-            let (joined, predicate) = self.node(target, related.object, where_)?;
-            target = df(joined.filter(predicate))?;
+    /// The related object's rows in the `where` set.
+    fn targets(&mut self, related: &Related) -> Result<DataFrame> {
+        let target = self.scan(related.object)?;
+        match &related.where_ {
+            Some(where_) => self.restrict(target, related.object, where_),
+            None => Ok(target),
+        }
+    }
+
+    /// The start values with at least one connected row in the `where` set (repeats and
+    /// all), as one column; and that column's name.
+    fn existence_keys(&mut self, related: &Related, also: Option<Expr>) -> Result<(DataFrame, String)> {
+        let (key, _) = self.related_names();
+        let mut target = self.targets(related)?;
+        if let Some(predicate) = also {
+            target = df(target.filter(predicate))?;
         }
         let last = related.path.last().ok_or_else(|| Error::Internal(format!("{}: empty path", related.place)))?;
+        // Walk back from the target's join values with semi-joins.
+        let mut keys = df(target.select(vec![ident(&last.to_field).alias(KEY)]))?;
+        for i in (1..related.path.len()).rev() {
+            // Rows of the object hop `i` leaves from, joined to the values collected so far;
+            // carry back the field by which hop `i - 1` arrived at that object.
+            let hop = &related.path[i];
+            let arrived_by = related.path[i - 1].to_field.as_str();
+            let step = self.scan(hop.from_object)?;
+            keys = df(step
+                .join(keys, JoinType::LeftSemi, &[hop.from_field.as_str()], &[KEY], None)
+                .and_then(|d| d.select(vec![ident(arrived_by).alias(KEY)])))?;
+        }
+        let keys = df(keys.filter(ident(KEY).is_not_null()).and_then(|d| d.select(vec![ident(KEY).alias(&key)])))?;
+        Ok((keys, key))
+    }
 
-        let Some(having) = &related.having else {
-            // Existence: walk back from the target's join values with semi-joins.
-            let mut keys = df(target.select(vec![ident(&last.to_field).alias(KEY)]))?;
-            for i in (1..related.path.len()).rev() {
-                // Rows of the object hop `i` leaves from, joined to the values collected so far;
-                // carry back the field by which hop `i - 1` arrived at that object.
-                let hop = &related.path[i];
-                let arrived_by = related.path[i - 1].to_field.as_str();
-                let step = self.scan(hop.from_object)?;
-                keys = df(step.join(keys, JoinType::LeftSemi, &[hop.from_field.as_str()], &[KEY], None)
-                    .and_then(|d| d.select(vec![ident(arrived_by).alias(KEY)])))?;
-            }
-            let keys = df(keys.filter(ident(KEY).is_not_null())
-                .and_then(DataFrame::distinct)
-                .and_then(|d| d.select(vec![ident(KEY).alias(&key)])))?;
-            let frame = df(frame.join(keys, JoinType::Left, &[start_field.as_str()], &[key.as_str()], None))?;
-            return Ok((frame, ident(&key).is_not_null()));
-        };
-
+    /// The aggregate of the `having` per start value with connected rows: a frame of
+    /// (key, value) columns and their names.
+    fn aggregated(&mut self, related: &Related, having: &Having) -> Result<(DataFrame, String, String)> {
+        let (key, value) = self.related_names();
+        let target = self.targets(related)?;
+        let first = related.path.first().ok_or_else(|| Error::Internal(format!("{}: empty path", related.place)))?;
+        let last = related.path.last().ok_or_else(|| Error::Internal(format!("{}: empty path", related.place)))?;
         // Aggregates: each target row must count once per start value, so walk distinct
         // (start value, current join value) pairs hop by hop, then join the target rows.
         // `count`, `sum` and `avg` must see each related row once per start value; the others
@@ -286,12 +476,124 @@ impl<'a> Compiler<'a> {
         };
         let grouped = df(grouped_input.aggregate(vec![ident(START)], vec![aggregate])
             .and_then(|d| d.select(vec![ident(START).alias(&key), ident(VALUE_COLUMN).alias(&value)])))?;
-        let frame = df(frame.join(grouped, JoinType::Left, &[start_field.as_str()], &[key.as_str()], None))?;
-        let aggregated = match having.agg {
-            Agg::Count | Agg::CountDistinct => coalesce(vec![ident(&value), lit(0i64)]),
-            _ => ident(&value),
+        Ok((grouped, key, value))
+    }
+}
+
+const UNION_KEY: &str = "__cohort_union_key";
+
+/// What decides a `related` node's set in a filtering position.
+// Short-lived, one per `related` node: boxing the frame would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum KeyTest {
+    /// The rows whose start value is among `keys`' column `key` (`outside`: is not).
+    Keys {
+        /// One column of start values, repeats allowed.
+        keys: DataFrame,
+        /// Its name.
+        key: String,
+        /// The set is the rows whose start value is *not* among them.
+        outside: bool,
+        /// Each value appears once.
+        distinct: bool,
+    },
+    /// Every row (`true`) or none.
+    All(bool),
+}
+
+/// The rows of `frame` whose `field` is among the values of `keys`' column `key` (not among
+/// them when `anti`). `distinct`: each value appears once in `keys` (an aggregate's groups),
+/// which then are no more than the start values they were grouped by: the hash table is
+/// built on them. Otherwise the engine builds on whichever side its statistics say is
+/// smaller.
+fn semi_join(frame: DataFrame, field: &str, keys: DataFrame, key: &str, anti: bool, distinct: bool) -> Result<DataFrame> {
+    match (distinct, anti) {
+        (true, false) => df(keys.join(frame, JoinType::RightSemi, &[key], &[field], None)),
+        (true, true) => df(keys.join(frame, JoinType::RightAnti, &[key], &[field], None)),
+        (false, false) => df(frame.join(keys, JoinType::LeftSemi, &[field], &[key], None)),
+        (false, true) => df(frame.join(keys, JoinType::LeftAnti, &[field], &[key], None)),
+    }
+}
+
+/// The field of the current object a `related` node's path starts from.
+fn start_field(related: &Related) -> Result<String> {
+    let first = related.path.first().ok_or_else(|| Error::Internal(format!("{}: empty path", related.place)))?;
+    Ok(first.from_field.clone())
+}
+
+/// Whether [`Compiler::key_test`] gives the values a `related` node accepts (not those it
+/// refuses, and not every row or none).
+fn accepts_by_start_value(related: &Related) -> bool {
+    match &related.having {
+        None => true,
+        Some(having) => match CountTest::of(having) {
+            Some(test) => test == CountTest::AnyConnected,
+            None => !holds_for_empty_set(having),
+        },
+    }
+}
+
+/// A `count` condition that only asks whether anything is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CountTest {
+    /// Holds for every count of 1 or more, not for 0 (`count ge 1`, `count gt 0`).
+    AnyConnected,
+    /// Holds for 0 only (`count eq 0`, `count lt 1`).
+    NoneConnected,
+    /// Holds for every count (`count ge 0`).
+    Always,
+    /// Holds for none (`count lt 0`).
+    Never,
+}
+
+impl CountTest {
+    /// The test `having` reduces to, if it is a `count` that looks only at zero or not.
+    fn of(having: &Having) -> Option<CountTest> {
+        if having.agg != Agg::Count {
+            return None;
+        }
+        let v = match having.value {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
         };
-        Ok((frame, having_predicate(aggregated, having)))
+        // Over the counts 1, 2, 3, …: does the condition hold for all, or for none?
+        let (all_positive, no_positive) = match having.op {
+            CmpOp::Eq => (false, v < 1.0 || v.fract() != 0.0),
+            CmpOp::Ne => (v < 1.0 || v.fract() != 0.0, false),
+            CmpOp::Lt => (false, v <= 1.0),
+            CmpOp::Le => (false, v < 1.0),
+            CmpOp::Gt => (v < 1.0, false),
+            CmpOp::Ge => (v <= 1.0, false),
+        };
+        match (holds_for_empty_set(having), all_positive, no_positive) {
+            (false, true, _) => Some(CountTest::AnyConnected),
+            (true, _, true) => Some(CountTest::NoneConnected),
+            (true, true, _) => Some(CountTest::Always),
+            (false, _, true) => Some(CountTest::Never),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a start value with no connected rows satisfies `having`: `count` and
+/// `count_distinct` are 0 over an empty set; the other aggregates are NULL, which satisfies
+/// nothing.
+fn holds_for_empty_set(having: &Having) -> bool {
+    if !matches!(having.agg, Agg::Count | Agg::CountDistinct) {
+        return false;
+    }
+    let zero_against = |ordering: Option<std::cmp::Ordering>| match (ordering, having.op) {
+        (None, _) => false,
+        (Some(o), CmpOp::Eq) => o.is_eq(),
+        (Some(o), CmpOp::Ne) => o.is_ne(),
+        (Some(o), CmpOp::Lt) => o.is_lt(),
+        (Some(o), CmpOp::Le) => o.is_le(),
+        (Some(o), CmpOp::Gt) => o.is_gt(),
+        (Some(o), CmpOp::Ge) => o.is_ge(),
+    };
+    match having.value {
+        Number::Int(i) => zero_against(Some(0i64.cmp(&i))),
+        Number::Float(f) => zero_against(0f64.partial_cmp(&f)),
     }
 }
 

@@ -258,6 +258,10 @@ pub fn session(options: &RunOptions) -> Result<(SessionContext, Arc<PeakTracking
         .with_target_partitions(options.target_partitions.max(1))
         .with_information_schema(false);
     config.options_mut().optimizer.prefer_hash_join = options.join_strategy == JoinStrategy::Hash;
+    // Segments group by keys of people and accounts: nearly as many groups as rows, so a
+    // partial aggregation before the repartition rarely shrinks its input. Skip it unless it
+    // folds its first rows at least fifty to one.
+    config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.02;
     // Sorts that spill need room to merge; keep a share of the pool for it.
     config.options_mut().execution.sort_spill_reservation_bytes =
         options.memory_limit_bytes.map(|l| (l / 16).clamp(64 << 10, 10 << 20)).unwrap_or(10 << 20);
@@ -279,6 +283,33 @@ pub fn plan_mode(segment: &Segment, choice: PlanChoice) -> PlanMode {
 
 /// Runs `segment` over `catalog` and reports members and costs.
 pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<RunReport> {
+    run_observed(catalog, segment, options, &mut |_, _| {}).await
+}
+
+/// Runs `segment` like [`run_segment`] and returns, with the report, each executed physical
+/// plan (each phase, then the final one) annotated with its operators' metrics: rows,
+/// time, memory, spills. `cohort segment explain --analyze` prints it.
+pub async fn run_analyzed(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<(RunReport, String)> {
+    use std::fmt::Write;
+    let mut text = String::new();
+    let report = run_observed(catalog, segment, options, &mut |title, plan| {
+        let _ = writeln!(
+            text,
+            "== {title}: executed ==\n{}",
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan).indent(true)
+        );
+    })
+    .await?;
+    Ok((report, text))
+}
+
+/// Runs `segment`, handing every executed physical plan to `observe` with its title.
+async fn run_observed(
+    catalog: &Catalog,
+    segment: &Segment,
+    options: &RunOptions,
+    observe: &mut (dyn FnMut(&str, &dyn ExecutionPlan) + Send),
+) -> Result<RunReport> {
     let started = Instant::now();
     let (ctx, pool) = session(options)?;
     let limit = options.memory_limit_bytes.unwrap_or(usize::MAX);
@@ -295,7 +326,7 @@ pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOpti
             for (i, branch) in branches.iter().enumerate() {
                 let phase_started = Instant::now();
                 let phase_df = compiler.phase(segment.root, branch, &signature)?;
-                let (batches, costs) = execute(&ctx, phase_df, limit).await?;
+                let (batches, costs) = execute(&ctx, phase_df, limit, &format!("phase {}", i + 1), observe).await?;
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
                 phases.push(PhaseReport {
                     place: format!("filter.{}[{i}]", if is_and { "and" } else { "or" }),
@@ -329,7 +360,7 @@ pub async fn run_segment(catalog: &Catalog, segment: &Segment, options: &RunOpti
         _ => compiler.members(segment)?,
     };
     let planned = started.elapsed();
-    let (batches, costs) = execute(&ctx, members_df, limit).await?;
+    let (batches, costs) = execute(&ctx, members_df, limit, "members", observe).await?;
     totals.add(&costs);
     for object in &compiler.scans {
         let o = &catalog.objects[*object];
@@ -394,9 +425,16 @@ impl PlanCosts {
 }
 
 /// Plans and executes `df`, then reads the costs off the physical plan's metrics.
-async fn execute(ctx: &SessionContext, df: DataFrame, limit: usize) -> Result<(Vec<RecordBatch>, PlanCosts)> {
+async fn execute(
+    ctx: &SessionContext,
+    df: DataFrame,
+    limit: usize,
+    title: &str,
+    observe: &mut (dyn FnMut(&str, &dyn ExecutionPlan) + Send),
+) -> Result<(Vec<RecordBatch>, PlanCosts)> {
     let plan = df.create_physical_plan().await.map_err(|e| Error::from_datafusion(e, limit))?;
     let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(|e| Error::from_datafusion(e, limit))?;
+    observe(title, plan.as_ref());
     let mut costs = PlanCosts::default();
     gather_costs(plan.as_ref(), &mut costs);
     Ok((batches, costs))

@@ -154,48 +154,50 @@ fn node(rng: &mut ChaCha8Rng, tables: &[Table], rels: &[Rel], at: usize, depth: 
         5 => json!({"or": (0..rng.random_range(1..=3)).map(|_| node(rng, tables, rels, at, depth + 1, related_left)).collect::<Vec<_>>()}),
         6 => json!({"not": node(rng, tables, rels, at, depth + 1, related_left)}),
         _ if *related_left == 0 => leaf(rng, &tables[at]),
-        _ => {
-            *related_left -= 1;
-            // A random walk of 1 to 3 hops from `at`.
-            let mut current = at;
-            let mut via = Vec::new();
-            for _ in 0..rng.random_range(1..=3) {
-                let name = &tables[current].name;
-                let touching: Vec<&Rel> = rels.iter().filter(|r| &r.from == name || &r.to == name).collect();
-                let Some(rel) = touching.choose(rng) else { break };
-                via.push(rel.name.clone());
-                let next = if &rel.from == name { &rel.to } else { &rel.from };
-                current = tables.iter().position(|t| &t.name == next).unwrap_or(current);
-            }
-            if via.is_empty() {
-                return leaf(rng, &tables[at]);
-            }
-            let mut out = serde_json::Map::new();
-            out.insert("related".into(), json!(tables[current].name));
-            out.insert("via".into(), json!(via));
-            if rng.random_bool(0.6) {
-                out.insert("where".into(), node(rng, tables, rels, current, depth + 1, related_left));
-            }
-            if rng.random_bool(0.5) {
-                let numeric: Vec<&(String, String)> =
-                    tables[current].fields.iter().filter(|(_, t)| t == "int" || t == "float").collect();
-                let agg = ["count", "count_distinct", "sum", "avg", "min", "max"].choose(rng).copied().unwrap_or("count");
-                let op = ["eq", "ne", "lt", "le", "gt", "ge"].choose(rng).copied().unwrap_or("eq");
-                let value = if rng.random_bool(0.7) { json!(rng.random_range(0..4)) } else { json!(f64::from(rng.random_range(0..16)) * 0.25) };
-                let having = match (agg, numeric.choose(rng)) {
-                    ("count", _) => json!({"agg": "count", "op": op, "value": value}),
-                    ("count_distinct", _) => {
-                        let f = &tables[current].fields.choose(rng).map(|f| f.0.clone()).unwrap_or_default();
-                        json!({"agg": "count_distinct", "field": f, "op": op, "value": value})
-                    }
-                    (_, Some((f, _))) => json!({"agg": agg, "field": f, "op": op, "value": value}),
-                    (_, None) => json!({"agg": "count", "op": op, "value": value}),
-                };
-                out.insert("having".into(), having);
-            }
-            Value::Object(out)
-        }
+        _ => related(rng, tables, rels, at, depth, related_left, 0.5),
     }
+}
+
+/// A random `related` node from `at` (a walk of 1 to 3 hops), with a `having` at the given
+/// odds; a leaf when `at` touches no relationship.
+fn related(rng: &mut ChaCha8Rng, tables: &[Table], rels: &[Rel], at: usize, depth: usize, related_left: &mut usize, having_odds: f64) -> Value {
+    *related_left = related_left.saturating_sub(1);
+    let mut current = at;
+    let mut via = Vec::new();
+    for _ in 0..rng.random_range(1..=3) {
+        let name = &tables[current].name;
+        let touching: Vec<&Rel> = rels.iter().filter(|r| &r.from == name || &r.to == name).collect();
+        let Some(rel) = touching.choose(rng) else { break };
+        via.push(rel.name.clone());
+        let next = if &rel.from == name { &rel.to } else { &rel.from };
+        current = tables.iter().position(|t| &t.name == next).unwrap_or(current);
+    }
+    if via.is_empty() {
+        return leaf(rng, &tables[at]);
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("related".into(), json!(tables[current].name));
+    out.insert("via".into(), json!(via));
+    if rng.random_bool(0.6) {
+        out.insert("where".into(), node(rng, tables, rels, current, depth + 1, related_left));
+    }
+    if rng.random_bool(having_odds) {
+        let numeric: Vec<&(String, String)> = tables[current].fields.iter().filter(|(_, t)| t == "int" || t == "float").collect();
+        let agg = ["count", "count_distinct", "sum", "avg", "min", "max"].choose(rng).copied().unwrap_or("count");
+        let op = ["eq", "ne", "lt", "le", "gt", "ge"].choose(rng).copied().unwrap_or("eq");
+        let value = if rng.random_bool(0.7) { json!(rng.random_range(0..4)) } else { json!(f64::from(rng.random_range(0..16)) * 0.25) };
+        let having = match (agg, numeric.choose(rng)) {
+            ("count", _) => json!({"agg": "count", "op": op, "value": value}),
+            ("count_distinct", _) => {
+                let f = &tables[current].fields.choose(rng).map(|f| f.0.clone()).unwrap_or_default();
+                json!({"agg": "count_distinct", "field": f, "op": op, "value": value})
+            }
+            (_, Some((f, _))) => json!({"agg": agg, "field": f, "op": op, "value": value}),
+            (_, None) => json!({"agg": "count", "op": op, "value": value}),
+        };
+        out.insert("having".into(), having);
+    }
+    Value::Object(out)
 }
 
 fn model_json(tables: &[Table], rels: &[Rel], formats: &[bool]) -> Value {
@@ -264,15 +266,49 @@ fn write_parquet(t: &Table, path: &std::path::Path) {
 #[tokio::test]
 async fn random_segments_over_random_dirty_models_agree_with_the_naive_evaluator() {
     let cases: u64 = std::env::var("COHORT_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    agree_with_the_naive_evaluator(0..cases, |rng, tables, rels| {
+        let mut related_left = 4;
+        node(rng, tables, rels, 0, 0, &mut related_left)
+    })
+    .await;
+}
+
+/// The filters the compiler turns into semi- and anti-joins: `related` nodes (most with a
+/// `having`) under a top-level `and`, `or` or `not`, next to the odd leaf.
+#[tokio::test]
+async fn related_conditions_in_filtering_positions_agree_with_the_naive_evaluator() {
+    let cases: u64 = std::env::var("COHORT_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    agree_with_the_naive_evaluator(100_000..100_000 + cases, |rng, tables, rels| {
+        let mut related_left = 6;
+        let mut branch = |rng: &mut ChaCha8Rng| {
+            if rng.random_bool(0.15) { leaf(rng, &tables[0]) } else { related(rng, tables, rels, 0, 1, &mut related_left, 0.8) }
+        };
+        let children: Vec<Value> = (0..rng.random_range(1..=3)).map(|_| branch(rng)).collect();
+        match rng.random_range(0..4) {
+            0 => json!({"and": children}),
+            1 => json!({"or": children}),
+            2 => json!({"not": branch(rng)}),
+            _ => json!({"and": [{"or": children}, {"not": branch(rng)}]}),
+        }
+    })
+    .await;
+}
+
+/// Runs a segment from `filter` over a random model for each seed, in every plan mode, and
+/// compares its members with the naive evaluator's.
+async fn agree_with_the_naive_evaluator(
+    seeds: std::ops::Range<u64>,
+    filter: impl Fn(&mut ChaCha8Rng, &[Table], &[Rel]) -> Value,
+) {
     let as_of = crate::naive::micros(AS_OF);
+    let cases = seeds.end - seeds.start;
     let mut failures = Vec::new();
     let mut nonempty = 0;
-    for seed in 0..cases {
+    for seed in seeds {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (tables, rels) = random_model(&mut rng);
         let formats: Vec<bool> = tables.iter().map(|_| rng.random_bool(0.5)).collect();
-        let mut related_left = 4;
-        let filter = node(&mut rng, &tables, &rels, 0, 0, &mut related_left);
+        let filter = filter(&mut rng, &tables, &rels);
         let segment = json!({"name": format!("random_{seed}"), "root": tables[0].name, "filter": filter});
 
         let dir = tempfile::tempdir().expect("tempdir");
