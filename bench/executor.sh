@@ -7,7 +7,8 @@
 #     bench/executor.sh                   # SCALE=1000000 individuals (about 50M rows)
 #     SCALE=100000 bench/executor.sh      # a quick check
 # Environment: SCALE (default 1000000), CARGO_TARGET_DIR (default target), THREADS (DuckDB
-# threads and Cohort partitions, default 2), MEMORY_LIMIT (passed to cohort as --memory-limit,
+# threads and Cohort partitions, default 2), REPEAT (timed runs of each engine per segment,
+# after one warm-up run each; medians are reported; default 3), MEMORY_LIMIT (passed to cohort as --memory-limit,
 # e.g. 4GiB; unlimited when unset — mind that multi_category_shoppers needs many GiB at 1M).
 # It builds the release binary, generates bench/data/retail-$SCALE and bench/data/wide (kept
 # between runs), installs DuckDB into bench/.venv, prints a table and writes it as Markdown to
@@ -19,6 +20,7 @@ cd "$ROOT"
 
 SCALE="${SCALE:-1000000}"
 THREADS="${THREADS:-2}"
+REPEAT="${REPEAT:-3}"
 MEMORY_LIMIT="${MEMORY_LIMIT:-}"
 SEED=7
 AS_OF="2026-11-01T00:00:00Z"
@@ -69,6 +71,35 @@ ROWS="$WORK/rows.tsv"
 NOTES="$WORK/notes.txt"
 : > "$NOTES"
 
+# run_cohort NAME SEGMENT RUN: one timed cohort run; prints "seconds pool_bytes members plan
+# rows_scanned rss_kib" (or nothing when it failed, with a note).
+run_cohort() {
+    local name=$1 segment=$2 run=$3 report="$WORK/$1.report.$3.json"
+    if /usr/bin/time -f '%M' -o "$WORK/$name.rss" \
+        "$COHORT" segment run --model "$DATA/model.json" --segment "$segment" --as-of "$AS_OF" \
+        --partitions "$THREADS" ${limit_args[@]+"${limit_args[@]}"} --report "$report" > "$WORK/$name.cohort.keys" 2> "$WORK/$name.cohort.err"; then
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["elapsed_seconds"], r["peak_memory_bytes"], r["members"], r["plan_mode"], r["rows_scanned"])' "$report" \
+            | tr '\n' ' '
+        tail -n 1 "$WORK/$name.rss"
+    else
+        echo "$name: cohort failed (exit $?): $(tail -n 3 "$WORK/$name.cohort.err")" | tee -a "$NOTES" >&2
+    fi
+}
+
+# run_duckdb NAME SQL: one timed DuckDB run; prints "seconds members rss_bytes".
+run_duckdb() {
+    local name=$1 sql=$2
+    if "$VENV/bin/python" bench/duckdb_run.py --data "$DATA" --sql "$sql" --threads "$THREADS" \
+        > "$WORK/$name.duck.json" 2> "$WORK/$name.duck.err"; then
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["elapsed_seconds"], r["members"], r["peak_rss_bytes"])' "$WORK/$name.duck.json"
+    else
+        echo "$name: duckdb failed: $(tail -n 3 "$WORK/$name.duck.err")" | tee -a "$NOTES" >&2
+    fi
+}
+
+# median of the numbers on standard input
+median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.stdin.read().split()]; print(statistics.median(v) if v else "nan")'; }
+
 for segment in "$DATA"/segments/*.json; do
     name="$(basename "$segment" .json)"
     sql="bench/sql/retail/$name.sql"
@@ -78,31 +109,31 @@ for segment in "$DATA"/segments/*.json; do
         continue
     fi
 
-    report="$WORK/$name.report.json"
-    if /usr/bin/time -f '%M' -o "$WORK/$name.rss" \
-        "$COHORT" segment run --model "$DATA/model.json" --segment "$segment" --as-of "$AS_OF" \
-        --partitions "$THREADS" ${limit_args[@]+"${limit_args[@]}"} --report "$report" > "$WORK/$name.cohort.keys" 2> "$WORK/$name.cohort.err"; then
-        cat "$WORK/$name.cohort.err" >&2
-        cohort_s="$(json_field "$report" elapsed_seconds)"
-        pool_bytes="$(json_field "$report" peak_memory_bytes)"
-        cohort_members="$(json_field "$report" members)"
-        plan_mode="$(json_field "$report" plan_mode)"
-        rows_scanned="$(json_field "$report" rows_scanned)"
-        cohort_rss_kib="$(tail -n 1 "$WORK/$name.rss")"
+    # A warm-up run of each (untimed: the first process to touch its memory pays the VM for
+    # backing it), then REPEAT timed runs of each, taking turns; the medians are reported.
+    run_cohort "$name" "$segment" warmup > /dev/null
+    run_duckdb "$name" "$sql" > /dev/null
+    : > "$WORK/$name.cohort.runs"
+    : > "$WORK/$name.duck.runs"
+    for run in $(seq 1 "$REPEAT"); do
+        run_cohort "$name" "$segment" "$run" >> "$WORK/$name.cohort.runs"
+        run_duckdb "$name" "$sql" >> "$WORK/$name.duck.runs"
+    done
+    if [ -s "$WORK/$name.cohort.runs" ]; then
+        cohort_s="$(cut -d' ' -f1 "$WORK/$name.cohort.runs" | median)"
+        pool_bytes="$(cut -d' ' -f2 "$WORK/$name.cohort.runs" | median | cut -d. -f1)"
+        cohort_rss_kib="$(cut -d' ' -f6 "$WORK/$name.cohort.runs" | median | cut -d. -f1)"
+        read -r _ _ cohort_members plan_mode rows_scanned _ < "$WORK/$name.cohort.runs"
+        echo "cohort: $cohort_members members; $(cut -d' ' -f1 "$WORK/$name.cohort.runs" | tr '\n' ' ')s" >&2
     else
-        status=$?
-        echo "$name: cohort failed (exit $status): $(tail -n 3 "$WORK/$name.cohort.err")" | tee -a "$NOTES" >&2
         cohort_s=nan; pool_bytes=0; cohort_members=-1; plan_mode=failed; rows_scanned=0; cohort_rss_kib=0
     fi
-
-    if "$VENV/bin/python" bench/duckdb_run.py --data "$DATA" --sql "$sql" --threads "$THREADS" \
-        > "$WORK/$name.duck.json" 2> "$WORK/$name.duck.err"; then
-        duck_s="$(json_field "$WORK/$name.duck.json" elapsed_seconds)"
-        duck_members="$(json_field "$WORK/$name.duck.json" members)"
-        duck_rss_bytes="$(json_field "$WORK/$name.duck.json" peak_rss_bytes)"
-        echo "duckdb: $duck_members members in ${duck_s}s" >&2
+    if [ -s "$WORK/$name.duck.runs" ]; then
+        duck_s="$(cut -d' ' -f1 "$WORK/$name.duck.runs" | median)"
+        duck_rss_bytes="$(cut -d' ' -f3 "$WORK/$name.duck.runs" | median | cut -d. -f1)"
+        read -r _ duck_members _ < "$WORK/$name.duck.runs"
+        echo "duckdb: $duck_members members; $(cut -d' ' -f1 "$WORK/$name.duck.runs" | tr '\n' ' ')s" >&2
     else
-        echo "$name: duckdb failed: $(tail -n 3 "$WORK/$name.duck.err")" | tee -a "$NOTES" >&2
         duck_s=nan; duck_members=-2; duck_rss_bytes=0
     fi
 
@@ -123,18 +154,22 @@ done
 
 say "wide model: cohort segment validate (6,000 objects, ~10,000 relationships, 20 related predicates)"
 WIDE_OUT="$WORK/wide.txt"
-if /usr/bin/time -f 'wall %e s, peak RSS %M KiB' -o "$WORK/wide.time" \
-    "$COHORT" segment validate --model "$WIDE/model.json" --segment "$WIDE/segments/twenty_related.json" \
-    > "$WIDE_OUT" 2>&1; then
-    :
-else
-    echo "wide: validate failed (exit $?)" | tee -a "$NOTES" >&2
-fi
-cat "$WORK/wide.time" >> "$WIDE_OUT"
+: > "$WIDE_OUT"
+# A warm-up run, then REPEAT measured runs, each printed.
+for run in warmup $(seq 1 "$REPEAT"); do
+    if /usr/bin/time -f 'wall %e s, peak RSS %M KiB' -o "$WORK/wide.time" \
+        "$COHORT" segment validate --model "$WIDE/model.json" --segment "$WIDE/segments/twenty_related.json" \
+        > "$WORK/wide.run" 2>&1; then
+        :
+    else
+        echo "wide: validate failed (exit $?)" | tee -a "$NOTES" >&2
+    fi
+    { echo "run $run:"; sed 's/^/  /' "$WORK/wide.run"; sed 's/^/  /' "$WORK/wide.time"; } >> "$WIDE_OUT"
+done
 cat "$WIDE_OUT" >&2
 
 mkdir -p "$RESULTS"
-python3 - "$ROWS" "$NOTES" "$WIDE_OUT" "$RESULTS/executor.md" "$SCALE" "$THREADS" "$DUCKDB_VERSION" "${MEMORY_LIMIT:-none}" <<'PY'
+python3 - "$ROWS" "$NOTES" "$WIDE_OUT" "$RESULTS/executor.md" "$SCALE" "$THREADS" "$DUCKDB_VERSION" "${MEMORY_LIMIT:-none}" "$REPEAT" <<'PY'
 import math
 import platform
 import statistics
@@ -142,7 +177,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-rows_path, notes_path, wide_path, md_path, scale, threads, duckdb_version, memory_limit = sys.argv[1:9]
+rows_path, notes_path, wide_path, md_path, scale, threads, duckdb_version, memory_limit, repeat = sys.argv[1:10]
 MiB = 1024 * 1024
 rows = []
 for line in open(rows_path):
@@ -201,6 +236,7 @@ with open(md_path, "w") as md:
              f"SCALE={scale} (retail, seed 7), as-of 2026-11-01T00:00:00Z\n")
     md.write(f"- machine: {platform.machine()}, {cpu} cores; threads: {threads} each; DuckDB {duckdb_version}; "
              f"cohort --memory-limit: {memory_limit}\n")
+    md.write(f"- each engine: one warm-up run, then {repeat} timed runs taking turns with the other; every number is the median of those runs\n")
     md.write("- cohort s / pool peak: the run report (`elapsed_seconds`, `peak_memory_bytes`); peak RSS: "
              "`/usr/bin/time -f %M` of the whole process; duckdb s: the query only; duckdb RSS includes Python\n\n")
     md.write("| " + " | ".join(h or "check" for h in header) + " |\n")

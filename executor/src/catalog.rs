@@ -7,10 +7,12 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 #[allow(deprecated)] // Still the object-store reader DataFusion 55 itself uses for footers.
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -111,14 +113,29 @@ pub struct Catalog {
 impl Catalog {
     /// Lists every source, reads its schema and checks it against the model. Reads
     /// metadata only (Parquet footers, the first line of each CSV file), never rows.
+    ///
+    /// A model whose sources are all local files is read on threads of their own (one per
+    /// core, each taking a share of the objects), outside the async runtime, where the
+    /// object store reads inline: a handoff to the runtime's blocking pool for every listing
+    /// and footer costs more than the read itself when a model has thousands of objects.
     pub async fn load(model: Model, ctx: &SessionContext) -> Result<Catalog> {
-        // Boxed futures: their type is then provably `Send`, so callers can spawn a load.
-        let loads: Vec<BoxFuture<'_, Result<LoadedObject>>> =
-            model.objects.iter().enumerate().map(|(i, def)| load_object(&model, i, def, ctx).boxed()).collect();
-        let loaded: Vec<LoadedObject> = futures::stream::iter(loads)
-            .buffered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
+        if model.objects.iter().any(|o| o.source.path.contains("://")) {
+            let state = ctx.state();
+            let loaded = load_objects(&model, 0..model.objects.len(), ctx, &state).await?;
+            return Catalog::checked(model, loaded);
+        }
+        let ctx = ctx.clone();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("cohort-catalog".into())
+            .spawn(move || {
+                let _ = sender.send(load_locally(model, &ctx));
+            })
+            .map_err(|e| Error::Internal(format!("starting the catalog reader: {e}")))?;
+        receiver.await.map_err(|_| Error::Internal("the catalog reader stopped without an answer".into()))?
+    }
+
+    fn checked(model: Model, loaded: Vec<LoadedObject>) -> Result<Catalog> {
         let catalog = Catalog { model, objects: loaded };
         catalog.check_relationships()?;
         Ok(catalog)
@@ -163,6 +180,41 @@ impl Catalog {
     }
 }
 
+/// [`Catalog::load`] for local sources, on the calling thread and one more per core.
+fn load_locally(model: Model, ctx: &SessionContext) -> Result<Catalog> {
+    let state = ctx.state();
+    let n = model.objects.len();
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).clamp(1, 8).min(n.max(1));
+    let share = n.div_ceil(threads);
+    let parts: Vec<Result<Vec<LoadedObject>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (model, state) = (&model, &state);
+                let range = (t * share).min(n)..((t + 1) * share).min(n);
+                scope.spawn(move || futures::executor::block_on(load_objects(model, range, ctx, state)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a catalog reader panicked".into()))))
+            .collect()
+    });
+    // In the objects' order, so the first bad object is the one reported.
+    let mut loaded = Vec::with_capacity(n);
+    for part in parts {
+        loaded.extend(part?);
+    }
+    Catalog::checked(model, loaded)
+}
+
+/// Loads the objects in `range`, in order.
+async fn load_objects(model: &Model, range: std::ops::Range<usize>, ctx: &SessionContext, state: &SessionState) -> Result<Vec<LoadedObject>> {
+    // Boxed futures: their type is then provably `Send`, so callers can spawn a load.
+    let loads: Vec<BoxFuture<'_, Result<LoadedObject>>> =
+        range.map(|i| load_object(model, i, &model.objects[i], ctx, state).boxed()).collect();
+    futures::stream::iter(loads).buffered(LOAD_CONCURRENCY).try_collect().await
+}
+
 /// Resolves a source path against the model's base directory into a listing URL.
 fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUrl, bool), String> {
     if path.contains("://") {
@@ -181,7 +233,7 @@ fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUr
     Ok((url, !is_glob && !is_dir))
 }
 
-async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &SessionContext) -> Result<LoadedObject> {
+async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &SessionContext, state: &SessionState) -> Result<LoadedObject> {
     let place = format!("objects[{index}]");
     let source_error = |message: String| Error::Source { object: def.name.clone(), message };
     let (url, single_file) = resolve_url(model, &def.source.path)
@@ -192,9 +244,8 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
         .runtime_env()
         .object_store(&store_url)
         .map_err(|e| source_error(format!("no object store for {}: {e}", url.as_str())))?;
-    let state = ctx.state();
     let mut files: Vec<ObjectMeta> = url
-        .list_all_files(&state, store.as_ref(), &file_extension)
+        .list_all_files(state, store.as_ref(), &file_extension)
         .await
         .map_err(|e| source_error(format!("cannot list {:?}: {e}", def.source.path)))?
         .try_collect()
@@ -211,7 +262,10 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
     let bytes = files.iter().map(|f| f.size).sum();
 
     let (source_schema, rows) = match def.source.format {
-        SourceFormat::Parquet => parquet_schema(&store, &files).await.map_err(source_error)?,
+        SourceFormat::Parquet => {
+            let local = (store_url.as_str() == "file:///").then(LocalFileSystem::new);
+            parquet_schema(&store, local.as_ref(), &files).await.map_err(source_error)?
+        }
         SourceFormat::Csv => (csv_schema(def, &store, &files).await.map_err(source_error)?, None),
     };
 
@@ -272,29 +326,45 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
 }
 
 /// Reads every Parquet footer; the schemas must agree on the columns they share.
+///
+/// Local footers are read right here: a footer in the page cache takes microseconds, and a
+/// handoff to the blocking pool per read (what the object store does) costs more than the
+/// read on a big model's thousands of files.
 async fn parquet_schema(
     store: &Arc<dyn ObjectStore>,
+    local: Option<&LocalFileSystem>,
     files: &[ObjectMeta],
 ) -> std::result::Result<(SchemaRef, Option<u64>), String> {
-    let reads: Vec<BoxFuture<'_, std::result::Result<(String, ArrowReaderMetadata), String>>> = files
-        .iter()
-        .map(|f| {
-            async move {
-            #[allow(deprecated)]
-            let mut reader = ParquetObjectReader::new(Arc::clone(store), f.location.clone()).with_file_size(f.size);
-            let options = ArrowReaderOptions::new();
-            ArrowReaderMetadata::load_async(&mut reader, options)
-                .await
-                .map(|m| (f.location.to_string(), m))
-                .map_err(|e| format!("{}: not a readable Parquet file: {e}", f.location))
-            }
-            .boxed()
-        })
-        .collect();
-    let metas: Vec<(String, ArrowReaderMetadata)> = futures::stream::iter(reads)
-        .buffered(LOAD_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let unreadable = |f: &ObjectMeta, e: &dyn std::fmt::Display| format!("{}: not a readable Parquet file: {e}", f.location);
+    let metas: Vec<(String, ArrowReaderMetadata)> = match local {
+        Some(fs) => files
+            .iter()
+            .map(|f| {
+                let path = fs.path_to_filesystem(&f.location).map_err(|e| unreadable(f, &e))?;
+                let file = std::fs::File::open(&path).map_err(|e| unreadable(f, &e))?;
+                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+                    .map(|m| (f.location.to_string(), m))
+                    .map_err(|e| unreadable(f, &e))
+            })
+            .collect::<std::result::Result<_, String>>()?,
+        None => {
+            let reads: Vec<BoxFuture<'_, std::result::Result<(String, ArrowReaderMetadata), String>>> = files
+                .iter()
+                .map(|f| {
+                    async move {
+                        #[allow(deprecated)]
+                        let mut reader = ParquetObjectReader::new(Arc::clone(store), f.location.clone()).with_file_size(f.size);
+                        ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+                            .await
+                            .map(|m| (f.location.to_string(), m))
+                            .map_err(|e| unreadable(f, &e))
+                    }
+                    .boxed()
+                })
+                .collect();
+            futures::stream::iter(reads).buffered(LOAD_CONCURRENCY).try_collect().await?
+        }
+    };
     let mut rows = 0u64;
     let mut merged: Vec<ArrowField> = Vec::new();
     for (location, meta) in &metas {

@@ -6,13 +6,26 @@ use crate::server::{ADMIN, Api, Server, datagen, setup_tenant};
 
 /// Sends raw bytes with a content type, on a connection of its own: a refused oversized
 /// body leaves its connection closed by the server, and reusing it would fail the next call.
+///
+/// The server answers an oversized body's headers with its 413 without reading the body and
+/// closes the connection; when the close reaches the client while it is still writing, the
+/// client's socket is reset and the answer lost. That is TCP, not the server: such a send is
+/// tried again (three times at most), and the answer must still be the 413.
 async fn raw(api: &Api, method: reqwest::Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
-    let mut request = client.request(method, format!("{}{path}", api.base)).bearer_auth(&api.token).body(body);
-    if let Some(ct) = content_type {
-        request = request.header("content-type", ct);
-    }
-    let response = request.send().await.expect("the server answers");
+    let mut tries = 0;
+    let response = loop {
+        tries += 1;
+        let mut request = client.request(method.clone(), format!("{}{path}", api.base)).bearer_auth(&api.token).body(body.clone());
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        match request.send().await {
+            Ok(response) => break response,
+            Err(e) if tries < 3 && body.len() > (1 << 20) => eprintln!("oversized send lost its answer ({e}); again"),
+            Err(e) => panic!("the server answers: {e}"),
+        }
+    };
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({ "not_json": text })))
