@@ -13,12 +13,11 @@ use serde::Serialize;
 
 use crate::alerts::BadInput;
 
-/// On or off.
+/// On or off. (Its variants carry no doc comments, so clap lists them as `[possible values:
+/// on, off]`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
-    /// On.
     On,
-    /// Off.
     Off,
 }
 
@@ -133,7 +132,14 @@ Default fault mix (per month of 100,000 jobs a day, 5,000 tenants, 6 regions):
   regional incidents    0.5 per region (about 3), median 15 min, 90% of reads fail; retries
                         after 1 s and 2 s do not outlast them: the region's jobs fail meanwhile
   bad deployments       0.012 per tenant (about 60), median 2 h to fix, never retried
-This mix costs about 0.02-0.03% of jobs; the success rate after retries stays above 99.95%.
+With seed 1 this mix fails 469 of 3,000,000 jobs for good (99.984% success after retries):
+321 `source_unavailable` (jobs that read during the 4 incidents: 3 attempts within 3 s), 141
+`schema_mismatch`/`invalid` (bad deployments) and 7 `timeout` (new segments whose first runtime
+estimate was far too low).
+
+The service starts warm (--warm-start on): the store holds the last 8 runs of every segment
+that existed before the month; 3% of the segments are created during the month and start
+cold.
 
 Report (standard output; --json writes it as JSON with `wall_seconds` apart): jobs and the
 success rate after retries, attempts by outcome, queue wait p50/p99 by size class, memory
