@@ -4,6 +4,7 @@ mod alerts;
 mod datagen;
 mod demo;
 mod estimator;
+mod simulate;
 mod store_args;
 mod triage;
 
@@ -55,6 +56,11 @@ enum Command {
     /// Print the failure triage report of a window: failed attempts grouped by signature,
     /// classified, with what to do; new signatures first. Reads the service's store.
     Triage(triage::TriageArgs),
+    /// Simulate a month of the service on a virtual clock: the real scheduling core, retry
+    /// policy, estimator and alert rule over a simulated workload and executor, with faults
+    /// injected. Reports the success rate, queue waits, memory granted against used and the
+    /// alerts fired, to size the pool and compare policies.
+    Simulate(simulate::SimulateArgs),
     /// Run the control plane: the HTTP API, the store and the executor pool.
     ///
     /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
@@ -226,6 +232,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Estimator(command) => estimator::run(command).await,
         Command::Alerts(command) => alerts::run(command),
         Command::Triage(args) => triage::run(args).await,
+        Command::Simulate(args) => simulate::run(args),
         Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
 }

@@ -25,6 +25,7 @@ pub mod pool;
 pub mod scheduler;
 pub mod schedules;
 pub mod server;
+pub mod simulation;
 pub mod store;
 pub mod traces;
 pub mod triage;

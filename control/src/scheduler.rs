@@ -7,7 +7,8 @@
 //! - its tenant must be under its concurrency cap and memory quota, and its token bucket
 //!   (jobs per minute, with a burst) must hold a token;
 //! - among tenants whose next job can start, the one with the least decayed usage (memory ×
-//!   time, halving every `half_life`) divided by its weight goes first;
+//!   time, halving every `half_life`) divided by its weight goes first (with fair share off,
+//!   the one whose next job was submitted first: first come, first served across tenants);
 //! - within a tenant, jobs go oldest first, an on-demand run counting as submitted
 //!   `on_demand_lead` earlier than it was (someone is waiting for it; a scheduled run still
 //!   cannot be overtaken forever);
@@ -121,11 +122,14 @@ pub struct CoreConfig {
     pub on_demand_lead: Micros,
     /// Whether jobs may start ahead of a reserved one (off: strictly in order).
     pub backfill: bool,
+    /// Whether tenants take turns by their decayed usage per weight (off: the tenant whose
+    /// next job was submitted first goes first, whatever it used).
+    pub fair_share: bool,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { slots: 2, budget: 8 << 30, half_life: 3_600_000_000, on_demand_lead: 60_000_000, backfill: true }
+        CoreConfig { slots: 2, budget: 8 << 30, half_life: 3_600_000_000, on_demand_lead: 60_000_000, backfill: true, fair_share: true }
     }
 }
 
@@ -270,11 +274,11 @@ impl Core {
     /// Puts a tenant at its place in the fair order (after its usage or weight changed), or
     /// takes it out when it has nothing queued.
     fn reorder(&mut self, id: &str) {
-        let half_life = self.config.half_life;
+        let (half_life, lead, fair_share) = (self.config.half_life, self.config.on_demand_lead, self.config.fair_share);
         let Some((name, t)) = self.tenants.get_key_value(id) else { return };
         let name = Arc::clone(name);
         let old = t.turn;
-        let new = (!t.queue.is_empty()).then(|| t.key(half_life));
+        let new = t.queue.front().map(|head| if fair_share { t.key(half_life) } else { effective_submission(head, lead) as f64 });
         if old == new && old.is_some() {
             return;
         }
@@ -309,7 +313,7 @@ impl Core {
     /// default policy.
     pub fn submit(&mut self, mut job: Job, now: Micros) {
         let lead = self.config.on_demand_lead;
-        let key = |j: &Job| if j.kind == Kind::OnDemand { j.submitted.saturating_sub(lead) } else { j.submitted };
+        let key = |j: &Job| effective_submission(j, lead);
         if !self.tenants.contains_key(job.tenant.as_str()) {
             self.tenants.insert(Arc::from(job.tenant.as_str()), Tenant::new(TenantPolicy::default(), now));
         }
@@ -548,6 +552,11 @@ impl Core {
         }
         Some(Wait::FairShare)
     }
+}
+
+/// When a job counts as submitted: an on-demand run `lead` earlier than it was.
+fn effective_submission(job: &Job, lead: Micros) -> Micros {
+    if job.kind == Kind::OnDemand { job.submitted.saturating_sub(lead) } else { job.submitted }
 }
 
 /// Whether starting a job of `grant` and `runtime` now cannot delay reservation `r`, given the

@@ -10,5 +10,6 @@ mod retries;
 mod schedules;
 mod server;
 mod service;
+mod simulate;
 mod telemetry;
 mod triage;

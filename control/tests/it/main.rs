@@ -4,6 +4,7 @@
 
 mod scheduler;
 mod schedules;
+mod simulation;
 
 use cohort_control::jobs::JobStatus;
 use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};

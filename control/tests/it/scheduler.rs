@@ -338,3 +338,27 @@ fn a_held_job_is_reported_once_per_reason() {
     core.decide(3 * SECOND);
     assert_eq!(reasons(core.take_held()), vec![("capped".to_string(), "tenant_cap")]);
 }
+
+/// With fair share off, tenants go in the order their next jobs were submitted: a tenant that
+/// queued first runs all its jobs before a light one that came later. With it on, the light
+/// tenant starts at the first freed slot.
+#[test]
+fn without_fair_share_the_oldest_job_goes_first_across_tenants() {
+    let gib = 1u64 << 30;
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        jobs.push((Job { id: format!("heavy-{i:02}"), tenant: "heavy".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::Scheduled }, 10 * SECOND));
+    }
+    jobs.push((Job { id: "light".into(), tenant: "light".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 5 * SECOND, kind: Kind::Scheduled }, 10 * SECOND));
+    let unlimited = TenantPolicy { max_concurrent: 100, jobs_per_minute: 1e9, burst: 1e9, ..TenantPolicy::default() };
+    let workload = |fair_share: bool| Workload {
+        config: CoreConfig { slots: 2, budget: 8 * gib, fair_share, ..CoreConfig::default() },
+        tenants: vec![("heavy".into(), unlimited.clone()), ("light".into(), unlimited.clone())],
+        jobs: jobs.clone(),
+    };
+    let fair = simulate(&workload(true), 10_000 * SECOND);
+    assert_eq!(fair.starts["light"], 10 * SECOND, "fair share: the light tenant takes the first freed slot");
+    let fifo = simulate(&workload(false), 10_000 * SECOND);
+    let last_heavy = (0..20).map(|i| fifo.starts[&format!("heavy-{i:02}")]).max().expect("heavy jobs");
+    assert!(fifo.starts["light"] >= last_heavy, "first come, first served: light started at {} before heavy's last at {last_heavy}", fifo.starts["light"]);
+}
