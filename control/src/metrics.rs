@@ -109,7 +109,7 @@ pub struct Metrics {
 }
 
 /// Names, help and types of the job families (also the descriptors the registry checks).
-const FAMILIES: [(&str, &str, MetricType); 9] = [
+const FAMILIES: [(&str, &str, MetricType); 10] = [
     ("cohort_jobs_finished_total", "Jobs that reached a final state, by tenant, region, outcome and error class.", MetricType::COUNTER),
     ("cohort_job_retries_total", "Failed attempts retried, by tenant, region and error class.", MetricType::COUNTER),
     ("cohort_admission_rejections_total", "Queued jobs held back by admission, once per job and reason, by tenant, region and reason.", MetricType::COUNTER),
@@ -119,6 +119,7 @@ const FAMILIES: [(&str, &str, MetricType); 9] = [
     ("cohort_job_memory_peak_bytes_total", "Peak memory used by those attempts, summed, by tenant and region.", MetricType::COUNTER),
     ("cohort_job_attempts_measured_total", "Attempts whose peak memory was measured, by tenant and region.", MetricType::COUNTER),
     ("cohort_job_under_grants_total", "Attempts that ran out of their memory grant, by tenant and region.", MetricType::COUNTER),
+    ("cohort_job_failures_total", "Jobs that ended failed (after their retries), by tenant, region and error class: the failures the alert rule counts.", MetricType::COUNTER),
 ];
 
 impl Metrics {
@@ -215,6 +216,9 @@ impl Metrics {
             let base = [("tenant", tenant.as_str()), ("region", region.as_str())];
             for ((outcome, class), n) in &s.finished {
                 families[0].sample(&[base[0], base[1], ("outcome", outcome), ("error_class", class)], *n as f64);
+                if outcome == "failed" {
+                    families[9].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
+                }
             }
             for (class, n) in &s.retries {
                 families[1].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
@@ -419,12 +423,17 @@ mod tests {
                 m.finished(t, "succeeded", None);
             }
         }
-        let text = render(&registry(m), Vec::new());
+        let text = render(&registry(m.clone()), Vec::new());
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"a\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 5"), "{text}");
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"b\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 4"), "{text}");
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 1"), "{text}");
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"eu\",outcome=\"succeeded\",error_class=\"none\"} 3"), "{text}");
         assert!(!text.contains("tenant=\"c\""), "{text}");
+        assert!(!text.contains("cohort_job_failures_total{"), "no failures yet: {text}");
+        m.finished("a", "failed", Some("timeout"));
+        m.finished("a", "failed", Some("timeout"));
+        let text = render(&registry(m.clone()), Vec::new());
+        assert!(text.contains("cohort_job_failures_total{tenant=\"a\",region=\"us\",error_class=\"timeout\"} 2"), "{text}");
         // Families with no series yet are announced.
         assert!(text.contains("# TYPE cohort_job_queue_wait_seconds histogram"), "{text}");
     }
