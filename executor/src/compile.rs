@@ -78,11 +78,36 @@ pub(crate) struct Compiler<'a> {
     next_related: usize,
     /// Objects scanned, once per scan, for the bytes-scanned estimate of CSV sources.
     pub scans: Vec<usize>,
+    /// How many `where`s deep the node being compiled is (0: the segment's filter).
+    depth: usize,
+    /// While finding key sets worth running first: the ones found, by the place of their
+    /// `related` node.
+    found: Option<Vec<(String, DataFrame)>>,
+    /// Key sets already run, by the place of their `related` node: their rows in memory.
+    run_first: std::collections::HashMap<String, DataFrame>,
 }
 
 impl<'a> Compiler<'a> {
     pub(crate) fn new(catalog: &'a Catalog, ctx: &'a SessionContext, as_of_micros: i64) -> Self {
-        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new() }
+        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, run_first: Default::default() }
+    }
+
+    /// Compiles `segment` once to find the key sets to run before it: the start values an
+    /// aggregate condition of the segment's own filter accepts (or refuses). They are small
+    /// next to the rows they filter, but the engine cannot know that before running them,
+    /// and would build its hash tables on the wrong side; run first, their exact size is
+    /// known. Returns them by the place of their `related` node.
+    pub(crate) fn key_sets_to_run_first(&mut self, segment: &Segment) -> Result<Vec<(String, DataFrame)>> {
+        self.found = Some(Vec::new());
+        let compiled = self.members(segment);
+        let found = self.found.take().unwrap_or_default();
+        self.scans.clear();
+        compiled.map(|_| found)
+    }
+
+    /// Uses `keys` (one column of start values) for the `related` node at `place` from now on.
+    pub(crate) fn use_key_set(&mut self, place: String, keys: DataFrame) {
+        self.run_first.insert(place, keys);
     }
 
     /// The single plan: the distinct non-NULL primary keys of the root rows in the filter's set.
@@ -175,7 +200,18 @@ impl<'a> Compiler<'a> {
     /// its set (anti-joined to those outside it when `negated`).
     fn related_join(&mut self, frame: DataFrame, related: &Related, negated: bool) -> Result<DataFrame> {
         let start_field = start_field(related)?;
-        match self.key_test(related)? {
+        let test = match self.run_first.get(&related.place) {
+            Some(keys) => {
+                let key = keys.schema().field(0).name().clone();
+                KeyTest::Keys { keys: keys.clone(), key, outside: !accepts_by_start_value(related), distinct: true }
+            }
+            None => self.key_test(related)?,
+        };
+        if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test) {
+            let name = format!("{RESERVED_PREFIX}_k{}_key", found.len());
+            found.push((related.place.clone(), df(keys.clone().select(vec![ident(key).alias(&name)]))?));
+        }
+        match test {
             KeyTest::All(all) if all != negated => Ok(frame),
             KeyTest::All(_) => df(frame.filter(lit(false))),
             KeyTest::Keys { keys, key, outside, distinct } => semi_join(frame, &start_field, keys, &key, outside != negated, distinct),
@@ -398,7 +434,12 @@ impl<'a> Compiler<'a> {
     fn targets(&mut self, related: &Related) -> Result<DataFrame> {
         let target = self.scan(related.object)?;
         match &related.where_ {
-            Some(where_) => self.restrict(target, related.object, where_),
+            Some(where_) => {
+                self.depth += 1;
+                let restricted = self.restrict(target, related.object, where_);
+                self.depth -= 1;
+                restricted
+            }
             None => Ok(target),
         }
     }

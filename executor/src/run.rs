@@ -317,6 +317,7 @@ async fn run_observed(
     let mut totals = PlanCosts::default();
     let mut phases = Vec::new();
     let mut compiler = Compiler::new(catalog, &ctx, options.as_of_micros);
+    let held = MemoryConsumer::new("key sets run first").register(&ctx.runtime_env().memory_pool);
 
     let members_df = match (mode, &segment.filter) {
         (PlanMode::Phased, Node::And(branches) | Node::Or(branches)) => {
@@ -357,7 +358,30 @@ async fn run_observed(
                 .and_then(DataFrame::distinct)
                 .map_err(internal)?
         }
-        _ => compiler.members(segment)?,
+        _ => {
+            // Key sets of aggregate conditions run first, so the main plan joins them at
+            // their real size. Their rows stay in memory until the run ends, held in the
+            // run's pool like any operator's.
+            for (place, keys) in compiler.key_sets_to_run_first(segment)? {
+                let started_key_set = Instant::now();
+                let (batches, costs) = execute(&ctx, keys.clone(), limit, &format!("key set of {place}"), observe).await?;
+                totals.add(&costs);
+                let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+                held.try_grow(bytes).map_err(|e| Error::from_datafusion(e, limit))?;
+                phases.push(PhaseReport {
+                    place: format!("{place} (key set)"),
+                    rows,
+                    started: started_key_set.duration_since(started),
+                    elapsed: started_key_set.elapsed(),
+                    rows_scanned: costs.rows_scanned,
+                });
+                let schema = Arc::new(keys.schema().as_arrow().clone());
+                let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("key set table: {e}")))?;
+                compiler.use_key_set(place, ctx.read_table(Arc::new(table)).map_err(internal)?);
+            }
+            compiler.members(segment)?
+        }
     };
     let planned = started.elapsed();
     let (batches, costs) = execute(&ctx, members_df, limit, "members", observe).await?;
