@@ -9,21 +9,37 @@
 #  2. Live latency (bench/alerts_live.py): a release `cohort serve` and an HTTP receiver on
 #     loopback; TRIALS tenants each fail five jobs; for each, the time from the fifth failure's
 #     commit (the job's finished_at in the store) to the webhook's arrival. Target: p99 under 1 s.
-# Writes bench/results/alerts.md.
+#  3. The peer, side by side (bench/alerts_peer.py): Prometheus and Alertmanager (Debian packages
+#     `prometheus`, `prometheus-alertmanager`, installed when missing) with their default
+#     settings, scraping the service's own /metrics and alerting on
+#     `sum by (tenant) (increase(cohort_job_failures_total[10m])) >= 5`; one receiver times
+#     Cohort's webhook and Alertmanager's for the same PEER_TRIALS tenants' fifth failures.
+#     About 15 minutes whatever the trials (a 10-minute wait is part of it; see the script).
+# Writes $RESULTS/alerts.md (RESULTS: default bench/results) and the numbers in
+# $RESULTS/alerts.json.
 #
-#     bench/alerts.sh                     # EVENTS=5000000 TRIALS=100
-#     EVENTS=500000 TRIALS=20 bench/alerts.sh
+#     bench/alerts.sh                     # EVENTS=5000000 TRIALS=100 PEER_TRIALS=20
+#     EVENTS=500000 TRIALS=20 PEER_TRIALS=4 bench/alerts.sh
+#     PEER=0 bench/alerts.sh              # without the Prometheus peer
+# Environment also: PEER_UNPRIMED (2), PEER_STAGGER (seconds between bursts, 7),
+# PROM_SCRAPE_INTERVAL and PROM_EVALUATION_INTERVAL (unset: Prometheus's built-in 1m; Debian's
+# sample /etc/prometheus/prometheus.yml sets 15s).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 EVENTS="${EVENTS:-5000000}"
 TRIALS="${TRIALS:-100}"
+PEER="${PEER:-1}"
+PEER_TRIALS="${PEER_TRIALS:-20}"
+PEER_UNPRIMED="${PEER_UNPRIMED:-2}"
+PEER_STAGGER="${PEER_STAGGER:-7}"
+RESULTS="${RESULTS:-bench/results}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 COHORT="$TARGET_DIR/release/cohort"
 WORK="bench/data/alerts"
-mkdir -p bench/results "$WORK"
+mkdir -p "$RESULTS" "$WORK"
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "building the release binary"
@@ -61,8 +77,32 @@ STATS="${STATS#?}"
 TRANSITIONS=$(wc -l <"$WORK/transitions.jsonl")
 
 say "live: $TRIALS tenants, five failures each"
-LIVE="$(python3 bench/alerts_live.py --cohort "$COHORT" --work "$WORK/live" --trials "$TRIALS")"
+rm -f "$WORK/live.json" "$WORK/peer.json"
+LIVE="$(python3 bench/alerts_live.py --cohort "$COHORT" --work "$WORK/live" --trials "$TRIALS" --json "$WORK/live.json")"
 echo "$LIVE"
+
+PEER_TABLE=""
+PEER_STATUS=0
+if [ "$PEER" != 0 ]; then
+    if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+        say "installing Prometheus and Alertmanager (Debian packages prometheus, prometheus-alertmanager)"
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        $SUDO apt-get install -y prometheus prometheus-alertmanager >&2
+        # Where systemd runs, the packages start their own services on :9090, :9093 and :9100;
+        # this benchmark runs its own instances on free loopback ports, so stop those.
+        if [ -d /run/systemd/system ]; then
+            $SUDO systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter >&2 || true
+        fi
+    fi
+    say "peer: Prometheus + Alertmanager beside Cohort, $PEER_TRIALS tenants (about 15 minutes)"
+    peer_args=(--trials "$PEER_TRIALS" --unprimed "$PEER_UNPRIMED" --stagger "$PEER_STAGGER")
+    [ -n "${PROM_SCRAPE_INTERVAL:-}" ] && peer_args+=(--scrape-interval "$PROM_SCRAPE_INTERVAL")
+    [ -n "${PROM_EVALUATION_INTERVAL:-}" ] && peer_args+=(--evaluation-interval "$PROM_EVALUATION_INTERVAL")
+    # A failing peer run is reported, and makes this script fail, after the rest is written.
+    PEER_TABLE="$(python3 bench/alerts_peer.py --cohort "$COHORT" --work "$WORK/peer" "${peer_args[@]}" --json "$WORK/peer.json")" \
+        || { PEER_STATUS=$?; PEER_TABLE="The peer run failed (exit $PEER_STATUS); its logs are in $WORK/peer."; }
+    echo "$PEER_TABLE"
+fi
 
 {
     echo "# Alerting benchmark"
@@ -79,6 +119,34 @@ echo "$LIVE"
     echo
     echo "## Live: fifth failure's commit to the webhook's arrival"
     echo
+    echo "$TRIALS tenants one after another (\`bench/alerts_live.py\`), Cohort alone."
+    echo
     echo "$LIVE"
-} > bench/results/alerts.md
-say "wrote bench/results/alerts.md"
+    if [ -n "$PEER_TABLE" ]; then
+        echo
+        echo "## Live, side by side: Cohort and Prometheus + Alertmanager (\`bench/alerts_peer.py\`)"
+        echo
+        echo "$PEER_TABLE"
+    fi
+} > "$RESULTS/alerts.md"
+
+# The numbers for bench/run-all: replay throughput (medians of the measured runs), live, peer.
+python3 - "$STATS" "$EVENTS" "$WORK/live.json" "$WORK/peer.json" "$RESULTS/alerts.json" <<'PY'
+import json, os, re, statistics, sys
+stats, events, live, peer, out = sys.argv[1:6]
+evaluate, whole = [], []
+for line in stats.splitlines():
+    if line.startswith("run warm-up"):
+        continue
+    m = re.search(r"\(([0-9]+) events/s\); whole replay ([0-9]+) events/s", line)
+    if m:
+        evaluate.append(int(m.group(1)))
+        whole.append(int(m.group(2)))
+load = lambda p: json.load(open(p)) if os.path.exists(p) else None
+json.dump({"events": int(events),
+           "replay": {"runs": len(whole), "evaluate_events_per_second": statistics.median(evaluate) if evaluate else None,
+                      "whole_events_per_second": statistics.median(whole) if whole else None},
+           "live": load(live), "peer": load(peer)}, open(out, "w"), indent=1)
+PY
+say "wrote $RESULTS/alerts.md and $RESULTS/alerts.json"
+exit "$PEER_STATUS"

@@ -3,7 +3,7 @@
 For each trial a fresh tenant fails five jobs in a row (its model no longer has a field its
 segment reads: the job fails at once, not retried). The latency is the webhook's arrival at
 the receiver minus the fifth job's `finished_at` (its failure's commit), both on this
-machine's clock. Prints a Markdown table of the distribution.
+machine's clock. Prints a Markdown table of the distribution; --json also writes it as JSON.
 """
 import argparse, http.server, json, os, sys, threading, time
 
@@ -20,6 +20,7 @@ def main():
     ap.add_argument("--cohort", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--json", help="also write the distribution to this file")
     a = ap.parse_args()
     root, model, segment = fresh_tenant(a.cohort, a.work, 200)
     broken = json.loads(json.dumps(model))
@@ -78,6 +79,10 @@ def main():
         receiver.shutdown()
     latencies.sort()
     q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"trials": a.trials, "alerted": len(latencies), "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99),
+                       "max_ms": latencies[-1] * 1000}, f, indent=1)
     print("| trials | p50 | p90 | p99 | max |")
     print("|---:|---:|---:|---:|---:|")
     print("| %d of %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms |" % (len(latencies), a.trials, q(0.5), q(0.9), q(0.99), latencies[-1] * 1000))

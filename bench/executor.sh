@@ -12,7 +12,8 @@
 # e.g. 4GiB; unlimited when unset — mind that multi_category_shoppers needs many GiB at 1M).
 # It builds the release binary, generates bench/data/retail-$SCALE and bench/data/wide (kept
 # between runs), installs DuckDB into bench/.venv, prints a table and writes it as Markdown to
-# bench/results/executor.md. Exit status 0 even when member counts differ (they are flagged).
+# $RESULTS/executor.md (RESULTS: default bench/results), with the numbers bench/run-all reads in
+# $RESULTS/executor.json. Exit status 0 even when member counts differ (they are flagged).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +31,7 @@ COHORT="$TARGET_DIR/release/cohort"
 DATA="bench/data/retail-$SCALE"
 WIDE="bench/data/wide"
 VENV="bench/.venv"
-RESULTS="bench/results"
+RESULTS="${RESULTS:-bench/results}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -169,15 +170,17 @@ done
 cat "$WIDE_OUT" >&2
 
 mkdir -p "$RESULTS"
-python3 - "$ROWS" "$NOTES" "$WIDE_OUT" "$RESULTS/executor.md" "$SCALE" "$THREADS" "$DUCKDB_VERSION" "${MEMORY_LIMIT:-none}" "$REPEAT" <<'PY'
+python3 - "$ROWS" "$NOTES" "$WIDE_OUT" "$RESULTS/executor.md" "$SCALE" "$THREADS" "$DUCKDB_VERSION" "${MEMORY_LIMIT:-none}" "$REPEAT" "$RESULTS/executor.json" <<'PY'
+import json
 import math
+import re
 import platform
 import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
 
-rows_path, notes_path, wide_path, md_path, scale, threads, duckdb_version, memory_limit, repeat = sys.argv[1:10]
+rows_path, notes_path, wide_path, md_path, scale, threads, duckdb_version, memory_limit, repeat, json_path = sys.argv[1:11]
 MiB = 1024 * 1024
 rows = []
 for line in open(rows_path):
@@ -250,5 +253,28 @@ with open(md_path, "w") as md:
         md.write("\n```\n" + notes + "\n```\n")
     md.write("\n## Wide model: `cohort segment validate` on twenty_related\n\n```\n")
     md.write(open(wide_path).read().strip() + "\n```\n")
-print(f"\nwritten to {md_path}")
+
+# The wide model's measured runs (not the warm-up): load, compile and wall time, medians.
+wide = {"load_ms": [], "compile_ms": [], "wall_s": []}
+for block in open(wide_path).read().split("run ")[1:]:
+    if block.startswith("warmup"):
+        continue
+    for key, pattern in (("load_ms", r"sources in ([0-9.]+) ms"), ("compile_ms", r"DataFusion plans? in ([0-9.]+) ms"),
+                         ("wall_s", r"wall ([0-9.]+) s")):
+        m = re.search(pattern, block)
+        if m:
+            wide[key].append(float(m.group(1)))
+nan_to_none = lambda x: None if isinstance(x, float) and math.isnan(x) else x
+with open(json_path, "w") as out:
+    json.dump({
+        "scale": int(scale), "threads": int(threads), "repeat": int(repeat), "duckdb_version": duckdb_version,
+        "segments": [{"name": r["name"], "cohort_s": nan_to_none(r["cohort_s"]), "duckdb_s": nan_to_none(r["duck_s"]),
+                      "cohort_members": r["cm"], "duckdb_members": r["dm"]} for r in rows],
+        "median_ratio": nan_to_none(median), "holds": holds, "mismatches": mismatches,
+        "failed": [r["name"] for r in rows if r["cm"] < 0 or r["dm"] < 0],
+        "cohort_total_s": sum(r["cohort_s"] for r in rows if not math.isnan(r["cohort_s"])),
+        "duckdb_total_s": sum(r["duck_s"] for r in rows if not math.isnan(r["duck_s"])),
+        "wide": {k: (statistics.median(v) if v else None) for k, v in wide.items()},
+    }, out, indent=1)
+print(f"\nwritten to {md_path} and {json_path}")
 PY

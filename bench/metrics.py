@@ -2,9 +2,10 @@
 tenants created through the API, each with a model, a segment and one finished job (so every
 tenant has job metrics in the service), then SCRAPES scrapes of /metrics, timed from this
 process. Run twice in one go: per-tenant series bounded to the default top 50 (plus `other`
-per region), and unbounded (every tenant its own series) as the peer. Prints a Markdown table.
+per region), and unbounded (every tenant its own series) as the peer. Prints a Markdown table;
+--json also writes the numbers.
 """
-import argparse, concurrent.futures, os, statistics, time, urllib.request
+import argparse, concurrent.futures, json, os, statistics, time, urllib.request
 
 from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve
 
@@ -67,9 +68,13 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--tenants", type=int, default=5000)
     ap.add_argument("--scrapes", type=int, default=200)
+    ap.add_argument("--json", help="also write the numbers to this file")
     a = ap.parse_args()
     rows = [run(a.cohort, os.path.join(a.work, "top50"), a.tenants, a.scrapes, 50),
             run(a.cohort, os.path.join(a.work, "all"), a.tenants, a.scrapes, a.tenants)]
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"tenants": a.tenants, "scrapes": a.scrapes, "bounded": rows[0], "unbounded": rows[1]}, f, indent=1)
     print("| per-tenant series | tenants | jobs succeeded | scrape size | samples | tenant label values | p50 | p99 | max |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

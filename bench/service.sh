@@ -2,7 +2,7 @@
 # Service benchmark: JOBS small segment jobs pushed through a running `cohort serve`, first on
 # SQLite, then on PostgreSQL, same machine, same run. Prints jobs per second end to end
 # (first submission to last job final) and submission latency p50/p99, and writes the table
-# to bench/results/service.md.
+# to $RESULTS/service.md (RESULTS: default bench/results) and the numbers to $RESULTS/service.json.
 #
 #     bench/service.sh                     # 10,000 jobs over 4 small retail tenants
 #     JOBS=2000 bench/service.sh           # a quick check
@@ -19,6 +19,7 @@ TENANTS="${TENANTS:-4}"
 SCALE="${SCALE:-100}"
 WORKERS="${WORKERS:-$(nproc)}"
 CONCURRENCY="${CONCURRENCY:-32}"
+RESULTS="${RESULTS:-bench/results}"
 DATABASE_URL="${DATABASE_URL-postgres://postgres@127.0.0.1:5432/test}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -33,8 +34,13 @@ cleanup() {
 trap cleanup EXIT
 say() { printf '\n== %s\n' "$*" >&2; }
 
+mkdir -p "$RESULTS"
 say "building the release binary and the load generator"
-cargo build --release --bin cohort --example service_bench
+# Two builds: with the example in the same one, cargo would unify the root package's
+# dev-dependencies' features into the server too, and the server measured would not be the
+# `cargo build --release --bin cohort` one (nor the one the other benchmarks run).
+cargo build --release --bin cohort
+cargo build --release --example service_bench
 
 say "generating $TENANTS tenants of $SCALE individuals"
 for i in $(seq 1 "$TENANTS"); do
@@ -85,4 +91,17 @@ fi
     for row in "${ROWS[@]}"; do echo "$row"; done
     echo
     echo "Target: at least 1,000 jobs/s end to end on this 2-core machine."
-} | tee bench/results/service.md
+} | tee "$RESULTS/service.md"
+
+# The rows again, as JSON for bench/run-all.
+printf '%s\n' "${ROWS[@]}" | python3 -c '
+import json, sys
+keys = ["store", "jobs", "tenants", "seconds", "jobs_per_second", "submit_p50_ms", "submit_p99_ms", "submitting_seconds", "succeeded", "failed"]
+rows = {}
+for line in sys.stdin:
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == len(keys):
+        row = dict(zip(keys, [cells[0]] + [float(c) for c in cells[1:]]))
+        rows[row["store"]] = row
+json.dump({"jobs": int(sys.argv[1]), "concurrency": int(sys.argv[2]), "workers": int(sys.argv[3]), "stores": rows}, open(sys.argv[4], "w"), indent=1)
+' "$JOBS" "$CONCURRENCY" "$WORKERS" "$RESULTS/service.json"

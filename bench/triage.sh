@@ -8,7 +8,9 @@
 #     Sentry's message grouping, in Python (bench/triage_peer.py).
 #  3. `cohort triage --data-dir DIR --stats`: the report as the service makes it, from a SQLite
 #     store holding the same failures (the query joining attempts, jobs and tenants included).
-# Target: the report over 100,000 failure records in under 2 s. Writes bench/results/triage.md.
+# Target: the report over 100,000 failure records in under 2 s. Writes $RESULTS/triage.md
+# (RESULTS: default bench/results) and the numbers (medians of the measured runs) in
+# $RESULTS/triage.json.
 #
 #     bench/triage.sh                 # RECORDS=100000
 #     RECORDS=10000 bench/triage.sh
@@ -21,8 +23,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 COHORT="$TARGET_DIR/release/cohort"
 WORK="bench/data/triage"
+RESULTS="${RESULTS:-bench/results}"
 rm -rf "$WORK"
-mkdir -p bench/results "$WORK"
+mkdir -p "$RESULTS" "$WORK"
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "building the release binary"
@@ -38,9 +41,12 @@ python3 bench/triage_records.py "$RECORDS" "$WORK/failures.jsonl" "$END_MS"
 say "a store with the same failures"
 "$COHORT" serve --data-dir "$WORK/store" --listen 127.0.0.1:0 --workers 1 > "$WORK/serve.out" 2> "$WORK/serve.log" &
 SERVE=$!
-# Its line "cohort listening on …" says the store exists, migrations applied.
-timeout 60 tail -F "$WORK/serve.out" 2>/dev/null | grep -q -m1 "listening"
+trap 'kill "$SERVE" 2>/dev/null || true' EXIT   # should the wait below fail
+# Its line "cohort listening on …" says the store exists, migrations applied. Not a pipeline:
+# once grep has the line, tail dies of SIGPIPE, and under pipefail that would end the script.
+grep -q -m1 "listening" < <(timeout 60 tail -F "$WORK/serve.out" 2>/dev/null)
 kill "$SERVE"; wait "$SERVE" || true
+trap - EXIT
 python3 bench/triage_records.py "$RECORDS" - "$END_MS" --sqlite "$WORK/store/cohort.db"
 
 run() {
@@ -49,6 +55,7 @@ run() {
     for run in warm-up 1 2 3; do
         LINE="$("$@" 2>&1 >/dev/null | tail -1)"
         echo "$name, run $run: $LINE" >&2
+        printf '%s\t%s\t%s\n' "$name" "$run" "$LINE" >> "$WORK/runs.tsv"
         out="$out
 | $name | $run | $LINE |"
     done
@@ -71,7 +78,7 @@ PY
 )"
 
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-cat > bench/results/triage.md <<MD
+cat > "$RESULTS/triage.md" <<MD
 # Triage benchmark
 
 \`bench/triage.sh\` (RECORDS=$RECORDS), $(date -u +%Y-%m-%d), on $(nproc) cores of $CPU, $(free -g | awk '/Mem:/ {print $2}') GiB.
@@ -83,10 +90,35 @@ history that decides what is new), 5,000 tenants in six regions. Report: $SUMMAR
 |---|---|---|$ROWS
 
 Target: a report over 100,000 failure records in under 2 s. The records-file runs time the
-report itself (normalizing, classifying and grouping all 200,000 records, new and trend
+report itself (normalizing, classifying and grouping all $((RECORDS * 2)) records, new and trend
 against the history) apart from reading the file; the peer groups only the window's records
 (no history, no classification); the store runs time the whole command as the service makes
-the report: reading the window's 100,000 attempts joined with their jobs and tenants and the
-history's 100,000 through sqlx, then the report.
+the report: reading the window's $RECORDS attempts joined with their jobs and tenants and the
+history's $RECORDS through sqlx, then the report.
 MD
-cat bench/results/triage.md
+cat "$RESULTS/triage.md"
+
+python3 - "$WORK/runs.tsv" "$RECORDS" "$RESULTS/triage.json" <<'PY'
+import json, re, statistics, sys
+runs, records, out = sys.argv[1:4]
+seconds = {}
+for line in open(runs):
+    name, run, text = line.rstrip("\n").split("\t", 2)
+    if run == "warm-up":
+        continue
+    if name.startswith("peer"):
+        m = re.search(r"read in ([0-9.]+) s; report over \d+ made in ([0-9.]+) s", text)
+        keys = ("peer_read_s", "peer_report_s")
+    elif "store" in name:
+        m = re.search(r"()report made from the store in ([0-9.]+) s", text)
+        keys = (None, "store_s")
+    else:
+        m = re.search(r"read in ([0-9.]+) s; report made in ([0-9.]+) s", text)
+        keys = ("cohort_read_s", "cohort_report_s")
+    if not m:
+        sys.exit("%s, run %s: no timing in %r" % (name, run, text))
+    for key, value in zip(keys, m.groups()):
+        if key:
+            seconds.setdefault(key, []).append(float(value))
+json.dump(dict({"records": int(records)}, **{k: statistics.median(v) for k, v in seconds.items()}), open(out, "w"), indent=1)
+PY
