@@ -81,15 +81,16 @@ pub(crate) struct Compiler<'a> {
     /// How many `where`s deep the node being compiled is (0: the segment's filter).
     depth: usize,
     /// While finding key sets worth running first: the ones found, by the place of their
-    /// `related` node.
+    /// `related` node, and the rows a key set's plan must read to be one of them.
     found: Option<Vec<(String, DataFrame)>>,
+    found_min_rows: u64,
     /// Key sets already run, by the place of their `related` node: their rows in memory.
     run_first: std::collections::HashMap<String, DataFrame>,
 }
 
 impl<'a> Compiler<'a> {
     pub(crate) fn new(catalog: &'a Catalog, ctx: &'a SessionContext, as_of_micros: i64) -> Self {
-        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, run_first: Default::default() }
+        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, found_min_rows: 0, run_first: Default::default() }
     }
 
     /// Compiles `segment` once to find the key sets to run before it: the start values an
@@ -97,8 +98,10 @@ impl<'a> Compiler<'a> {
     /// next to the rows they filter, but the engine cannot know that before running them,
     /// and would build its hash tables on the wrong side; run first, their exact size is
     /// known. Returns them by the place of their `related` node.
-    pub(crate) fn key_sets_to_run_first(&mut self, segment: &Segment) -> Result<Vec<(String, DataFrame)>> {
+    /// Only key sets whose plan reads at least `min_rows` rows are worth it.
+    pub(crate) fn key_sets_to_run_first(&mut self, segment: &Segment, min_rows: u64) -> Result<Vec<(String, DataFrame)>> {
         self.found = Some(Vec::new());
+        self.found_min_rows = min_rows;
         let compiled = self.members(segment);
         let found = self.found.take().unwrap_or_default();
         self.scans.clear();
@@ -200,6 +203,7 @@ impl<'a> Compiler<'a> {
     /// its set (anti-joined to those outside it when `negated`).
     fn related_join(&mut self, frame: DataFrame, related: &Related, negated: bool) -> Result<DataFrame> {
         let start_field = start_field(related)?;
+        let scanned_before = self.scans.len();
         let test = match self.run_first.get(&related.place) {
             Some(keys) => {
                 let key = keys.schema().field(0).name().clone();
@@ -207,7 +211,16 @@ impl<'a> Compiler<'a> {
             }
             None => self.key_test(related)?,
         };
-        if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test) {
+        let rows_read: u64 = self.scans[scanned_before..]
+            .iter()
+            .map(|&o| {
+                let object = &self.catalog.objects[o];
+                object.rows.unwrap_or(object.bytes / 100)
+            })
+            .sum();
+        if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test)
+            && rows_read >= self.found_min_rows
+        {
             let name = format!("{RESERVED_PREFIX}_k{}_key", found.len());
             found.push((related.place.clone(), df(keys.clone().select(vec![ident(key).alias(&name)]))?));
         }

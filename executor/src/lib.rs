@@ -43,7 +43,7 @@ pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
 pub use run::{
     JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
-    plan_mode, run_analyzed, run_segment, session,
+    KEY_SETS_FIRST_MIN_ROWS, plan_mode, run_analyzed, run_segment, session,
 };
 pub use segment::{
     Agg, CmpOp, Having, Hop, Leaf, LeafOp, Literal, Node, Number, PlanShape, Related, Segment, parse_date,

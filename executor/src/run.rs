@@ -85,7 +85,14 @@ pub struct RunOptions {
     pub join_strategy: JoinStrategy,
     /// Parallelism inside the run (DataFusion's target partitions).
     pub target_partitions: usize,
+    /// A key set of an aggregate condition in the segment's own filter runs first when its
+    /// plan reads at least this many rows (CSV: bytes / 100); below, it stays in the main plan.
+    pub key_sets_first_min_rows: u64,
 }
+
+/// The default [`RunOptions::key_sets_first_min_rows`]: on smaller inputs a second plan
+/// costs more than a hash table built on the wrong side.
+pub const KEY_SETS_FIRST_MIN_ROWS: u64 = 1_000_000;
 
 impl RunOptions {
     /// Options for `as_of` with no memory limit and the default plan choice.
@@ -96,6 +103,7 @@ impl RunOptions {
             plan: PlanChoice::default(),
             join_strategy: JoinStrategy::default(),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            key_sets_first_min_rows: KEY_SETS_FIRST_MIN_ROWS,
         }
     }
 }
@@ -362,7 +370,7 @@ async fn run_observed(
             // Key sets of aggregate conditions run first, so the main plan joins them at
             // their real size. Their rows stay in memory until the run ends, held in the
             // run's pool like any operator's.
-            for (place, keys) in compiler.key_sets_to_run_first(segment)? {
+            for (place, keys) in compiler.key_sets_to_run_first(segment, options.key_sets_first_min_rows)? {
                 let started_key_set = Instant::now();
                 let (batches, costs) = execute(&ctx, keys.clone(), limit, &format!("key set of {place}"), observe).await?;
                 totals.add(&costs);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cohort_executor::{JoinStrategy, PlanChoice};
 
-use crate::{run_files, run_files_with};
+use crate::{KeySets, run_files, run_files_with};
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/segments");
@@ -19,10 +19,11 @@ fn case_dirs() -> Vec<PathBuf> {
 }
 
 /// Every way of running a segment that must give the same members.
-const CONFIGURATIONS: [(PlanChoice, JoinStrategy); 3] = [
-    (PlanChoice::Single, JoinStrategy::Hash),
-    (PlanChoice::Phased, JoinStrategy::Hash),
-    (PlanChoice::Single, JoinStrategy::SortMerge),
+const CONFIGURATIONS: [(PlanChoice, JoinStrategy, KeySets); 4] = [
+    (PlanChoice::Single, JoinStrategy::Hash, KeySets::InPlan),
+    (PlanChoice::Single, JoinStrategy::Hash, KeySets::First),
+    (PlanChoice::Phased, JoinStrategy::Hash, KeySets::InPlan),
+    (PlanChoice::Single, JoinStrategy::SortMerge, KeySets::First),
 ];
 
 #[tokio::test]
@@ -34,9 +35,9 @@ async fn every_case_gives_the_expected_members_in_every_plan_mode_and_join_strat
     for dir in &dirs {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let as_of = std::fs::read_to_string(dir.join("as_of.txt")).expect("as_of.txt");
-        for (mode, join) in CONFIGURATIONS {
-            let mode = (mode, join);
-            let result = run_files_with(&dir.join("model.json"), &dir.join("segment.json"), &as_of, mode.0, join).await;
+        for (plan, join, key_sets) in CONFIGURATIONS {
+            let mode = (plan, join, key_sets);
+            let result = run_files_with(&dir.join("model.json"), &dir.join("segment.json"), &as_of, plan, join, key_sets).await;
             checked += 1;
             if dir.join("expect_exit.txt").exists() {
                 let want: u8 = std::fs::read_to_string(dir.join("expect_exit.txt")).expect("expect_exit").trim().parse().expect("exit code");

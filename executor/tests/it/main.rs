@@ -18,16 +18,24 @@ pub async fn run_files(
     as_of: &str,
     plan: PlanChoice,
 ) -> cohort_executor::Result<RunReport> {
-    run_files_with(model, segment, as_of, plan, JoinStrategy::Hash).await
+    run_files_with(model, segment, as_of, plan, JoinStrategy::Hash, KeySets::InPlan).await
 }
 
-/// As [`run_files`], with a join strategy.
+/// Whether aggregate key sets run before the main plan (at any size) or stay in it.
+#[derive(Debug, Clone, Copy)]
+pub enum KeySets {
+    First,
+    InPlan,
+}
+
+/// As [`run_files`], with a join strategy and a choice of key sets first.
 pub async fn run_files_with(
     model: &Path,
     segment: &Path,
     as_of: &str,
     plan: PlanChoice,
     join: JoinStrategy,
+    key_sets: KeySets,
 ) -> cohort_executor::Result<RunReport> {
     let model = Model::from_file(model)?;
     let catalog = Catalog::load(model, &Default::default()).await?;
@@ -37,6 +45,10 @@ pub async fn run_files_with(
     let mut options = RunOptions::new(as_of);
     options.plan = plan;
     options.join_strategy = join;
+    options.key_sets_first_min_rows = match key_sets {
+        KeySets::First => 0,
+        KeySets::InPlan => u64::MAX,
+    };
     cohort_executor::run_segment(&catalog, &segment, &options).await
 }
 

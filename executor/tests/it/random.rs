@@ -13,7 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use crate::naive::{Db, Rel, Table, V};
-use crate::{MODES, run_files};
+use crate::{KeySets, MODES, run_files_with};
+use cohort_executor::{JoinStrategy, PlanChoice};
 
 const TYPES: [&str; 6] = ["string", "int", "float", "bool", "date", "timestamp"];
 const AS_OF: &str = "2026-09-01T12:00:00Z";
@@ -326,8 +327,10 @@ async fn agree_with_the_naive_evaluator(
         if !expected.is_empty() {
             nonempty += 1;
         }
-        for mode in MODES {
-            match run_files(&dir.path().join("model.json"), &dir.path().join("segment.json"), AS_OF, mode).await {
+        let modes = MODES.iter().map(|&plan| (plan, KeySets::InPlan)).chain([(PlanChoice::Single, KeySets::First)]);
+        for mode in modes {
+            let (model, segment_file) = (dir.path().join("model.json"), dir.path().join("segment.json"));
+            match run_files_with(&model, &segment_file, AS_OF, mode.0, JoinStrategy::Hash, mode.1).await {
                 Ok(report) if report.members == expected => {}
                 Ok(report) => failures.push(format!(
                     "seed {seed} {mode:?}: got {:?}, want {expected:?}\nsegment: {segment}",
