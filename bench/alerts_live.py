@@ -5,9 +5,10 @@ segment reads: the job fails at once, not retried). The latency is the webhook's
 the receiver minus the fifth job's `finished_at` (its failure's commit), both on this
 machine's clock. Prints a Markdown table of the distribution; --json also writes it as JSON.
 """
-import argparse, http.server, json, os, sys, threading, time
+import argparse, json, os, sys, threading, time
 
-from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve
+from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve, tenant_alerts_only
+from cohort_bench import receiver as start_receiver
 
 
 def parse_time(text):
@@ -29,27 +30,15 @@ def main():
     arrivals = {}
     done = threading.Condition()
 
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            at = time.time()
-            payload = json.loads(body)
-            tenant = payload["alerts"][0]["labels"].get("tenant")
-            if payload["status"] == "firing" and tenant:
-                with done:
-                    arrivals.setdefault(tenant, at)
-                    done.notify_all()
-            self.send_response(200)
-            self.end_headers()
+    def on_post(path, payload, at):
+        tenant = payload["alerts"][0]["labels"].get("tenant")
+        if payload["status"] == "firing" and tenant:
+            with done:
+                arrivals.setdefault(tenant, at)
+                done.notify_all()
 
-        def log_message(self, *args):
-            pass
-
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    config = os.path.join(a.work, "cohort.toml")
-    with open(config, "w") as f:
-        f.write("[alerts.failures.region]\nthreshold = 1000000\n[alerts.failures.global]\nthreshold = 1000000\n")
+    receiver = start_receiver(on_post)
+    config = tenant_alerts_only(a.work)
     server, base = serve(a.cohort, a.work, COHORT_CONFIG=config)
     try:
         call(base, ADMIN, "POST", "/v1/receivers", {"id": "bench", "url": "http://127.0.0.1:%d/hook" % receiver.server_port})

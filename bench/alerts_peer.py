@@ -32,9 +32,10 @@ failure's commit (the job's `finished_at` from the API), on this machine's clock
 Alertmanager it is split at the alert's `startsAt` (the Prometheus evaluation that found it).
 Prints a Markdown table; --json writes the numbers.
 """
-import argparse, http.server, json, os, re, socket, subprocess, sys, threading, time, urllib.parse, urllib.request
+import argparse, json, os, re, socket, subprocess, sys, threading, time, urllib.parse, urllib.request
 
-from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve
+from cohort_bench import ADMIN, AS_OF, call, final, fresh_tenant, serve, tenant_alerts_only
+from cohort_bench import receiver as start_receiver
 
 RULE = "sum by (tenant) (increase(cohort_job_failures_total[10m])) >= 5"
 WINDOW_SECONDS = 600
@@ -112,39 +113,27 @@ def main():
     notifications = {"cohort": 0, "alertmanager": 0}
     lock = threading.Lock()
 
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            at = time.time()
-            source = self.path.strip("/")
-            payload = json.loads(body)
-            with lock:
-                if source in arrivals:
-                    notifications[source] += 1
-                    for alert in payload.get("alerts", []):
-                        labels = alert.get("labels", {})
-                        tenant = labels.get("tenant")
-                        if alert.get("status") != "firing" or not tenant:
-                            continue
-                        if source == "cohort" and (labels.get("alertname") != "CohortJobFailures" or labels.get("scope") != "tenant"):
-                            continue
-                        if tenant not in arrivals[source]:
-                            arrivals[source][tenant] = at
-                            if source == "alertmanager":
-                                starts[tenant] = parse_time(alert["startsAt"])
-            self.send_response(200)
-            self.end_headers()
+    def on_post(path, payload, at):
+        source = path.strip("/")
+        with lock:
+            if source in arrivals:
+                notifications[source] += 1
+                for alert in payload.get("alerts", []):
+                    labels = alert.get("labels", {})
+                    tenant = labels.get("tenant")
+                    if alert.get("status") != "firing" or not tenant:
+                        continue
+                    if source == "cohort" and (labels.get("alertname") != "CohortJobFailures" or labels.get("scope") != "tenant"):
+                        continue
+                    if tenant not in arrivals[source]:
+                        arrivals[source][tenant] = at
+                        if source == "alertmanager":
+                            starts[tenant] = parse_time(alert["startsAt"])
 
-        def log_message(self, *args):
-            pass
-
-    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = start_receiver(on_post)
     hook = "http://127.0.0.1:%d" % receiver.server_port
 
-    config = os.path.join(a.work, "cohort.toml")
-    with open(config, "w") as f:
-        f.write("[alerts.failures.region]\nthreshold = 1000000\n[alerts.failures.global]\nthreshold = 1000000\n")
+    config = tenant_alerts_only(a.work)
     processes = []
     server, base = serve(a.cohort, a.work, COHORT_CONFIG=config)
     processes.append(server)

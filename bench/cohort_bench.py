@@ -1,6 +1,7 @@
 """What the live benchmarks share: the admin token, the API call, a datagen tenant, a release
-`cohort serve` on a free loopback port, and waiting for a job's final state (long polls)."""
-import json, os, shutil, subprocess, threading, urllib.request
+`cohort serve` on a free loopback port, waiting for a job's final state (long polls), and a
+webhook receiver."""
+import http.server, json, os, shutil, subprocess, threading, time, urllib.request
 
 AS_OF = "2026-11-01T00:00:00Z"
 ADMIN = "bench-admin-token-0123456789"
@@ -52,3 +53,32 @@ def final(base, token, tenant, job):
     while view["status"] not in ("succeeded", "failed", "cancelled"):
         view = call(base, token, "GET", "/v1/tenants/%s/runs/%s?wait_seconds=30&while_status=%s" % (tenant, job, view["status"]))
     return view
+
+
+def receiver(on_post):
+    """Starts an HTTP receiver on a free loopback port; each POST calls on_post(path, payload,
+    arrival time) and is answered 200. Returns the server (its port: server.server_port)."""
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            at = time.time()
+            on_post(self.path, json.loads(body), at)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def tenant_alerts_only(work):
+    """A config file in `work` raising the region and global failure rules out of reach, so
+    only tenant alerts fire. Returns its path."""
+    config = os.path.join(work, "cohort.toml")
+    with open(config, "w") as f:
+        f.write("[alerts.failures.region]\nthreshold = 1000000\n[alerts.failures.global]\nthreshold = 1000000\n")
+    return config
