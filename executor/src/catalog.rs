@@ -86,6 +86,11 @@ pub struct LoadedObject {
 }
 
 impl LoadedObject {
+    /// Its rows: Parquet's count, or for CSV one row per 100 bytes.
+    pub fn rows_or_estimate(&self) -> u64 {
+        self.rows.unwrap_or(self.bytes / 100)
+    }
+
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.field_index.get(name).map(|&i| &self.fields[i])

@@ -211,13 +211,7 @@ impl<'a> Compiler<'a> {
             }
             None => self.key_test(related)?,
         };
-        let rows_read: u64 = self.scans[scanned_before..]
-            .iter()
-            .map(|&o| {
-                let object = &self.catalog.objects[o];
-                object.rows.unwrap_or(object.bytes / 100)
-            })
-            .sum();
+        let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
         if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test)
             && rows_read >= self.found_min_rows
         {

@@ -17,7 +17,7 @@ use datafusion::logical_expr::ident;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, LoadedObject};
 use crate::compile::Compiler;
 use crate::error::{Error, Result};
 use crate::model::{FieldType, SourceFormat};
@@ -370,7 +370,14 @@ async fn run_observed(
             // Key sets of aggregate conditions run first, so the main plan joins them at
             // their real size. Their rows stay in memory until the run ends, held in the
             // run's pool like any operator's.
-            for (place, keys) in compiler.key_sets_to_run_first(segment, options.key_sets_first_min_rows)? {
+            // No key set can read the threshold's rows when the whole model holds fewer: the
+            // search (a second compilation) is skipped for small tenants.
+            let model_rows: u64 = catalog.objects.iter().map(LoadedObject::rows_or_estimate).sum();
+            let key_sets = match model_rows >= options.key_sets_first_min_rows {
+                true => compiler.key_sets_to_run_first(segment, options.key_sets_first_min_rows)?,
+                false => Vec::new(),
+            };
+            for (place, keys) in key_sets {
                 let started_key_set = Instant::now();
                 let (batches, costs) = execute(&ctx, keys.clone(), limit, &format!("key set of {place}"), observe).await?;
                 totals.add(&costs);
