@@ -80,42 +80,87 @@ pub(crate) struct Compiler<'a> {
     pub scans: Vec<usize>,
     /// How many `where`s deep the node being compiled is (0: the segment's filter).
     depth: usize,
-    /// While finding key sets worth running first: the ones found, by the place of their
-    /// `related` node, and the rows a key set's plan must read to be one of them.
-    found: Option<Vec<(String, DataFrame)>>,
+    /// While finding what is worth running first: what was found, in the order the plan
+    /// needs it, and the rows its plan must read to be worth it.
+    found: Option<Vec<RunFirst>>,
     found_min_rows: u64,
-    /// Key sets already run, by the place of their `related` node: their rows in memory.
-    run_first: std::collections::HashMap<String, DataFrame>,
+    /// What already ran, by kind and place: its rows in memory.
+    run_first: std::collections::HashMap<(RunFirstKind, String), DataFrame>,
+    /// Aggregate conditions whose input is cut to the start values of the root rows still in
+    /// the set (by the place of their `related` node): those values, as one column.
+    reducers: std::collections::HashMap<String, DataFrame>,
+}
+
+/// Part of the single plan worth running on its own before the rest, so that the rest is
+/// planned with its real size.
+pub(crate) struct RunFirst {
+    /// The place of the `related` node it belongs to; [`Compiler::use_run_first`] takes it back.
+    pub place: String,
+    pub kind: RunFirstKind,
+    pub plan: DataFrame,
+    /// For the rows before an aggregate condition: that condition's place and the field it
+    /// starts from, to cut its input with ([`Compiler::use_run_first`]).
+    pub cut: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RunFirstKind {
+    /// The start values an aggregate condition of the segment's own filter accepts (or
+    /// refuses).
+    KeySet,
+    /// The root rows still in the set just before an aggregate condition of the segment's
+    /// own filter (the fields the rest of the filter reads). Once their number is known,
+    /// the aggregate can be cut to their start values.
+    RowsBefore,
+}
+
+impl RunFirstKind {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            RunFirstKind::KeySet => "key set",
+            RunFirstKind::RowsBefore => "rows before",
+        }
+    }
 }
 
 impl<'a> Compiler<'a> {
     pub(crate) fn new(catalog: &'a Catalog, ctx: &'a SessionContext, as_of_micros: i64) -> Self {
-        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, found_min_rows: 0, run_first: Default::default() }
+        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, found_min_rows: 0, run_first: Default::default(), reducers: Default::default() }
     }
 
-    /// Compiles `segment` once to find the key sets to run before it: the start values an
-    /// aggregate condition of the segment's own filter accepts (or refuses). They are small
-    /// next to the rows they filter, but the engine cannot know that before running them,
-    /// and would build its hash tables on the wrong side; run first, their exact size is
-    /// known. Returns them by the place of their `related` node.
-    /// Only key sets whose plan reads at least `min_rows` rows are worth it.
-    pub(crate) fn key_sets_to_run_first(&mut self, segment: &Segment, min_rows: u64) -> Result<Vec<(String, DataFrame)>> {
+    /// Compiles `segment` to find the next part worth running before the rest, given what
+    /// already ran ([`Compiler::use_run_first`]); `None` when nothing more is.
+    ///
+    /// Two kinds. The key set of an aggregate condition of the segment's own filter: small
+    /// next to the rows it filters, but the engine cannot know that before running it, and
+    /// would build its hash tables on the wrong side. And the root rows still in the set
+    /// just before such a condition, when others narrowed them: once they are known, the
+    /// aggregate needs only their start values' related rows.
+    /// Only parts whose plan reads at least `min_rows` rows are worth it.
+    pub(crate) fn next_to_run_first(&mut self, segment: &Segment, min_rows: u64) -> Result<Option<RunFirst>> {
         self.found = Some(Vec::new());
         self.found_min_rows = min_rows;
         let compiled = self.members(segment);
         let found = self.found.take().unwrap_or_default();
         self.scans.clear();
-        compiled.map(|_| found)
+        compiled.map(|_| found.into_iter().next())
     }
 
-    /// Uses `keys` (one column of start values) for the `related` node at `place` from now on.
-    pub(crate) fn use_key_set(&mut self, place: String, keys: DataFrame) {
-        self.run_first.insert(place, keys);
+    /// Uses `rows` (what `place` produced when run first) from now on. For the rows before
+    /// an aggregate condition, `cut` also cuts the aggregate to their start values.
+    pub(crate) fn use_run_first(&mut self, place: String, kind: RunFirstKind, rows: DataFrame, cut: Option<(String, String)>) -> Result<()> {
+        if let (RunFirstKind::RowsBefore, Some((related_place, start_field))) = (kind, cut) {
+            let keys = df(rows.clone().select(vec![ident(&start_field).alias(REDUCE_KEY)]).and_then(|d| d.filter(ident(REDUCE_KEY).is_not_null())).and_then(DataFrame::distinct))?;
+            self.reducers.insert(related_place, keys);
+        }
+        self.run_first.insert((kind, place), rows);
+        Ok(())
     }
 
     /// The single plan: the distinct non-NULL primary keys of the root rows in the filter's set.
     pub(crate) fn members(&mut self, segment: &Segment) -> Result<DataFrame> {
-        let rows = self.matching_rows(segment.root, &segment.filter)?;
+        let frame = self.scan(segment.root)?;
+        let rows = self.restrict(frame, segment.root, &segment.filter)?;
         let pk = &self.catalog.objects[segment.root].primary_key;
         Ok(df(rows.select(vec![ident(pk).alias(MEMBER)])
             .and_then(|d| d.filter(ident(MEMBER).is_not_null()))
@@ -134,21 +179,7 @@ impl<'a> Compiler<'a> {
     pub(crate) fn signature(&self, segment: &Segment) -> Vec<String> {
         let mut fields = BTreeSet::new();
         fields.insert(self.catalog.objects[segment.root].primary_key.clone());
-        fn walk(node: &Node, fields: &mut BTreeSet<String>) {
-            match node {
-                Node::Leaf(l) => {
-                    fields.insert(l.field.clone());
-                }
-                Node::And(c) | Node::Or(c) => c.iter().for_each(|n| walk(n, fields)),
-                Node::Not(n) => walk(n, fields),
-                Node::Related(r) => {
-                    if let Some(first) = r.path.first() {
-                        fields.insert(first.from_field.clone());
-                    }
-                }
-            }
-        }
-        walk(&segment.filter, &mut fields);
+        fields_read(&segment.filter, &mut fields);
         fields.into_iter().collect()
     }
 
@@ -176,7 +207,18 @@ impl<'a> Compiler<'a> {
                 if let Some(predicate) = predicate {
                     frame = df(frame.filter(predicate))?;
                 }
-                for child in others {
+                // Conditions that something is connected first: they usually keep few rows
+                // (their negations usually keep most, and go last). Aggregate conditions in
+                // between: at the segment's filter, once rows that something is connected to
+                // are known, an aggregate needs only their start values' related rows.
+                let (connected, others): (Vec<&Node>, Vec<&Node>) =
+                    others.into_iter().partition(|c| matches!(c, Node::Related(_) | Node::Or(_)) && aggregate_condition(c).is_none());
+                let (aggregates, others): (Vec<&Node>, Vec<&Node>) = others.into_iter().partition(|c| aggregate_condition(c).is_some());
+                let order: Vec<&Node> = connected.iter().chain(&aggregates).chain(&others).copied().collect();
+                for (i, child) in order.iter().enumerate() {
+                    if let (Some(related), true, 0) = (aggregate_condition(child), !connected.is_empty(), self.depth) {
+                        frame = self.rows_before(frame, object, related, &order[i..])?;
+                    }
                     frame = self.restrict(frame, object, child)?;
                 }
                 Ok(frame)
@@ -194,6 +236,26 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The rows before the aggregate condition `related` of the segment's filter (`rest`:
+    /// the conjuncts from it on): the rows that ran first, if they did; else `frame`, noted as
+    /// worth running first when the aggregate reads enough rows.
+    fn rows_before(&mut self, frame: DataFrame, object: usize, related: &Related, rest: &[&Node]) -> Result<DataFrame> {
+        if let Some(rows) = self.run_first.get(&(RunFirstKind::RowsBefore, related.place.clone())) {
+            return Ok(rows.clone());
+        }
+        let rows_read: u64 = related.path.iter().map(|hop| self.catalog.objects[hop.to_object].rows_or_estimate()).sum();
+        if let Some(found) = &mut self.found
+            && rows_read >= self.found_min_rows
+        {
+            let mut fields = BTreeSet::new();
+            fields.insert(self.catalog.objects[object].primary_key.clone());
+            rest.iter().for_each(|n| fields_read(n, &mut fields));
+            let plan = df(frame.clone().select(fields.iter().map(ident).collect::<Vec<Expr>>()))?;
+            found.push(RunFirst { place: related.place.clone(), kind: RunFirstKind::RowsBefore, plan, cut: Some((related.place.clone(), start_field(related)?)) });
+        }
+        Ok(frame)
+    }
+
     fn restrict_by_predicate(&mut self, frame: DataFrame, object: usize, node: &Node) -> Result<DataFrame> {
         let (frame, predicate) = self.node(frame, object, node)?;
         df(frame.filter(predicate))
@@ -204,7 +266,7 @@ impl<'a> Compiler<'a> {
     fn related_join(&mut self, frame: DataFrame, related: &Related, negated: bool) -> Result<DataFrame> {
         let start_field = start_field(related)?;
         let scanned_before = self.scans.len();
-        let test = match self.run_first.get(&related.place) {
+        let test = match self.run_first.get(&(RunFirstKind::KeySet, related.place.clone())) {
             Some(keys) => {
                 let key = keys.schema().field(0).name().clone();
                 KeyTest::Keys { keys: keys.clone(), key, outside: !accepts_by_start_value(related), distinct: true }
@@ -214,9 +276,10 @@ impl<'a> Compiler<'a> {
         let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
         if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test)
             && rows_read >= self.found_min_rows
+            && !self.run_first.contains_key(&(RunFirstKind::KeySet, related.place.clone()))
         {
-            let name = format!("{RESERVED_PREFIX}_k{}_key", found.len());
-            found.push((related.place.clone(), df(keys.clone().select(vec![ident(key).alias(&name)]))?));
+            let name = format!("{RESERVED_PREFIX}_k{}_key", self.run_first.len());
+            found.push(RunFirst { place: related.place.clone(), kind: RunFirstKind::KeySet, plan: df(keys.clone().select(vec![ident(key).alias(&name)]))?, cut: None });
         }
         match test {
             KeyTest::All(all) if all != negated => Ok(frame),
@@ -512,6 +575,11 @@ impl<'a> Compiler<'a> {
                 .join(target, JoinType::Inner, &[WALK], &[last.to_field.as_str()], None)
                 .and_then(|d| d.select(vec![ident(START), aggregated_field])))?
         };
+        // Only the start values of the rows still in the set matter, when they are known.
+        let grouped_input = match self.reducers.get(&related.place) {
+            Some(keys) => df(grouped_input.join(keys.clone(), JoinType::LeftSemi, &[START], &[REDUCE_KEY], None))?,
+            None => grouped_input,
+        };
         // `count_distinct` as distinct (start, value) pairs counted per start: a plain grouped
         // count, far cheaper in memory than per-group distinct sets.
         let (grouped_input, aggregate) = if having.agg == Agg::CountDistinct {
@@ -529,6 +597,46 @@ impl<'a> Compiler<'a> {
 }
 
 const UNION_KEY: &str = "__cohort_union_key";
+const REDUCE_KEY: &str = "__cohort_reduce_key";
+
+/// The fields of the current object that `node` reads: its leaves' fields and the fields its
+/// `related` nodes start from.
+fn fields_read(node: &Node, fields: &mut BTreeSet<String>) {
+    match node {
+        Node::Leaf(l) => {
+            fields.insert(l.field.clone());
+        }
+        Node::And(c) | Node::Or(c) => c.iter().for_each(|n| fields_read(n, fields)),
+        Node::Not(n) => fields_read(n, fields),
+        Node::Related(r) => {
+            if let Some(first) = r.path.first() {
+                fields.insert(first.from_field.clone());
+            }
+        }
+    }
+}
+
+/// The `related` node of a conjunct that needs an aggregate per start value (itself or its
+/// negation): the conditions whose input is worth cutting to the rows still in the set.
+pub(crate) fn aggregate_condition(node: &Node) -> Option<&Related> {
+    let related = match node {
+        Node::Related(r) => r,
+        Node::Not(n) => match n.as_ref() {
+            Node::Related(r) => r,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let having = related.having.as_ref()?;
+    if CountTest::of(having).is_some() {
+        return None;
+    }
+    // The smallest below v or the largest above v is an existence test (see `key_test`).
+    let existence = matches!((having.agg, having.op, &having.field), (Agg::Min, CmpOp::Lt | CmpOp::Le, Some(_)) | (Agg::Max, CmpOp::Gt | CmpOp::Ge, Some(_)));
+    (!existence).then_some(related)
+}
+
+
 
 /// What decides a `related` node's set in a filtering position.
 // Short-lived, one per `related` node: boxing the frame would buy nothing.

@@ -88,6 +88,10 @@ pub struct RunOptions {
     /// A key set of an aggregate condition in the segment's own filter runs first when its
     /// plan reads at least this many rows (CSV: bytes / 100); below, it stays in the main plan.
     pub key_sets_first_min_rows: u64,
+    /// With parts run first: the root rows that something is connected to, known before an
+    /// aggregate condition of the segment's own filter, cut the aggregate's input to their
+    /// start values when they are at most this share of the root's rows (0: never, 1: always).
+    pub cut_share: f64,
 }
 
 /// The default [`RunOptions::key_sets_first_min_rows`]: on smaller inputs a second plan
@@ -104,6 +108,7 @@ impl RunOptions {
             join_strategy: JoinStrategy::default(),
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             key_sets_first_min_rows: KEY_SETS_FIRST_MIN_ROWS,
+            cut_share: CUT_SHARE,
         }
     }
 }
@@ -248,6 +253,10 @@ impl MemoryPool for PeakTrackingPool {
     }
 }
 
+/// The default [`RunOptions::cut_share`]: probing the cut costs about what aggregating the
+/// rows it removes does when a quarter of the start values remain.
+pub const CUT_SHARE: f64 = 0.25;
+
 /// A session for one run: its own memory pool of the given size.
 pub fn session(options: &RunOptions) -> Result<(SessionContext, Arc<PeakTrackingPool>)> {
     let inner: Arc<dyn MemoryPool> = match options.memory_limit_bytes {
@@ -373,27 +382,34 @@ async fn run_observed(
             // No key set can read the threshold's rows when the whole model holds fewer: the
             // search (a second compilation) is skipped for small tenants.
             let model_rows: u64 = catalog.objects.iter().map(LoadedObject::rows_or_estimate).sum();
-            let key_sets = match model_rows >= options.key_sets_first_min_rows {
-                true => compiler.key_sets_to_run_first(segment, options.key_sets_first_min_rows)?,
-                false => Vec::new(),
-            };
-            for (place, keys) in key_sets {
-                let started_key_set = Instant::now();
-                let (batches, costs) = execute(&ctx, keys.clone(), limit, &format!("key set of {place}"), observe).await?;
-                totals.add(&costs);
-                let rows = batches.iter().map(RecordBatch::num_rows).sum();
-                let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-                held.try_grow(bytes).map_err(|e| Error::from_datafusion(e, limit))?;
-                phases.push(PhaseReport {
-                    place: format!("{place} (key set)"),
-                    rows,
-                    started: started_key_set.duration_since(started),
-                    elapsed: started_key_set.elapsed(),
-                    rows_scanned: costs.rows_scanned,
-                });
-                let schema = Arc::new(keys.schema().as_arrow().clone());
-                let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("key set table: {e}")))?;
-                compiler.use_key_set(place, ctx.read_table(Arc::new(table)).map_err(internal)?);
+            if model_rows >= options.key_sets_first_min_rows {
+                // Each part found is run, then the segment compiled again with its rows; a
+                // segment holds finitely many places, the bound only guards against a loop.
+                let most = 2 * segment.shape().related_predicates + 2;
+                let root_rows = catalog.objects[segment.root].rows_or_estimate();
+                for _ in 0..most {
+                    let Some(first) = compiler.next_to_run_first(segment, options.key_sets_first_min_rows)? else { break };
+                    let started_first = Instant::now();
+                    let title = format!("{} ({})", first.place, first.kind.describe());
+                    let schema = Arc::new(first.plan.schema().as_arrow().clone());
+                    let (batches, costs) = execute(&ctx, first.plan, limit, &title, observe).await?;
+                    totals.add(&costs);
+                    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+                    held.try_grow(bytes).map_err(|e| Error::from_datafusion(e, limit))?;
+                    phases.push(PhaseReport {
+                        place: title,
+                        rows,
+                        started: started_first.duration_since(started),
+                        elapsed: started_first.elapsed(),
+                        rows_scanned: costs.rows_scanned,
+                    });
+                    // Cutting an aggregate's input to the start values of the rows before it
+                    // pays when they are few next to the root's rows.
+                    let cut = first.cut.filter(|_| rows as f64 <= options.cut_share * root_rows as f64);
+                    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("table of {}: {e}", first.place)))?;
+                    compiler.use_run_first(first.place, first.kind, ctx.read_table(Arc::new(table)).map_err(internal)?, cut)?;
+                }
             }
             compiler.members(segment)?
         }

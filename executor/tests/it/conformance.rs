@@ -23,7 +23,7 @@ const CONFIGURATIONS: [(PlanChoice, JoinStrategy, KeySets); 4] = [
     (PlanChoice::Single, JoinStrategy::Hash, KeySets::InPlan),
     (PlanChoice::Single, JoinStrategy::Hash, KeySets::First),
     (PlanChoice::Phased, JoinStrategy::Hash, KeySets::InPlan),
-    (PlanChoice::Single, JoinStrategy::SortMerge, KeySets::First),
+    (PlanChoice::Single, JoinStrategy::SortMerge, KeySets::FirstUncut),
 ];
 
 #[tokio::test]

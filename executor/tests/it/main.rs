@@ -21,10 +21,16 @@ pub async fn run_files(
     run_files_with(model, segment, as_of, plan, JoinStrategy::Hash, KeySets::InPlan).await
 }
 
-/// Whether aggregate key sets run before the main plan (at any size) or stay in it.
+/// Whether parts of the single plan (aggregate key sets, the rows before an aggregate) run
+/// before the rest, at any size, or stay in it.
 #[derive(Debug, Clone, Copy)]
 pub enum KeySets {
+    /// Everything worth running first runs first, whatever its size; aggregates are always
+    /// cut to the rows before them.
     First,
+    /// As `First`, but aggregates are never cut.
+    FirstUncut,
+    /// Nothing runs first.
     InPlan,
 }
 
@@ -45,9 +51,10 @@ pub async fn run_files_with(
     let mut options = RunOptions::new(as_of);
     options.plan = plan;
     options.join_strategy = join;
-    options.key_sets_first_min_rows = match key_sets {
-        KeySets::First => 0,
-        KeySets::InPlan => u64::MAX,
+    (options.key_sets_first_min_rows, options.cut_share) = match key_sets {
+        KeySets::First => (0, 1.0),
+        KeySets::FirstUncut => (0, 0.0),
+        KeySets::InPlan => (u64::MAX, 0.0),
     };
     cohort_executor::run_segment(&catalog, &segment, &options).await
 }

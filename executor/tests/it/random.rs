@@ -327,7 +327,7 @@ async fn agree_with_the_naive_evaluator(
         if !expected.is_empty() {
             nonempty += 1;
         }
-        let modes = MODES.iter().map(|&plan| (plan, KeySets::InPlan)).chain([(PlanChoice::Single, KeySets::First)]);
+        let modes = MODES.iter().map(|&plan| (plan, KeySets::InPlan)).chain([(PlanChoice::Single, KeySets::First), (PlanChoice::Single, KeySets::FirstUncut)]);
         for mode in modes {
             let (model, segment_file) = (dir.path().join("model.json"), dir.path().join("segment.json"));
             match run_files_with(&model, &segment_file, AS_OF, mode.0, JoinStrategy::Hash, mode.1).await {
