@@ -26,8 +26,8 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions::string::expr_fn::{contains, ends_with, starts_with};
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{avg, count_distinct, max, min, sum};
-use datafusion::logical_expr::{Expr, cast, ident, in_list, is_not_true, lit};
+use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
+use datafusion::logical_expr::{Expr, cast, ident, in_list, is_not_true, lit, when};
 use datafusion::prelude::SessionContext;
 
 use crate::catalog::{Catalog, LoadedObject, arrow_type};
@@ -214,12 +214,21 @@ impl<'a> Compiler<'a> {
                 let (connected, others): (Vec<&Node>, Vec<&Node>) =
                     others.into_iter().partition(|c| matches!(c, Node::Related(_) | Node::Or(_)) && aggregate_condition(c).is_none());
                 let (aggregates, others): (Vec<&Node>, Vec<&Node>) = others.into_iter().partition(|c| aggregate_condition(c).is_some());
-                let order: Vec<&Node> = connected.iter().chain(&aggregates).chain(&others).copied().collect();
+                // Conditions on the same related object, one of them an aggregate, are
+                // answered by one aggregate over one scan: each group stands in the order at
+                // its first aggregate.
+                let groups = same_object_groups(&aggregates.iter().chain(&others).chain(&connected).copied().collect::<Vec<_>>());
+                let grouped_later = |c: &&Node| groups.iter().any(|g| g[1..].iter().any(|m| std::ptr::eq(*m, *c)));
+                let order: Vec<&Node> = connected.iter().chain(&aggregates).chain(&others).filter(|c| !grouped_later(c)).copied().collect();
+                let narrowed = connected.iter().any(|c| !grouped_later(c));
                 for (i, child) in order.iter().enumerate() {
-                    if let (Some(related), true, 0) = (aggregate_condition(child), !connected.is_empty(), self.depth) {
+                    if let (Some(related), true, 0) = (aggregate_condition(child), narrowed, self.depth) {
                         frame = self.rows_before(frame, object, related, &order[i..])?;
                     }
-                    frame = self.restrict(frame, object, child)?;
+                    frame = match groups.iter().find(|g| std::ptr::eq(g[0], *child)) {
+                        Some(group) => self.merged_join(frame, group)?,
+                        None => self.restrict(frame, object, child)?,
+                    };
                 }
                 Ok(frame)
             }
@@ -286,6 +295,80 @@ impl<'a> Compiler<'a> {
             KeyTest::All(_) => df(frame.filter(lit(false))),
             KeyTest::Keys { keys, key, outside, distinct } => semi_join(frame, &start_field, keys, &key, outside != negated, distinct),
         }
+    }
+
+    /// Conjuncts on the same related object over the same one-hop path (`group`, from
+    /// [`same_object_groups`], its first an aggregate condition): `frame` semi-joined to the
+    /// start values that satisfy all of them, from one scan of the object and one aggregate
+    /// per start value holding each conjunct's own aggregate over the rows of its own `where`.
+    /// A start value with no row in any `where` satisfies none of them: the group holds a
+    /// condition that fails on nothing connected.
+    fn merged_join(&mut self, frame: DataFrame, group: &[&Node]) -> Result<DataFrame> {
+        let members: Vec<(&Related, bool)> = group.iter().filter_map(|n| related_conjunct(n)).collect();
+        let (first, _) = *members.first().ok_or_else(|| Error::Internal("an empty group of conditions".into()))?;
+        let hop = first.path.first().ok_or_else(|| Error::Internal(format!("{}: empty path", first.place)))?;
+        let place = format!("{} (with {} more)", first.place, members.len() - 1);
+        let scanned_before = self.scans.len();
+        let keys = match self.run_first.get(&(RunFirstKind::KeySet, place.clone())) {
+            Some(keys) => keys.clone(),
+            None => {
+                let target = self.scan(first.object)?;
+                self.depth += 1;
+                let mut flags = Vec::with_capacity(members.len());
+                for (related, _) in &members {
+                    flags.push(match &related.where_ {
+                        Some(where_) => self.node(target.clone(), related.object, where_)?.1,
+                        None => lit(true),
+                    });
+                }
+                self.depth -= 1;
+                let any = flags.iter().cloned().reduce(Expr::or).unwrap_or(lit(true));
+                let mut columns = vec![ident(&hop.to_field).alias(START)];
+                let mut aggregates = Vec::with_capacity(members.len());
+                let mut holds = Vec::with_capacity(members.len());
+                for (i, ((related, negated), flag)) in members.iter().zip(flags).enumerate() {
+                    let (input, value) = (format!("{RESERVED_PREFIX}_m{i}_input"), format!("{RESERVED_PREFIX}_m{i}_value"));
+                    let read = match related.having.as_ref().and_then(|h| h.field.as_ref()) {
+                        Some((field, _)) => ident(field),
+                        None => lit(1i64),
+                    };
+                    columns.push(df(when(flag.is_true(), read).end())?.alias(&input));
+                    let column = ident(&input);
+                    aggregates.push(
+                        match related.having.as_ref().map(|h| h.agg) {
+                            None | Some(Agg::Count) => count(column),
+                            Some(Agg::CountDistinct) => count_distinct(column),
+                            Some(Agg::Sum) => sum(column),
+                            Some(Agg::Avg) => avg(column),
+                            Some(Agg::Min) => min(column),
+                            Some(Agg::Max) => max(column),
+                        }
+                        .alias(&value),
+                    );
+                    let condition = match &related.having {
+                        None => ident(&value).gt(lit(0i64)),
+                        Some(having) => having_predicate(ident(&value), having),
+                    };
+                    holds.push(if *negated { is_not_true(condition) } else { condition });
+                }
+                let input = df(target.filter(any.and(ident(&hop.to_field).is_not_null())).and_then(|d| d.select(columns)))?;
+                let input = match self.reducers.get(&first.place) {
+                    Some(keys) => df(input.join(keys.clone(), JoinType::LeftSemi, &[START], &[REDUCE_KEY], None))?,
+                    None => input,
+                };
+                let holds = holds.into_iter().reduce(Expr::and).unwrap_or(lit(true));
+                let name = format!("{RESERVED_PREFIX}_k{}_key", self.run_first.len());
+                df(input.aggregate(vec![ident(START)], aggregates).and_then(|d| d.filter(holds)).and_then(|d| d.select(vec![ident(START).alias(&name)])))?
+            }
+        };
+        let key = keys.schema().field(0).name().clone();
+        let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
+        if let (Some(found), 0) = (&mut self.found, self.depth)
+            && rows_read >= self.found_min_rows
+        {
+            found.push(RunFirst { place, kind: RunFirstKind::KeySet, plan: keys.clone(), cut: None });
+        }
+        semi_join(frame, &hop.from_field, keys, &key, false, true)
     }
 
     /// An `or` in a filtering position whose branches are all `related` nodes that accept
@@ -598,6 +681,64 @@ impl<'a> Compiler<'a> {
 
 const UNION_KEY: &str = "__cohort_union_key";
 const REDUCE_KEY: &str = "__cohort_reduce_key";
+
+/// The `related` node of a conjunct and whether the conjunct negates it.
+fn related_conjunct(node: &Node) -> Option<(&Related, bool)> {
+    match node {
+        Node::Related(r) => Some((r, false)),
+        Node::Not(n) => match n.as_ref() {
+            Node::Related(r) => Some((r, true)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `node` decides each row on its own fields (no `related` inside).
+fn row_local(node: &Node) -> bool {
+    match node {
+        Node::Leaf(_) => true,
+        Node::And(c) | Node::Or(c) => c.iter().all(row_local),
+        Node::Not(n) => row_local(n),
+        Node::Related(_) => false,
+    }
+}
+
+/// Groups of conjuncts that [`Compiler::merged_join`] answers together: `related` nodes (or
+/// their negations) over the same one-hop path with `where`s that look at the related row
+/// alone, at least one an aggregate condition (placed first) and at least one accepting
+/// nothing unconnected.
+fn same_object_groups<'n>(conjuncts: &[&'n Node]) -> Vec<Vec<&'n Node>> {
+    let mut groups: Vec<((&str, usize, &str), Vec<&'n Node>)> = Vec::new();
+    for &node in conjuncts {
+        let Some((related, _)) = related_conjunct(node) else { continue };
+        let [hop] = related.path.as_slice() else { continue };
+        let always_or_never = related.having.as_ref().and_then(CountTest::of).is_some_and(|t| matches!(t, CountTest::Always | CountTest::Never));
+        if always_or_never || !related.where_.as_ref().is_none_or(row_local) {
+            continue;
+        }
+        let key = (hop.from_field.as_str(), related.object, hop.to_field.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(node),
+            None => groups.push((key, vec![node])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut members)| {
+            if let Some(i) = members.iter().position(|n| aggregate_condition(n).is_some()) {
+                let first = members.remove(i);
+                members.insert(0, first);
+            }
+            members
+        })
+        .filter(|members| {
+            members.len() >= 2
+                && aggregate_condition(members[0]).is_some()
+                && members.iter().filter_map(|n| related_conjunct(n)).any(|(r, negated)| !negated && accepts_by_start_value(r))
+        })
+        .collect()
+}
 
 /// The fields of the current object that `node` reads: its leaves' fields and the fields its
 /// `related` nodes start from.
