@@ -1,8 +1,8 @@
 //! The estimator: regressions per regime, calibrated margins, and the rules they fall back on.
 //!
-//! Two regimes. **Warm**: the segment has run before; the regression starts from its last
-//! peak (and runtime) and learns how they move with the sizes it reads, with the
-//! Autopilot-style decayed maximum of the segment's recent peaks as a feature. **Cold**: a
+//! Two regimes. **Warm**: the segment has run before; the memory regression starts from its
+//! peak scaled to this run (the largest recent peak per row read, times the rows it reads),
+//! the runtime regression from its last runtime and how the sizes it reads moved. **Cold**: a
 //! segment never seen, of a tenant maybe never seen; the regression reads only the plan's
 //! shape and the sizes. Both are fitted on log scales.
 //!
@@ -44,10 +44,11 @@ pub struct Config {
     pub rule_bytes_per_source_byte: f64,
     /// …plus this.
     pub rule_base_bytes: u64,
-    /// Warm rule (no model yet): the last peak, scaled by the growth of the rows read, times this.
+    /// Warm rule (no model yet): the segment's largest recent peak per row read, times the
+    /// rows this run reads, times this.
     pub rule_history_margin: f64,
-    /// Added (as a log-ratio) to the largest held-out residual when there are too few to take
-    /// the quantile the coverage asks for.
+    /// Added (as a log-ratio) to the bound of a group whose margin is its largest held-out
+    /// score, when there are too few held-out runs to take the quantile the coverage asks for.
     pub uncalibrated_margin: f64,
 }
 
@@ -65,8 +66,8 @@ impl Default for Config {
             penalty: 1e-3,
             rule_bytes_per_source_byte: 4.0,
             rule_base_bytes: 32 << 20,
-            rule_history_margin: 2.0,
-            uncalibrated_margin: 0.3,
+            rule_history_margin: 1.5,
+            uncalibrated_margin: 0.05,
         }
     }
 }
@@ -146,6 +147,10 @@ pub struct Bounded {
     /// The conformal quantile of residual ÷ spread on the held-out runs, per group of runs
     /// (Mondrian conformal: each group calibrated on its own held-out runs).
     pub margins: Vec<f64>,
+    /// Added to the log bound, per group: [`Config::uncalibrated_margin`] for a group whose
+    /// margin is the largest held-out score (too few runs for the quantile), 0 otherwise.
+    #[serde(default)]
+    pub extra: Vec<f64>,
 }
 
 /// The smallest spread (a log-ratio): runs are never trusted to better than about 3%.
@@ -163,7 +168,8 @@ impl Bounded {
     fn at(&self, x: &[f64], s: &[f64], group: usize) -> (f64, f64) {
         let p = self.mean.predict(x);
         let margin = self.margins.get(group).or(self.margins.iter().max_by(|a, b| a.total_cmp(b))).copied().unwrap_or(0.0);
-        (p, p + margin * self.spread_at(s))
+        let extra = self.extra.get(group).or(self.extra.iter().max_by(|a, b| a.total_cmp(b))).copied().unwrap_or(0.0);
+        (p, p + margin * self.spread_at(s) + extra)
     }
 }
 
@@ -215,6 +221,9 @@ fn ln1(v: u64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Summary {
     last_peak: f64,
+    /// The largest of the recent peaks per row read (runs that finished): peaks grow with the
+    /// rows read, in steps as hash tables double, and the largest recent ratio covers the step.
+    per_row_max: f64,
     last: Sizes,
     /// Autopilot-style: the largest of the recent peaks, each halved for every four runs of age.
     decayed_max: f64,
@@ -272,8 +281,10 @@ fn summarize(history: &[PastRun]) -> Option<Summary> {
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
     let last_runtime = history.iter().rev().find_map(|r| r.runtime_seconds.map(|s| (s.max(1e-4), Sizes::of(&r.features))));
+    let per_row_max = history.iter().filter(|r| !r.censored).map(|r| r.peak_bytes / (r.features.source_rows as f64 + 1.0)).fold(0.0, f64::max);
     Some(Summary {
         last_peak: last_peak.max(1.0),
+        per_row_max,
         last: Sizes::of(&last.features),
         decayed_max,
         trend: if trend.is_finite() { trend } else { 0.0 },
@@ -309,12 +320,25 @@ fn cold_x(f: &Features) -> Vec<f64> {
 }
 const COLD_NON_NEGATIVE: [bool; 10] = [true, true, true, true, false, false, false, false, false, false];
 
-/// Warm features for memory; the first four are sizes (weights kept ≥ 0).
-fn warm_memory_x(f: &Features, s: &Summary) -> Vec<f64> {
-    let [rows, bytes, partitions] = growth(f, s.last);
-    vec![s.last_peak.ln(), rows, bytes, ln1(f.source_bytes), (s.decayed_max / s.last_peak).ln(), partitions]
+/// The segment's peak scaled to this run: the last peak when it reads exactly what the last
+/// run read on one partition (the peak repeats), else the largest recent peak per row read
+/// times the rows it reads (at least the last peak after a censored run, whose true peak was
+/// above its grant).
+fn scaled_peak(f: &Features, s: &Summary) -> f64 {
+    let repeat = f.partitions.max(1) == 1 && s.last.partitions == 1 && f.source_rows == s.last.rows && f.source_bytes == s.last.bytes;
+    let scaled = s.per_row_max * (f.source_rows as f64 + 1.0);
+    let scaled = if s.censored_at.is_some() { scaled.max(s.last_peak) } else { scaled };
+    if repeat || !(scaled > 0.0) { s.last_peak } else { scaled.max(1.0) }
 }
-const WARM_NON_NEGATIVE: [bool; 6] = [true, true, true, true, false, false];
+
+/// Warm features for memory: the scaled peak alone (growth and the decayed maximum as extra
+/// features made the bound wider on recorded traces, not tighter).
+fn warm_memory_x(f: &Features, s: &Summary) -> Vec<f64> {
+    vec![scaled_peak(f, s).ln()]
+}
+const WARM_MEMORY_NON_NEGATIVE: [bool; 1] = [true];
+/// Runtime features of the warm regime; the first four are sizes (weights kept ≥ 0).
+const WARM_RUNTIME_NON_NEGATIVE: [bool; 6] = [true, true, true, true, false, false];
 
 /// Spread features of the warm regime: how far the run is from its last (growth, only
 /// upward so that larger inputs never narrow the bound) and how unsettled its history is.
@@ -386,27 +410,30 @@ fn fit_bounded(fit: &[&Target], cal: &[&Target], non_negative: (&[bool], &[bool]
     let mean = regression::fit(&fit.iter().map(|t| t.0.clone()).collect::<Vec<_>>(), &fit.iter().map(|t| t.2).collect::<Vec<_>>(), non_negative.0, config.penalty).ok()?;
     let spread_y: Vec<f64> = fit.iter().map(|t| ((t.2 - mean.predict(&t.0)).abs() + MIN_SPREAD).ln()).collect();
     let spread = regression::fit(&fit.iter().map(|t| t.1.clone()).collect::<Vec<_>>(), &spread_y, non_negative.1, config.penalty).ok()?;
-    let mut bounded = Bounded { mean, spread, margins: Vec::new() };
+    let mut bounded = Bounded { mean, spread, margins: Vec::new(), extra: Vec::new() };
     let scored: Vec<(usize, f64)> = cal.iter().map(|t| (t.3, (t.2 - bounded.mean.predict(&t.0)) / bounded.spread_at(&t.1))).collect();
     let all: Vec<f64> = scored.iter().map(|(_, v)| *v).collect();
     let largest = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    // Too few held-out runs for the quantile: the largest residual plus a safety margin.
+    // Too few held-out runs for the quantile: the largest score, and a safety margin on the
+    // log bound.
     let pooled = conformal_quantile(&all, config.coverage);
     let mut calibrated = pooled.is_some();
-    let pooled = pooled.unwrap_or_else(|| largest(&all) + config.uncalibrated_margin / MIN_SPREAD).max(0.0);
+    let pooled_extra = if calibrated { 0.0 } else { config.uncalibrated_margin };
+    let pooled = pooled.unwrap_or_else(|| largest(&all)).max(0.0);
     let groups = cal.iter().map(|t| t.3 + 1).max().unwrap_or(1);
     for g in 0..groups {
         let mine: Vec<f64> = scored.iter().filter(|(group, _)| *group == g).map(|(_, v)| *v).collect();
         // A group with too few held-out runs of its own takes the pooled margin, or its own
         // largest residual if that is more.
-        let margin = match conformal_quantile(&mine, config.coverage) {
-            Some(q) => q.max(0.0),
+        let (margin, extra) = match conformal_quantile(&mine, config.coverage) {
+            Some(q) => (q.max(0.0), 0.0),
             None => {
                 calibrated &= mine.is_empty();
-                pooled.max(largest(&mine))
+                (pooled.max(largest(&mine)), if mine.is_empty() { pooled_extra } else { config.uncalibrated_margin })
             }
         };
         bounded.margins.push(margin);
+        bounded.extra.push(extra);
     }
     Some((bounded, calibrated))
 }
@@ -416,13 +443,15 @@ fn targets(v: &[Example], runtime: bool) -> Vec<&Target> {
 }
 
 /// Fits a regime on `examples` (oldest first): the older part fitted, the newest held out.
-fn fit_regime(examples: &[Example], non_negative: (&[bool], &[bool]), config: &Config) -> Option<Regime> {
+/// `non_negative`: which weights stay ≥ 0 in the memory, runtime and spread regressions.
+fn fit_regime(examples: &[Example], non_negative: [&[bool]; 3], config: &Config) -> Option<Regime> {
     let n = examples.len();
     let held_out = ((n as f64 * config.calibration_share).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
     let fit_n = n.checked_sub(held_out)?;
     let (fit, cal) = examples.split_at(fit_n);
-    let (memory, calibrated) = fit_bounded(&targets(fit, false), &targets(cal, false), non_negative, config)?;
-    let (runtime, _) = fit_bounded(&targets(fit, true), &targets(cal, true), non_negative, config)?;
+    let [memory_nn, runtime_nn, spread_nn] = non_negative;
+    let (memory, calibrated) = fit_bounded(&targets(fit, false), &targets(cal, false), (memory_nn, spread_nn), config)?;
+    let (runtime, _) = fit_bounded(&targets(fit, true), &targets(cal, true), (runtime_nn, spread_nn), config)?;
     Some(Regime { memory, runtime, fitted_on: fit_n, calibrated_on: cal.len(), calibrated })
 }
 
@@ -464,8 +493,8 @@ pub fn fit(records: &[Record], config: &Config, version: u64) -> Model {
         version,
         coverage: config.coverage,
         trained_on,
-        warm: fit_regime(&recent(warm), (&WARM_NON_NEGATIVE, &WARM_SPREAD_NON_NEGATIVE), config),
-        cold: fit_regime(&recent(cold), (&COLD_NON_NEGATIVE, &COLD_NON_NEGATIVE), config),
+        warm: fit_regime(&recent(warm), [&WARM_MEMORY_NON_NEGATIVE, &WARM_RUNTIME_NON_NEGATIVE, &WARM_SPREAD_NON_NEGATIVE], config),
+        cold: fit_regime(&recent(cold), [&COLD_NON_NEGATIVE, &COLD_NON_NEGATIVE, &COLD_NON_NEGATIVE], config),
     }
 }
 
@@ -494,8 +523,8 @@ impl Estimator {
                 (m, rt, Basis::Warm)
             }
             (Some(s), None, _) => {
-                let [rows, _, partitions] = growth(features, s.last);
-                let m = s.last_peak.ln() + rows.max(0.0) + partitions.max(0.0);
+                let [_, _, partitions] = growth(features, s.last);
+                let m = scaled_peak(features, &s).ln() + partitions.max(0.0);
                 let rt = match s.last_runtime {
                     Some((seconds, then)) => {
                         let p = seconds.ln() + growth(features, then)[0].max(0.0);
