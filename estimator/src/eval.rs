@@ -121,6 +121,8 @@ pub fn replay(records: &[Record], config: &Config, static_grant: u64) -> Evaluat
     let mut static_tally = Tally::new(&format!("static {}", human_bytes(static_grant)));
     let mut peaks = Vec::new();
     let mut scored_runs: Vec<(f64, f64)> = Vec::new();
+    // The Autopilot baseline's runs: its decayed maximum (None for a first run), peak, runtime.
+    let mut autopilot_runs: Vec<(Option<f64>, f64, f64)> = Vec::new();
     let mut by_basis: Vec<(String, usize, usize)> = Vec::new();
     let mut segments = std::collections::HashSet::new();
     let mut seen: Vec<Record> = Vec::new();
@@ -141,6 +143,7 @@ pub fn replay(records: &[Record], config: &Config, static_grant: u64) -> Evaluat
             ours.add(estimate.memory_bound_bytes as f64, peak, runtime, Some(estimate.runtime_seconds));
             let (grant, rt) = autopilot(&history).unwrap_or((static_grant as f64, None));
             autopilot_tally.add(grant, peak, runtime, rt);
+            autopilot_runs.push((model::decayed_max(&history), peak, runtime));
             static_tally.add(static_grant as f64, peak, runtime, None);
             peaks.push(peak);
             scored_runs.push((peak, runtime));
@@ -161,7 +164,11 @@ pub fn replay(records: &[Record], config: &Config, static_grant: u64) -> Evaluat
     }
     // The static grant that, in hindsight, would have met the coverage.
     peaks.sort_by(f64::total_cmp);
-    let mut policies = vec![ours.finish(), autopilot_tally.finish(), static_tally.finish()];
+    let ours = ours.finish();
+    let matched = autopilot_at(&autopilot_runs, ours.under_granted, static_grant as f64);
+    let mut policies = vec![ours, autopilot_tally.finish()];
+    policies.extend(matched);
+    policies.push(static_tally.finish());
     if !peaks.is_empty() {
         let k = ((peaks.len() as f64 * config.coverage).ceil() as usize).clamp(1, peaks.len());
         let hindsight = peaks[k - 1];
@@ -180,6 +187,26 @@ pub fn replay(records: &[Record], config: &Config, static_grant: u64) -> Evaluat
         policies,
         by_basis,
     }
+}
+
+/// The Autopilot baseline with the smallest margin, chosen in hindsight, that under-grants no
+/// more runs than `misses` (first runs keep the static grant): the baseline at an equal or
+/// lower under-grant rate, to compare slack with. `None` without runs with history.
+fn autopilot_at(runs: &[(Option<f64>, f64, f64)], misses: usize, static_grant: f64) -> Option<PolicyStats> {
+    let first_misses = runs.iter().filter(|(d, peak, _)| d.is_none() && *peak > static_grant).count();
+    let mut ratios: Vec<f64> = runs.iter().filter_map(|(d, peak, _)| d.map(|d| peak / d.max(1.0))).collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(|a, b| b.total_cmp(a));
+    // The largest ratio that may stay above the margin is the (allowed + 1)-th largest.
+    let allowed = misses.saturating_sub(first_misses).min(ratios.len() - 1);
+    let factor = ratios[allowed].max(1.0);
+    let mut t = Tally::new(&format!("autopilot (decayed max +{:.0}%, margin in hindsight for ≤ our under-grants)", (factor - 1.0) * 100.0));
+    for (d, peak, runtime) in runs {
+        t.add(d.map_or(static_grant, |d| d * factor), *peak, *runtime, None);
+    }
+    Some(t.finish())
 }
 
 /// Bytes in the largest binary unit that keeps a whole part (`1.5 GiB`).

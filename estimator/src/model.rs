@@ -187,6 +187,12 @@ pub struct Regime {
     /// True when the margins are the conformal quantile (enough held-out runs), false when
     /// they are the largest residual plus a safety margin.
     pub calibrated: bool,
+    /// Warm only: for a run that reads exactly what its segment's last run read, on one
+    /// partition, the bound of ln(peak ÷ last peak) — the conformal quantile at the coverage
+    /// over such repeats in the window, or the largest plus `uncalibrated_margin` when there
+    /// are too few. `None` before any repeat was seen.
+    #[serde(default)]
+    pub repeat_margin: Option<f64>,
 }
 
 /// A fitted estimator model: what the control plane stores and reloads.
@@ -452,7 +458,18 @@ fn fit_regime(examples: &[Example], non_negative: [&[bool]; 3], config: &Config)
     let [memory_nn, runtime_nn, spread_nn] = non_negative;
     let (memory, calibrated) = fit_bounded(&targets(fit, false), &targets(cal, false), (memory_nn, spread_nn), config)?;
     let (runtime, _) = fit_bounded(&targets(fit, true), &targets(cal, true), (runtime_nn, spread_nn), config)?;
-    Some(Regime { memory, runtime, fitted_on: fit_n, calibrated_on: cal.len(), calibrated })
+    Some(Regime { memory, runtime, fitted_on: fit_n, calibrated_on: cal.len(), calibrated, repeat_margin: None })
+}
+
+/// The bound of ln(peak ÷ last peak) over the recent `repeats` (see [`Regime::repeat_margin`]).
+fn repeat_margin(repeats: &[f64], config: &Config) -> Option<f64> {
+    let recent = &repeats[repeats.len().saturating_sub(config.window)..];
+    if recent.is_empty() {
+        return None;
+    }
+    let margin = conformal_quantile(recent, config.coverage)
+        .unwrap_or_else(|| recent.iter().copied().fold(f64::NEG_INFINITY, f64::max) + config.uncalibrated_margin);
+    margin.is_finite().then_some(margin.max(0.0))
 }
 
 /// Fits a model on finished runs (any order; they are replayed by time, each seeing only the
@@ -463,6 +480,7 @@ pub fn fit(records: &[Record], config: &Config, version: u64) -> Model {
     let mut histories = Histories::default();
     let mut warm = Vec::new();
     let mut cold = Vec::new();
+    let mut repeats = Vec::new();
     let mut trained_on = 0;
     for r in order {
         if let Some(peak) = r.peak_bytes {
@@ -472,6 +490,9 @@ pub fn fit(records: &[Record], config: &Config, version: u64) -> Model {
             let history = histories.get(&r.tenant, &r.segment);
             if let Some(s) = summarize(&history) {
                 let g = warm_group(&r.features, &s);
+                if g == 0 && s.censored_at.is_none() {
+                    repeats.push(y - s.last_peak.ln());
+                }
                 warm.push(Example {
                     memory: (warm_memory_x(&r.features, &s), warm_spread_x(&r.features, s.last, s.last_peak, &s), y, g),
                     runtime: runtime_y.and_then(|ry| {
@@ -493,7 +514,8 @@ pub fn fit(records: &[Record], config: &Config, version: u64) -> Model {
         version,
         coverage: config.coverage,
         trained_on,
-        warm: fit_regime(&recent(warm), [&WARM_MEMORY_NON_NEGATIVE, &WARM_RUNTIME_NON_NEGATIVE, &WARM_SPREAD_NON_NEGATIVE], config),
+        warm: fit_regime(&recent(warm), [&WARM_MEMORY_NON_NEGATIVE, &WARM_RUNTIME_NON_NEGATIVE, &WARM_SPREAD_NON_NEGATIVE], config)
+            .map(|regime| Regime { repeat_margin: repeat_margin(&repeats, config), ..regime }),
         cold: fit_regime(&recent(cold), [&COLD_NON_NEGATIVE, &COLD_NON_NEGATIVE, &COLD_NON_NEGATIVE], config),
     }
 }
@@ -514,7 +536,19 @@ impl Estimator {
         let (memory, runtime, basis) = match (summary, model.and_then(|m| m.warm.as_ref()), model.and_then(|m| m.cold.as_ref())) {
             (Some(s), Some(warm), cold) => {
                 let g = warm_group(features, &s);
-                let m = warm.memory.at(&warm_memory_x(features, &s), &warm_spread_x(features, s.last, s.last_peak, &s), g);
+                // A repeat of the last run: its peak, within what repeats have varied by.
+                let m = match (g, s.censored_at, warm.repeat_margin) {
+                    (0, None, Some(margin)) => (s.last_peak.ln(), s.last_peak.ln() + margin),
+                    _ => {
+                        let (point, bound) = warm.memory.at(&warm_memory_x(features, &s), &warm_spread_x(features, s.last, s.last_peak, &s), g);
+                        // Reading more than the last run never earns less than repeating it.
+                        let grew = features.source_rows >= s.last.rows && features.source_bytes >= s.last.bytes;
+                        match (warm.repeat_margin, grew) {
+                            (Some(margin), true) => (point, bound.max(s.last_peak.ln() + margin)),
+                            _ => (point, bound),
+                        }
+                    }
+                };
                 let rt = match (s.last_runtime, cold) {
                     (Some(lr), _) => warm.runtime.at(&warm_runtime_x(features, lr), &warm_spread_x(features, lr.1, lr.0, &s), g),
                     (None, Some(cold)) => regime_runtime(cold, features),
@@ -572,12 +606,13 @@ fn rule_runtime(f: &Features) -> (f64, f64) {
 }
 
 /// e^v bytes, finite and at least 1.
+/// Bytes from a log, rounded up: a bound of exactly a past peak must not come out a byte short.
 fn to_bytes(v: f64) -> u64 {
     let b = v.exp();
     if b.is_nan() {
         return u64::MAX;
     }
-    b.clamp(1.0, u64::MAX as f64) as u64
+    b.ceil().clamp(1.0, u64::MAX as f64) as u64
 }
 
 /// e^v seconds, finite and in [1 ms, 1 year].
