@@ -584,13 +584,19 @@ impl Alerting {
         match answer {
             Ok(a) if a.status().is_success() => {
                 self.counts.delivered.fetch_add(1, Ordering::Relaxed);
-                self.finish(&d, "delivered", None).await?;
+                // Delivered, and the alert's history says so, in one transaction: nobody reads
+                // the one without the other, even after a crash between them.
+                let mut tx = self.store.begin_write().await?;
+                sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = $1 WHERE id = $2")
+                    .bind(now_micros())
+                    .bind(&d.id)
+                    .execute(&mut *tx)
+                    .await?;
                 if let Some(alert) = &d.alert {
-                    let mut tx = self.store.begin_write().await?;
                     sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2").bind(now).bind(alert).execute(&mut *tx).await?;
                     alert_event(&mut tx, alert, now, "notified", &format!("{} to {} ({})", d.kind, d.receiver, d.id)).await?;
-                    tx.commit().await?;
                 }
+                tx.commit().await?;
             }
             Ok(a) if a.status() == reqwest::StatusCode::GONE => {
                 self.counts.disabled.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,14 @@ use prometheus::{Registry, TextEncoder};
 /// Upper bounds of the job-duration and queue-wait histograms, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
+/// Every `error_class` a job can end failed with: the executor's classes (`invalid`,
+/// `schema_mismatch`, `source_unavailable`, `resources_exhausted`, `execution`, `internal`)
+/// and the control plane's (`timeout`, `store`, `commit`). `cohort_job_failures_total` shows
+/// each at 0 for every tenant it knows, so that a tenant's first failures are an increase
+/// Prometheus sees (`increase()` cannot count the samples that create a series).
+pub const FAILURE_CLASSES: [&str; 9] =
+    ["invalid", "schema_mismatch", "source_unavailable", "resources_exhausted", "execution", "internal", "timeout", "store", "commit"];
+
 /// The label value of the tenants without series of their own.
 pub const OTHER: &str = "other";
 
@@ -144,11 +152,15 @@ impl Metrics {
         f(series)
     }
 
-    /// The tenant's region, for its series' `region` label.
+    /// The tenant's region, for its series' `region` label. The tenant is known from now on:
+    /// its failure counters show, at 0, before its first job.
     pub fn set_region(&self, tenant: &str, region: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if inner.regions.get(tenant).is_none_or(|r| r != region) {
             inner.regions.insert(tenant.to_string(), region.to_string());
+        }
+        if !inner.tenants.contains_key(tenant) {
+            inner.tenants.insert(tenant.to_string(), Series::default());
         }
     }
 
@@ -216,9 +228,13 @@ impl Metrics {
             let base = [("tenant", tenant.as_str()), ("region", region.as_str())];
             for ((outcome, class), n) in &s.finished {
                 families[0].sample(&[base[0], base[1], ("outcome", outcome), ("error_class", class)], *n as f64);
-                if outcome == "failed" {
+                if outcome == "failed" && !FAILURE_CLASSES.contains(&class.as_str()) {
                     families[9].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
                 }
+            }
+            for class in FAILURE_CLASSES {
+                let n = s.finished.get(&("failed".to_string(), class.to_string())).copied().unwrap_or(0);
+                families[9].sample(&[base[0], base[1], ("error_class", class)], n as f64);
             }
             for (class, n) in &s.retries {
                 families[1].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
@@ -429,13 +445,47 @@ mod tests {
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"us\",outcome=\"succeeded\",error_class=\"none\"} 1"), "{text}");
         assert!(text.contains("cohort_jobs_finished_total{tenant=\"other\",region=\"eu\",outcome=\"succeeded\",error_class=\"none\"} 3"), "{text}");
         assert!(!text.contains("tenant=\"c\""), "{text}");
-        assert!(!text.contains("cohort_job_failures_total{"), "no failures yet: {text}");
+        // No failures yet, but every known tenant's failure counters are there, at 0.
+        for class in FAILURE_CLASSES {
+            assert!(text.contains(&format!("cohort_job_failures_total{{tenant=\"a\",region=\"us\",error_class=\"{class}\"}} 0")), "{text}");
+            assert!(text.contains(&format!("cohort_job_failures_total{{tenant=\"other\",region=\"eu\",error_class=\"{class}\"}} 0")), "{text}");
+        }
+        m.set_region("new", "us");
+        let text = render(&registry(m.clone()), Vec::new());
+        assert!(text.contains("cohort_job_failures_total{tenant=\"other\",region=\"us\",error_class=\"timeout\"} 0"), "a tenant with no job yet: {text}");
         m.finished("a", "failed", Some("timeout"));
         m.finished("a", "failed", Some("timeout"));
         let text = render(&registry(m.clone()), Vec::new());
         assert!(text.contains("cohort_job_failures_total{tenant=\"a\",region=\"us\",error_class=\"timeout\"} 2"), "{text}");
+        assert!(text.contains("cohort_job_failures_total{tenant=\"a\",region=\"us\",error_class=\"invalid\"} 0"), "{text}");
         // Families with no series yet are announced.
         assert!(text.contains("# TYPE cohort_job_queue_wait_seconds histogram"), "{text}");
+    }
+
+    #[test]
+    fn every_executor_error_class_has_its_zero_series() {
+        use cohort_executor::ErrorClass;
+        let all = [
+            ErrorClass::Invalid,
+            ErrorClass::SchemaMismatch,
+            ErrorClass::SourceUnavailable,
+            ErrorClass::ResourcesExhausted,
+            ErrorClass::Execution,
+            ErrorClass::Internal,
+        ];
+        for class in all {
+            // A new class stops this match compiling: add it above and to FAILURE_CLASSES.
+            match class {
+                ErrorClass::Invalid
+                | ErrorClass::SchemaMismatch
+                | ErrorClass::SourceUnavailable
+                | ErrorClass::ResourcesExhausted
+                | ErrorClass::Execution
+                | ErrorClass::Internal => {}
+            }
+            let name = serde_json::to_value(class).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            assert!(FAILURE_CLASSES.contains(&name.as_str()), "{name} has no zero series");
+        }
     }
 
     #[test]
