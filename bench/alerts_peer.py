@@ -20,11 +20,12 @@ bench/alerts_live.py: 20 tenants failing in four regions would otherwise fire re
 that inhibit the tenant ones, and Prometheus has only the tenant rule.
 
 Each primed trial tenant fails one job, then, more than 10 minutes later (so Cohort's window
-no longer holds it), five jobs in a row. The first failure is there because Cohort exports
-`cohort_job_failures_total` only from a tenant's first failure on (no series at 0 before it),
-and `increase()` cannot see the increments that create a series: without it, five failures
-within one scrape interval are invisible to Prometheus. A few unprimed tenants (five failures,
-no earlier one) show that case. Bursts are staggered so they fall at every phase of the scrape
+no longer holds it), five jobs in a row. The first failure makes sure Prometheus has scraped
+the tenant's series before its burst: Cohort shows `cohort_job_failures_total` at 0 for every
+error class of a tenant from its creation on, but `increase()` cannot see the increments that
+create a series, so five failures of a tenant created within the same scrape interval are
+invisible to Prometheus. A few unprimed tenants (created, then five failures at once) show
+that case. Bursts are staggered so they fall at every phase of the scrape
 and evaluation cycles, and overlap in time.
 
 The latency is the first firing notification's arrival at the receiver minus the fifth
@@ -325,7 +326,7 @@ def main():
     print(row("  of which: startsAt to arrival (Alertmanager's group_wait, delivery)", notify, len(primed)))
     print()
     if unprimed:
-        print("Unprimed tenants (five failures, the first ever, so the series starts at 5): Cohort alerted for %d of %d "
+        print("Unprimed tenants (created, then five failures at once, before a scrape saw their series): Cohort alerted for %d of %d "
               "(p50 %s), Prometheus + Alertmanager for %d of %d within %.0f s."
               % (result["unprimed"]["cohort_alerted"], len(unprimed),
                  fmt_ms(result["unprimed"]["cohort"].get("p50_ms", float("nan"))),

@@ -217,8 +217,8 @@ def main():
                 f"{s['group_interval']}, repeat_interval {s['repeat_interval']}. Of the peer's latency, p50 "
                 f"{ms(d.get('p50_ms'))} is Prometheus finding it (scrape + evaluation, to the alert's startsAt) and p50 "
                 f"{ms(n.get('p50_ms'))} Alertmanager's group_wait and delivery. Each trial tenant failed once more than 10 "
-                f"minutes before (Cohort exports the counter from a tenant's first failure on, and `increase()` misses the "
-                f"increments that create a series); of {un['trials']} tenant(s) without that earlier failure Prometheus + "
+                f"minutes before (so Prometheus had scraped its series: `increase()` misses the increments that create a "
+                f"series); of {un['trials']} tenant(s) created and failing at once, without that earlier failure, Prometheus + "
                 f"Alertmanager alerted for {un['alertmanager_alerted']}, Cohort for {un['cohort_alerted']}.")
 
     md = []

@@ -134,6 +134,10 @@ async fn five_failures_of_a_tenant_page_once_and_resolve_once() {
         let mut hooks = receive(listener).await;
         add_receiver(&admin, &url).await;
         let acme = failing_tenant(&admin, dir.path(), "acme", "us-east").await;
+        // Before its first job the tenant's failure counters are there, at 0, so that a
+        // Prometheus scraping now sees its first failures as an increase.
+        let before = reqwest::get(server.url("/metrics")).await.expect("metrics").text().await.expect("text");
+        assert!(before.contains("cohort_job_failures_total{tenant=\"acme\",region=\"us-east\",error_class=\"source_unavailable\"} 0"), "{before}");
         for _ in 0..5 {
             fail_once(&acme, "acme").await;
         }

@@ -680,6 +680,8 @@ async fn create_tenant(State(s): State<AppState>, caller: Caller, ApiJson(body):
     };
     let token = new_token("ct_");
     s.store.create_tenant(&tenant, &stored_token(&token)).await?;
+    // Its failure counters show at 0 from now on, before its first job.
+    s.pool.telemetry().metrics.set_region(&tenant.id, &tenant.region);
     tracing::info!(tenant = %tenant.id, region = %tenant.region, "tenant created");
     Ok((StatusCode::CREATED, Json(TenantCreated { tenant, token })).into_response())
 }
