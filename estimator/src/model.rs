@@ -11,7 +11,7 @@
 //! unsettled history), and the bound is the prediction plus a margin × the spread, the margin
 //! being the quantile, at the configured coverage, of residual ÷ spread over recent runs the
 //! regressions were not fitted on. Until a regime has enough runs, rules from the sizes
-//! (cold) or the last peak (warm) stand in, with a wide margin.
+//! (cold) or the scaled peak (warm) stand in, with a wide margin.
 
 use serde::{Deserialize, Serialize};
 
@@ -331,7 +331,7 @@ const COLD_NON_NEGATIVE: [bool; 10] = [true, true, true, true, false, false, fal
 /// times the rows it reads (at least the last peak after a censored run, whose true peak was
 /// above its grant).
 fn scaled_peak(f: &Features, s: &Summary) -> f64 {
-    let repeat = f.partitions.max(1) == 1 && s.last.partitions == 1 && f.source_rows == s.last.rows && f.source_bytes == s.last.bytes;
+    let repeat = warm_group(f, s) == 0;
     let scaled = s.per_row_max * (f.source_rows as f64 + 1.0);
     let scaled = if s.censored_at.is_some() { scaled.max(s.last_peak) } else { scaled };
     if repeat || !(scaled > 0.0) { s.last_peak } else { scaled.max(1.0) }

@@ -282,13 +282,9 @@ impl<'a> Compiler<'a> {
             }
             None => self.key_test(related)?,
         };
-        let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
-        if let (Some(found), 0, KeyTest::Keys { keys, key, distinct: true, .. }) = (&mut self.found, self.depth, &test)
-            && rows_read >= self.found_min_rows
-            && !self.run_first.contains_key(&(RunFirstKind::KeySet, related.place.clone()))
-        {
+        if let KeyTest::Keys { keys, key, distinct: true, .. } = &test {
             let name = format!("{RESERVED_PREFIX}_k{}_key", self.run_first.len());
-            found.push(RunFirst { place: related.place.clone(), kind: RunFirstKind::KeySet, plan: df(keys.clone().select(vec![ident(key).alias(&name)]))?, cut: None });
+            self.note_key_set(&related.place, scanned_before, || df(keys.clone().select(vec![ident(key).alias(&name)])))?;
         }
         match test {
             KeyTest::All(all) if all != negated => Ok(frame),
@@ -352,23 +348,39 @@ impl<'a> Compiler<'a> {
                     holds.push(if *negated { is_not_true(condition) } else { condition });
                 }
                 let input = df(target.filter(any.and(ident(&hop.to_field).is_not_null())).and_then(|d| d.select(columns)))?;
-                let input = match self.reducers.get(&first.place) {
-                    Some(keys) => df(input.join(keys.clone(), JoinType::LeftSemi, &[START], &[REDUCE_KEY], None))?,
-                    None => input,
-                };
+                let input = self.cut_to_rows_before(input, &first.place)?;
                 let holds = holds.into_iter().reduce(Expr::and).unwrap_or(lit(true));
                 let name = format!("{RESERVED_PREFIX}_k{}_key", self.run_first.len());
                 df(input.aggregate(vec![ident(START)], aggregates).and_then(|d| d.filter(holds)).and_then(|d| d.select(vec![ident(START).alias(&name)])))?
             }
         };
         let key = keys.schema().field(0).name().clone();
-        let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
-        if let (Some(found), 0) = (&mut self.found, self.depth)
-            && rows_read >= self.found_min_rows
-        {
-            found.push(RunFirst { place, kind: RunFirstKind::KeySet, plan: keys.clone(), cut: None });
-        }
+        self.note_key_set(&place, scanned_before, || Ok(keys.clone()))?;
         semi_join(frame, &hop.from_field, keys, &key, false, true)
+    }
+
+    /// While finding what to run first: notes the key set of the segment's own filter at
+    /// `place` (built by `plan`), unless it already ran or its plan — the scans since
+    /// `scanned_before` — reads fewer rows than it takes to be worth it.
+    fn note_key_set(&mut self, place: &str, scanned_before: usize, plan: impl FnOnce() -> Result<DataFrame>) -> Result<()> {
+        let rows_read: u64 = self.scans[scanned_before..].iter().map(|&o| self.catalog.objects[o].rows_or_estimate()).sum();
+        let key = (RunFirstKind::KeySet, place.to_string());
+        if self.found.is_some() && self.depth == 0 && rows_read >= self.found_min_rows && !self.run_first.contains_key(&key) {
+            let plan = plan()?;
+            if let Some(found) = &mut self.found {
+                found.push(RunFirst { place: key.1, kind: RunFirstKind::KeySet, plan, cut: None });
+            }
+        }
+        Ok(())
+    }
+
+    /// `input` (one row per related row, start values in `START`) cut to the start values of
+    /// the rows before the aggregate condition at `place`, when they ran first and are few.
+    fn cut_to_rows_before(&self, input: DataFrame, place: &str) -> Result<DataFrame> {
+        match self.reducers.get(place) {
+            Some(keys) => df(input.join(keys.clone(), JoinType::LeftSemi, &[START], &[REDUCE_KEY], None)),
+            None => Ok(input),
+        }
     }
 
     /// An `or` in a filtering position whose branches are all `related` nodes that accept
@@ -659,10 +671,7 @@ impl<'a> Compiler<'a> {
                 .and_then(|d| d.select(vec![ident(START), aggregated_field])))?
         };
         // Only the start values of the rows still in the set matter, when they are known.
-        let grouped_input = match self.reducers.get(&related.place) {
-            Some(keys) => df(grouped_input.join(keys.clone(), JoinType::LeftSemi, &[START], &[REDUCE_KEY], None))?,
-            None => grouped_input,
-        };
+        let grouped_input = self.cut_to_rows_before(grouped_input, &related.place)?;
         // `count_distinct` as distinct (start, value) pairs counted per start: a plain grouped
         // count, far cheaper in memory than per-group distinct sets.
         let (grouped_input, aggregate) = if having.agg == Agg::CountDistinct {
@@ -760,14 +769,7 @@ fn fields_read(node: &Node, fields: &mut BTreeSet<String>) {
 /// The `related` node of a conjunct that needs an aggregate per start value (itself or its
 /// negation): the conditions whose input is worth cutting to the rows still in the set.
 pub(crate) fn aggregate_condition(node: &Node) -> Option<&Related> {
-    let related = match node {
-        Node::Related(r) => r,
-        Node::Not(n) => match n.as_ref() {
-            Node::Related(r) => r,
-            _ => return None,
-        },
-        _ => return None,
-    };
+    let (related, _) = related_conjunct(node)?;
     let having = related.having.as_ref()?;
     if CountTest::of(having).is_some() {
         return None;
@@ -776,8 +778,6 @@ pub(crate) fn aggregate_condition(node: &Node) -> Option<&Related> {
     let existence = matches!((having.agg, having.op, &having.field), (Agg::Min, CmpOp::Lt | CmpOp::Le, Some(_)) | (Agg::Max, CmpOp::Gt | CmpOp::Ge, Some(_)));
     (!existence).then_some(related)
 }
-
-
 
 /// What decides a `related` node's set in a filtering position.
 // Short-lived, one per `related` node: boxing the frame would buy nothing.

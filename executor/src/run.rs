@@ -85,8 +85,9 @@ pub struct RunOptions {
     pub join_strategy: JoinStrategy,
     /// Parallelism inside the run (DataFusion's target partitions).
     pub target_partitions: usize,
-    /// A key set of an aggregate condition in the segment's own filter runs first when its
-    /// plan reads at least this many rows (CSV: bytes / 100); below, it stays in the main plan.
+    /// A key set of an aggregate condition in the segment's own filter (and the root rows
+    /// before such a condition) runs first when its plan reads at least this many rows (CSV:
+    /// bytes / 100); below, it stays in the main plan.
     pub key_sets_first_min_rows: u64,
     /// With parts run first: the root rows that something is connected to, known before an
     /// aggregate condition of the segment's own filter, cut the aggregate's input to their
@@ -334,7 +335,7 @@ async fn run_observed(
     let mut totals = PlanCosts::default();
     let mut phases = Vec::new();
     let mut compiler = Compiler::new(catalog, &ctx, options.as_of_micros);
-    let held = MemoryConsumer::new("key sets run first").register(&ctx.runtime_env().memory_pool);
+    let held = MemoryConsumer::new("parts run first").register(&ctx.runtime_env().memory_pool);
 
     let members_df = match (mode, &segment.filter) {
         (PlanMode::Phased, Node::And(branches) | Node::Or(branches)) => {
@@ -376,11 +377,11 @@ async fn run_observed(
                 .map_err(internal)?
         }
         _ => {
-            // Key sets of aggregate conditions run first, so the main plan joins them at
-            // their real size. Their rows stay in memory until the run ends, held in the
-            // run's pool like any operator's.
-            // No key set can read the threshold's rows when the whole model holds fewer: the
-            // search (a second compilation) is skipped for small tenants.
+            // Key sets of aggregate conditions, and the rows before them, run first, so the
+            // main plan joins them at their real size. Their rows stay in memory until the run
+            // ends, held in the run's pool like any operator's.
+            // Nothing can read the threshold's rows when the whole model holds fewer: the
+            // search (another compilation per part) is skipped for small tenants.
             let model_rows: u64 = catalog.objects.iter().map(LoadedObject::rows_or_estimate).sum();
             if model_rows >= options.key_sets_first_min_rows {
                 // Each part found is run, then the segment compiled again with its rows; a
