@@ -23,8 +23,10 @@ RESULTS="${RESULTS:-bench/results}"
 DATABASE_URL="${DATABASE_URL-postgres://postgres@127.0.0.1:5432/test}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+# The load generator's build (another workspace) goes to the same directory.
+export CARGO_TARGET_DIR="$TARGET_DIR"
 COHORT="$TARGET_DIR/release/cohort"
-BENCH="$TARGET_DIR/release/examples/service_bench"
+BENCH="$TARGET_DIR/release/service_bench"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-service-bench.XXXXXX")"
 SERVER_PID=""
 cleanup() {
@@ -36,11 +38,10 @@ say() { printf '\n== %s\n' "$*" >&2; }
 
 mkdir -p "$RESULTS"
 say "building the release binary and the load generator"
-# Two builds: with the example in the same one, cargo would unify the root package's
-# dev-dependencies' features into the server too, and the server measured would not be the
-# `cargo build --release --bin cohort` one (nor the one the other benchmarks run).
+# The load generator is a crate of its own (bench/loadgen): the server measured is the
+# `cargo build --release --bin cohort` one, and the generator's build rebuilds nothing of it.
 cargo build --release --bin cohort
-cargo build --release --example service_bench
+cargo build --release --manifest-path bench/loadgen/Cargo.toml
 
 say "generating $TENANTS tenants of $SCALE individuals"
 for i in $(seq 1 "$TENANTS"); do

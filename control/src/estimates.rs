@@ -9,7 +9,8 @@
 //! model version and swaps it in. An attempt that ran out of memory is a record too: its
 //! grant is a lower bound of the segment's peak, so the next estimate goes up.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -84,7 +85,21 @@ pub struct Estimates {
     finished_runs: AtomicUsize,
     /// Recent accuracy, with the finished count and time it was computed at.
     accuracy: std::sync::Mutex<Option<(usize, std::time::Instant, Accuracy)>>,
+    /// Segments' recent runs as read from the store, with the generation and time they were
+    /// read at: submissions of one segment read them once, not each.
+    histories: std::sync::Mutex<HashMap<(String, String), CachedHistory>>,
+    /// Moves on whenever a job of this process settles (a final state or a retry): every
+    /// history read before is stale.
+    generation: AtomicU64,
 }
+
+/// A segment's recent runs, the generation they were read at and when.
+type CachedHistory = (u64, std::time::Instant, Arc<Vec<PastRun>>);
+
+/// How long a segment's recent runs are reused (runs of other replicas count after this).
+const HISTORY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Segments whose recent runs are kept before the stale ones are dropped.
+const HISTORIES_KEPT: usize = 10_000;
 
 /// Recent accuracy is computed again at least this often (other replicas' runs count too).
 const ACCURACY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -157,6 +172,8 @@ impl Estimates {
             refit: Notify::new(),
             finished_runs: AtomicUsize::new(0),
             accuracy: std::sync::Mutex::new(None),
+            histories: std::sync::Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         });
         estimates.reload(store).await?;
         Ok(estimates)
@@ -189,9 +206,33 @@ impl Estimates {
 
     /// The estimate for a run with `features`, after the segment's recent runs in the store.
     pub async fn estimate(&self, store: &Store, tenant: &str, segment: &str, features: &Features) -> Result<Estimate> {
-        let records = store.estimator_records(Some((tenant, segment)), HISTORY_LEN as i64).await?;
-        let history: Vec<PastRun> = records.iter().filter_map(PastRun::from_record).collect();
+        let key = (tenant.to_string(), segment.to_string());
+        let generation = self.generation.load(Ordering::SeqCst);
+        let cached = lock(&self.histories)
+            .get(&key)
+            .filter(|(g, at, _)| *g == generation && at.elapsed() < HISTORY_MAX_AGE)
+            .map(|(_, _, history)| Arc::clone(history));
+        let history = match cached {
+            Some(history) => history,
+            None => {
+                let records = store.estimator_records(Some((tenant, segment)), HISTORY_LEN as i64).await?;
+                let history: Arc<Vec<PastRun>> = Arc::new(records.iter().filter_map(PastRun::from_record).collect());
+                let mut histories = lock(&self.histories);
+                if histories.len() >= HISTORIES_KEPT {
+                    histories.retain(|_, (g, at, _)| *g == generation && at.elapsed() < HISTORY_MAX_AGE);
+                }
+                histories.insert(key, (generation, std::time::Instant::now(), Arc::clone(&history)));
+                history
+            }
+        };
         Ok(read(&self.current).estimate(features, &history))
+    }
+
+    /// A job of this process settled (its final state or a retry is committed): what the
+    /// next estimates read of recent runs must be read again. Call it before the change is
+    /// announced, so that whoever waited for it sees its effect.
+    pub fn settled(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Counts a finished attempt; enough of them wake the refit.
@@ -331,6 +372,10 @@ pub fn accuracy(records: &[Record]) -> Accuracy {
         a.runtime_mdape = errors[errors.len() / 2];
     }
     a
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

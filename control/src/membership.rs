@@ -83,6 +83,17 @@ impl MembershipFiles {
         Ok(())
     }
 
+    /// Gives run `to` the members file of run `from` (a hard link: no copy), for a run that
+    /// found the same members; written before `to` commits, as any run's files are.
+    pub fn link_members(&self, tenant: &str, segment: &str, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.members_path(tenant, segment, from), self.members_path(tenant, segment, to));
+        // A crash may have left the link of an earlier try.
+        let _ = std::fs::remove_file(&target);
+        std::fs::hard_link(&source, &target).map_err(|e| io(&target, e))?;
+        sync_dir(&self.folder(tenant, segment));
+        Ok(())
+    }
+
     /// The members of a committed run, sorted ('' run: none).
     pub fn read_members(&self, tenant: &str, segment: &str, run: &str) -> Result<Vec<String>> {
         if run.is_empty() {

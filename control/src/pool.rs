@@ -12,7 +12,7 @@
 //! ([`RetryPolicy`]): out of memory at once with a doubled grant, transient failures after a
 //! backoff with jitter, the rest not at all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -26,7 +26,7 @@ use crate::estimates::{Estimates, run_options};
 use crate::jobs::JobStatus;
 use crate::membership::{MembershipFiles, diff};
 use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, TenantPolicy, Wait};
-use crate::store::{AttemptOutcome, Commit, CommitResult, JobEstimate, JobRow, Store, Tenant};
+use crate::store::{AttemptOutcome, Commit, CommitResult, JobEstimate, JobRow, ModelRow, SegmentRow, Store, Tenant};
 use crate::traces::{AttemptSpans, JobLabels, PhaseSpan, system_time};
 use crate::{Error, Result, Telemetry, now_micros, rfc3339};
 
@@ -179,25 +179,26 @@ impl Sizing {
         Sizing { sizer, deadlines, estimates: None, catalogs: Arc::new(Catalogs::default()) }
     }
 
-    /// A queued job of `segment_id` for `as_of`, granted the estimator's bound (or the size
-    /// rule's grant), with what the estimator read and said. `timeout` (capped at the
-    /// ceiling) replaces the deadline from the estimate.
+    /// A queued job of `segment` (of `tenant`, both as just read) for `as_of`, granted the
+    /// estimator's bound (or the size rule's grant), with what the estimator read and said.
+    /// `timeout` (capped at the ceiling) replaces the deadline from the estimate.
     #[allow(clippy::too_many_arguments)]
     pub async fn new_job(
         &self,
         store: &Store,
-        tenant_id: &str,
-        segment_id: &str,
+        tenant: &Tenant,
+        segment: &SegmentRow,
         as_of: i64,
         key: Option<String>,
         trigger: &str,
         timeout: Option<Duration>,
     ) -> Result<JobRow> {
+        let (tenant_id, segment_id) = (tenant.id.as_str(), segment.id.as_str());
         let model = store.model(tenant_id).await?.ok_or_else(|| Error::Conflict("the tenant has no model".into()))?;
         let mut grant = self.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
         let mut estimate = None;
         if let Some(estimates) = &self.estimates {
-            match prepare(store, &self.catalogs, tenant_id, segment_id).await {
+            match prepare_rows(&self.catalogs, tenant, &model, segment).await {
                 Ok((catalog, segment)) => {
                     let features = crate::estimates::features(&catalog, &segment, &run_options(&catalog, as_of));
                     let e = estimates.estimate(store, tenant_id, segment_id, &features).await?;
@@ -250,7 +251,8 @@ pub struct JobEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
     /// `slot`, `memory`, `tenant_cap`, `quota`, `rate_limit`, `fair_share`, `reservation`,
-    /// `behind_own_jobs`, `retry_backoff` or `not_seen`.
+    /// `behind_own_jobs`, `retry_backoff`, `riding` (a running job's execution answers it
+    /// too) or `not_seen`.
     pub reason: String,
     /// The same, in words, with the numbers behind it.
     pub message: String,
@@ -282,9 +284,77 @@ struct Running {
 struct Sched {
     core: Core,
     queued: HashMap<String, JobRow>,
+    /// The queued jobs one execution answers alike: by tenant, segment and as-of.
+    alike: HashMap<(String, String, i64), BTreeSet<String>>,
     running: HashMap<String, Running>,
+    /// Jobs riding on a running job's execution: still queued in the store, out of the core.
+    riding: HashSet<String>,
     /// The newest queued job id read from the store.
     watermark: String,
+}
+
+/// The jobs that share one execution.
+fn alike_key(job: &JobRow) -> (String, String, i64) {
+    (job.tenant_id.clone(), job.segment_id.clone(), job.as_of)
+}
+
+impl Sched {
+    /// Whether the dispatcher holds this job already (queued, running or riding).
+    fn holds(&self, id: &str) -> bool {
+        self.queued.contains_key(id) || self.running.contains_key(id) || self.riding.contains(id)
+    }
+
+    /// Queues a job in the core and here.
+    fn queue(&mut self, row: JobRow, now: i64) {
+        self.core.submit(core_job(&row), now);
+        self.alike.entry(alike_key(&row)).or_default().insert(row.id.clone());
+        self.queued.insert(row.id.clone(), row);
+    }
+
+    /// Forgets a queued job here (the core is the caller's business).
+    fn unqueue(&mut self, id: &str) -> Option<JobRow> {
+        let row = self.queued.remove(id)?;
+        let key = alike_key(&row);
+        if let Some(ids) = self.alike.get_mut(&key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.alike.remove(&key);
+            }
+        }
+        Some(row)
+    }
+
+    /// Riders whose execution did not answer them: queued again.
+    fn unride(&mut self, riders: Vec<JobRow>, now: i64) {
+        for row in riders {
+            if self.riding.remove(&row.id) {
+                self.queue(row, now);
+            }
+        }
+    }
+
+    /// The queued jobs that `leader`'s execution answers too: first attempts of its tenant,
+    /// segment and as-of. Each was submitted before the execution starts, so the data it
+    /// reads is what the job would have read had it started then. They leave the queue and
+    /// ride.
+    fn riders(&mut self, leader: &JobRow) -> Vec<JobRow> {
+        let Some(ids) = self.alike.get(&alike_key(leader)) else { return Vec::new() };
+        let others: Vec<String> = ids.iter().filter(|id| **id != leader.id).cloned().collect();
+        let mut riders = Vec::new();
+        for id in others {
+            if self.queued.get(&id).is_none_or(|row| row.attempts > 0) {
+                continue;
+            }
+            if !self.core.ride(&id, &leader.tenant_id) {
+                continue;
+            }
+            if let Some(row) = self.unqueue(&id) {
+                self.riding.insert(id);
+                riders.push(row);
+            }
+        }
+        riders
+    }
 }
 
 /// Queued jobs read at a reconcile, at most.
@@ -330,7 +400,14 @@ impl Pool {
             store,
             files,
             settings,
-            sched: std::sync::Mutex::new(Sched { core, queued: HashMap::new(), running: HashMap::new(), watermark: String::new() }),
+            sched: std::sync::Mutex::new(Sched {
+                core,
+                queued: HashMap::new(),
+                alike: HashMap::new(),
+                running: HashMap::new(),
+                riding: HashSet::new(),
+                watermark: String::new(),
+            }),
             inbox: std::sync::Mutex::new(Vec::new()),
             next_retry: AtomicI64::new(i64::MIN),
             wake: Notify::new(),
@@ -385,8 +462,14 @@ impl Pool {
         self.telemetry.traces.job(&self.labels(job), system_time(job.created_at), SystemTime::now(), outcome, error, job.trace_link.as_deref());
     }
 
-    /// Announces a committed status change.
+    /// Announces a committed status change. A job that settled (a final state, a retry)
+    /// first makes the estimator read recent runs again.
     pub fn announce(&self, job_id: &str, status: JobStatus) {
+        if (status.is_final() || status == JobStatus::Retrying)
+            && let Some(learner) = self.learner.get()
+        {
+            learner.settled();
+        }
         let _ = self.events.send(JobEvent { job_id: job_id.to_string(), status });
     }
 
@@ -413,9 +496,8 @@ impl Pool {
         if job.id > sched.watermark {
             sched.watermark = job.id.clone();
         }
-        if !sched.queued.contains_key(&job.id) && !sched.running.contains_key(&job.id) {
-            sched.core.submit(core_job(&job), now_micros());
-            sched.queued.insert(job.id.clone(), job);
+        if !sched.holds(&job.id) {
+            sched.queue(job, now_micros());
         }
         drop(sched);
         self.wake();
@@ -453,7 +535,7 @@ impl Pool {
     pub fn forget(&self, job_id: &str, tenant_id: &str) {
         let mut sched = lock(&self.sched);
         sched.core.remove(job_id, tenant_id);
-        sched.queued.remove(job_id);
+        sched.unqueue(job_id);
     }
 
     /// Why a job is not running yet, if it is waiting.
@@ -466,6 +548,9 @@ impl Pool {
             ),
             JobStatus::Queued => {
                 let sched = lock(&self.sched);
+                if sched.riding.contains(&job.id) {
+                    return waiting("riding", "a running job of the same segment and as-of answers it too".into());
+                }
                 let core = &sched.core;
                 let Some(wait) = core.why_waiting(&job.id, &job.tenant_id) else {
                     return waiting("not_seen", "the dispatcher has not read it yet".into());
@@ -561,18 +646,17 @@ impl Pool {
                     .collect();
                 for (id, tenant) in gone {
                     sched.core.remove(&id, &tenant);
-                    sched.queued.remove(&id);
+                    sched.unqueue(&id);
                 }
             }
             for row in fresh {
                 if row.id > sched.watermark {
                     sched.watermark = row.id.clone();
                 }
-                if sched.queued.contains_key(&row.id) || sched.running.contains_key(&row.id) || row.status != JobStatus::Queued {
+                if sched.holds(&row.id) || row.status != JobStatus::Queued {
                     continue;
                 }
-                sched.core.submit(core_job(&row), now);
-                sched.queued.insert(row.id.clone(), row);
+                sched.queue(row, now);
             }
             if self.stopping.load(Ordering::SeqCst) {
                 return Ok(());
@@ -581,27 +665,36 @@ impl Pool {
             for (tenant, why) in sched.core.take_held() {
                 self.telemetry.metrics.held(&tenant, why.as_str());
             }
-            started.into_iter().filter_map(|j| sched.queued.remove(&j.id).map(|row| (j.grant, row))).collect::<Vec<_>>()
+            let mut decided = Vec::new();
+            for j in started {
+                if let Some(row) = sched.unqueue(&j.id) {
+                    let riders = sched.riders(&row);
+                    decided.push((j.grant, row, riders));
+                }
+            }
+            decided
         };
         let mut decided = decided.into_iter();
-        while let Some((grant, job)) = decided.next() {
+        while let Some((grant, job, riders)) = decided.next() {
             let admitted = match self.store.transition(&job.id, JobStatus::Queued, JobStatus::Admitted, "slot and memory granted", None).await {
                 Ok(done) => done,
                 Err(e) => {
                     // Give this job and every other one decided in this round back to the
                     // queue: their slots and memory must not stay counted.
                     let mut sched = lock(&self.sched);
-                    for (_, job) in std::iter::once((grant, job)).chain(decided) {
+                    for (_, job, riders) in std::iter::once((grant, job, riders)).chain(decided) {
                         sched.core.abandon(&job.id);
-                        sched.core.submit(core_job(&job), now);
-                        sched.queued.insert(job.id.clone(), job);
+                        sched.queue(job, now);
+                        sched.unride(riders, now);
                     }
                     return Err(e);
                 }
             };
             if !admitted {
                 // Cancelled meanwhile, or another process took it.
-                lock(&self.sched).core.abandon(&job.id);
+                let mut sched = lock(&self.sched);
+                sched.core.abandon(&job.id);
+                sched.unride(riders, now);
                 continue;
             }
             self.telemetry.metrics.admitted(&job.tenant_id, Duration::from_micros(u64::try_from(now_micros() - job.updated_at).unwrap_or(0)));
@@ -611,7 +704,7 @@ impl Pool {
             let pool = Arc::clone(self);
             tokio::spawn(async move {
                 let id = job.id.clone();
-                if let Err(e) = Arc::clone(&pool).work(job, grant, cancel).await {
+                if let Err(e) = Arc::clone(&pool).work(job, grant, cancel, riders).await {
                     tracing::error!(job = %id, error = %e, "job bookkeeping failed; queuing the job again");
                     pool.requeue_after_error(&id).await;
                 }
@@ -697,14 +790,17 @@ impl Pool {
 
     /// One admitted job: run it under its deadline, commit what it found, record the attempt;
     /// a failure is retried or final by its class.
-    async fn work(self: Arc<Self>, job: JobRow, grant: u64, cancel: Arc<Notify>) -> Result<()> {
+    /// `riders` are queued jobs this job's execution answers too: committed after it if it
+    /// succeeds, queued again otherwise.
+    async fn work(self: Arc<Self>, job: JobRow, grant: u64, cancel: Arc<Notify>, riders: Vec<JobRow>) -> Result<()> {
+        let mut riders = Riders { pool: &self, jobs: riders };
         let admitted = SystemTime::now();
-        if !self.store.transition(&job.id, JobStatus::Admitted, JobStatus::Running, "started", None).await? {
+        let attempt = job.attempts + 1;
+        if !self.store.start_running(&job.id, attempt, i64::try_from(grant).unwrap_or(i64::MAX)).await? {
             return Ok(());
         }
+        let started_at = now_micros();
         self.announce(&job.id, JobStatus::Running);
-        let attempt = job.attempts + 1;
-        self.store.start_attempt(&job.id, attempt, grant as i64).await?;
         let store = self.store.clone();
         let catalogs = Arc::clone(&self.catalogs);
         let input = job.clone();
@@ -806,9 +902,20 @@ impl Pool {
                 spans.commit = Some((commit_began, SystemTime::now()));
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
                 self.record_attempt(&job, &mut spans, started.elapsed(), false);
-                if committed {
+                if let Some(members) = committed {
                     self.announce(&job.id, JobStatus::Succeeded);
                     self.ended(&job, "succeeded", None);
+                    let leader = Commit {
+                        job_id: &job.id,
+                        tenant_id: &job.tenant_id,
+                        segment_id: &job.segment_id,
+                        previous_run_id: "",
+                        members,
+                        added: 0,
+                        removed: 0,
+                        key_type: report.key_type.name(),
+                    };
+                    riders.commit(&leader, started_at).await?;
                 }
             }
             Ended::Ran(Err(failure)) => {
@@ -910,7 +1017,7 @@ impl Pool {
 
     /// Writes the run's files and commits it; retries the diff if another run of the same
     /// segment committed meanwhile. False if the job was no longer running.
-    async fn commit(&self, job: &JobRow, mut members: Vec<String>, key_type: &str) -> Result<bool> {
+    async fn commit(&self, job: &JobRow, mut members: Vec<String>, key_type: &str) -> Result<Option<i64>> {
         members.sort_unstable();
         members.dedup();
         let members = Arc::new(members);
@@ -943,7 +1050,7 @@ impl Pool {
             match self.store.commit_run(&commit).await? {
                 CommitResult::Committed => {
                     self.files.forget_members(&job.tenant_id, &job.segment_id, &previous);
-                    return Ok(true);
+                    return Ok(Some(members.len() as i64));
                 }
                 CommitResult::LatestMoved(_) => {
                     previous = match self.store.segment(&job.tenant_id, &job.segment_id).await? {
@@ -951,18 +1058,18 @@ impl Pool {
                         None => return self.fail_commit(job, "the segment was deleted while it ran").await,
                     };
                 }
-                CommitResult::NotRunning | CommitResult::AlreadyCommitted => return Ok(false),
+                CommitResult::NotRunning | CommitResult::AlreadyCommitted => return Ok(None),
             }
         }
         self.fail_commit(job, "the segment's latest run kept changing; the commit gave up").await
     }
 
-    async fn fail_commit(&self, job: &JobRow, why: &str) -> Result<bool> {
+    async fn fail_commit(&self, job: &JobRow, why: &str) -> Result<Option<i64>> {
         if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, why, Some(("commit", why))).await? {
             self.announce(&job.id, JobStatus::Failed);
             self.ended(job, "failed", Some(("commit", why)));
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Stops admitting; waits up to `grace` for running jobs, then interrupts the rest, which
@@ -993,6 +1100,57 @@ impl Pool {
             if tokio::time::timeout(Duration::from_secs(10), idle).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The jobs riding on one execution. Whatever does not commit them (a failure, an
+/// interruption, an error of the store) queues them again when this is dropped.
+struct Riders<'a> {
+    pool: &'a Pool,
+    jobs: Vec<JobRow>,
+}
+
+impl Riders<'_> {
+    /// Commits the riders after `leader`'s run (started at `started_at`) committed.
+    async fn commit(&mut self, leader: &Commit<'_>, started_at: i64) -> Result<()> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = self.jobs.iter().map(|j| j.id.as_str()).collect();
+        let files = self.pool.files.clone();
+        let link = |last: &str| files.link_members(leader.tenant_id, leader.segment_id, leader.job_id, last);
+        let committed: HashSet<String> = self.pool.store.commit_riders(leader, started_at, &ids, link).await?.into_iter().collect();
+        if committed.is_empty() {
+            // Still queued in the store (the segment moved on, or they were all cancelled):
+            // dropping `self` queues them here again.
+            return Ok(());
+        }
+        // The last rider is the latest run now, with its own name for the members file.
+        self.pool.files.forget_members(leader.tenant_id, leader.segment_id, leader.job_id);
+        let jobs = std::mem::take(&mut self.jobs);
+        let mut sched = lock(&self.pool.sched);
+        for job in &jobs {
+            sched.riding.remove(&job.id);
+        }
+        drop(sched);
+        let waited_from = started_at;
+        for job in jobs.iter().filter(|j| committed.contains(&j.id)) {
+            let wait = Duration::from_micros(u64::try_from(waited_from - job.updated_at).unwrap_or(0));
+            self.pool.telemetry.metrics.admitted(&job.tenant_id, wait);
+            // A rider adds nothing the estimator learns from: announced without a new read.
+            let _ = self.pool.events.send(JobEvent { job_id: job.id.clone(), status: JobStatus::Succeeded });
+            self.pool.ended(job, "succeeded", None);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Riders<'_> {
+    fn drop(&mut self) {
+        if !self.jobs.is_empty() {
+            lock(&self.pool.sched).unride(std::mem::take(&mut self.jobs), now_micros());
+            self.pool.wake();
         }
     }
 }
@@ -1104,10 +1262,15 @@ async fn prepare(store: &Store, catalogs: &Catalogs, tenant_id: &str, segment_id
     let model_row = store.model(tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant has no model".into()))?;
     let segment_row =
         store.segment(tenant_id, segment_id).await?.ok_or_else(|| ExecError::Missing(format!("segment {segment_id:?} was deleted")))?;
+    prepare_rows(catalogs, &tenant, &model_row, &segment_row).await
+}
+
+/// [`prepare`] from rows already read.
+async fn prepare_rows(catalogs: &Catalogs, tenant: &Tenant, model_row: &ModelRow, segment_row: &SegmentRow) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
     let root = Path::new(&tenant.data_root);
     let model = Model::from_json(&model_row.definition, root).map_err(ExecError::Executor)?;
     model.confined_to(root).map_err(ExecError::Executor)?;
-    let catalog = catalogs.get(tenant_id, model_row.version, model).await?;
+    let catalog = catalogs.get(&tenant.id, model_row.version, model).await?;
     let segment = Segment::from_json(&segment_row.definition, &catalog).map_err(ExecError::Executor)?;
     Ok((catalog, segment))
 }

@@ -344,6 +344,14 @@ impl Core {
         true
     }
 
+    /// Takes a queued job out of the queue to be answered by another job's execution (the
+    /// same segment and as-of, started now). It needs no slot, no memory and no token of
+    /// its own: the execution it shares was admitted under all of them. False if it was not
+    /// queued.
+    pub fn ride(&mut self, job_id: &str, tenant: &str) -> bool {
+        self.remove(job_id, tenant)
+    }
+
     /// Records that a running job ended at `now`: its slot and memory are free, and its tenant
     /// is charged for the time it really ran.
     pub fn finish(&mut self, job_id: &str, now: Micros) {

@@ -244,7 +244,8 @@ async fn step(store: &Store, sizing: &Sizing, segment: &SegmentRow, now: Micros,
     }
     let job = match plan.enqueue {
         Some(due) => {
-            let mut job = sizing.new_job(store, &segment.tenant_id, &segment.id, due, Some(due_key(&segment.id, due)), "schedule", None).await?;
+            let Some(tenant) = store.tenant(&segment.tenant_id).await? else { return Ok(()) };
+            let mut job = sizing.new_job(store, &tenant, segment, due, Some(due_key(&segment.id, due)), "schedule", None).await?;
             job.due_at = Some(due);
             Some(job)
         }

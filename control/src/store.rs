@@ -4,8 +4,10 @@
 //! microseconds since the Unix epoch. Each job transition is one transaction that checks the
 //! status it leaves (compare-and-set) and records the transition in `job_events`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_alerts.sql")),
     (5, include_str!("../migrations/0005_traces.sql")),
     (6, include_str!("../migrations/0006_triage.sql")),
+    (7, include_str!("../migrations/0007_riders.sql")),
 ];
 
 /// Which database the store is on.
@@ -40,7 +43,13 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Token hashes already found, with their tenant. Tokens are never revoked or moved, so
+    /// a hash once found stays right (one not found is looked up again).
+    tokens: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
+
+/// Token hashes remembered, at most (then the memory starts over).
+const TOKENS_KEPT: usize = 100_000;
 
 /// A tenant as stored.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -292,6 +301,8 @@ pub struct AttemptRow {
     pub plan_mode: Option<String>,
     /// The phases of a phased plan, as JSON.
     pub phases: Option<String>,
+    /// The job whose execution answered this attempt (it rode on it), if not its own.
+    pub rode_on: Option<String>,
 }
 
 /// A segment's schedule state after a step.
@@ -380,6 +391,9 @@ impl Store {
                         sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        // 32 MiB of page cache per connection (the default 2 MiB reads the
+                        // job tables' pages back from the OS at every statement).
+                        sqlx::query("PRAGMA cache_size = -32768").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
                     }
                     Ok(())
@@ -388,7 +402,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| Error::Config(format!("cannot open the store at {}: {e}", redact(&url))))?;
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, tokens: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -502,8 +516,19 @@ impl Store {
 
     /// The tenant a token hash belongs to.
     pub async fn tenant_for_token(&self, token_hash: &str) -> Result<Option<String>> {
+        if let Some(tenant) = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token_hash) {
+            return Ok(Some(tenant.clone()));
+        }
         let row = sqlx::query("SELECT tenant_id FROM tokens WHERE hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+        let tenant = row.map(|r| r.try_get::<String, _>(0)).transpose()?;
+        if let Some(t) = &tenant {
+            let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if tokens.len() >= TOKENS_KEPT {
+                tokens.clear();
+            }
+            tokens.insert(token_hash.to_string(), t.clone());
+        }
+        Ok(tenant)
     }
 
     /// One tenant.
@@ -921,7 +946,7 @@ impl Store {
     pub async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(
             "SELECT attempt, started_at, finished_at, outcome, error_class, error_message, grant_bytes, peak_memory_bytes, \
-             elapsed_micros, plan_mode, phases FROM attempts WHERE job_id = $1 ORDER BY attempt",
+             elapsed_micros, plan_mode, phases, rode_on FROM attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -940,6 +965,7 @@ impl Store {
                     elapsed_micros: r.try_get(8)?,
                     plan_mode: r.try_get(9)?,
                     phases: r.try_get(10)?,
+                    rode_on: r.try_get(11)?,
                 })
             })
             .collect()
@@ -1065,20 +1091,33 @@ impl Store {
 
     // ---- attempts
 
-    /// Records the start of attempt `attempt` of a job.
-    pub async fn start_attempt(&self, job_id: &str, attempt: i64, grant_bytes: i64) -> Result<()> {
-        // A crash may have left this attempt's row behind: replace it.
+    /// Moves an admitted job to running and records the start of its attempt `attempt`
+    /// under `grant_bytes`, in one transaction; false if it was no longer admitted.
+    pub async fn start_running(&self, job_id: &str, attempt: i64, grant_bytes: i64) -> Result<bool> {
+        let now = now_micros();
         let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE jobs SET status = $1, updated_at = $2, started_at = $2, attempts = attempts + 1 WHERE id = $3 AND status = $4")
+            .bind(JobStatus::Running.as_str())
+            .bind(now)
+            .bind(job_id)
+            .bind(JobStatus::Admitted.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, job_id, now, JobStatus::Admitted.as_str(), JobStatus::Running.as_str(), "started").await?;
+        // A crash may have left this attempt's row behind: replace it.
         sqlx::query("DELETE FROM attempts WHERE job_id = $1 AND attempt = $2").bind(job_id).bind(attempt).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO attempts (job_id, attempt, started_at, grant_bytes) VALUES ($1, $2, $3, $4)")
             .bind(job_id)
             .bind(attempt)
-            .bind(now_micros())
+            .bind(now)
             .bind(grant_bytes)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Records how attempt `attempt` of a job ended.
@@ -1188,6 +1227,120 @@ impl Store {
         Ok(CommitResult::Committed)
     }
 
+    /// Commits the jobs that rode on run `leader` (committed, with `members` members, still
+    /// its segment's latest): each one still queued moves through admitted and running to
+    /// succeeded, with an attempt that names the leader, and a history record that added and
+    /// removed nothing, chained after the leader in the order of their ids; the last becomes
+    /// the segment's latest run, once `link_latest` gave it its members file. One
+    /// transaction. Returns the ids committed: none if the latest run moved meanwhile (they
+    /// are still queued then), else those still queued.
+    pub async fn commit_riders(
+        &self,
+        leader: &Commit<'_>,
+        started_at: i64,
+        riders: &[&str],
+        link_latest: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<Vec<String>> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let mut moved = Vec::with_capacity(riders.len());
+        // A few statements per 32 riders, not a few per rider.
+        for chunk in riders.chunks(RIDERS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE jobs SET status = $1, updated_at = $2, started_at = $3, finished_at = $2, attempts = attempts + 1, \
+                 members = $4, added = 0, removed = 0, error_class = NULL, error_message = NULL \
+                 WHERE status = $5 AND attempts = 0 AND tenant_id = $6 AND id IN ({}) RETURNING id",
+                placeholders(7, chunk.len())
+            );
+            let mut update = sqlx::query(&sql)
+                .bind(JobStatus::Succeeded.as_str())
+                .bind(now)
+                .bind(started_at)
+                .bind(leader.members)
+                .bind(JobStatus::Queued.as_str())
+                .bind(leader.tenant_id);
+            for id in chunk {
+                update = update.bind(*id);
+            }
+            for row in update.fetch_all(&mut *tx).await? {
+                moved.push(row.try_get::<String, _>(0)?);
+            }
+        }
+        let Some(last) = moved.iter().max().cloned() else {
+            return Ok(Vec::new());
+        };
+        moved.sort_unstable();
+        let admitted = format!("rides on job {}: same segment and as-of", leader.job_id);
+        let succeeded = format!("membership committed (that of run {})", leader.job_id);
+        let mut previous = leader.job_id.to_string();
+        for chunk in moved.chunks(RIDERS_PER_STATEMENT) {
+            // They ran nothing: the estimator has nothing to learn from them.
+            let sql = format!("DELETE FROM job_estimates WHERE job_id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&mut *tx).await?;
+
+            let sql = format!("INSERT INTO job_events (job_id, at, from_status, to_status, detail) VALUES {}", rows_of(5, chunk.len() * 3, ""));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                let steps = [
+                    (started_at, JobStatus::Queued, JobStatus::Admitted, admitted.as_str()),
+                    (started_at, JobStatus::Admitted, JobStatus::Running, "started"),
+                    (now, JobStatus::Running, JobStatus::Succeeded, succeeded.as_str()),
+                ];
+                for (at, from, to, detail) in steps {
+                    query = query.bind(id.as_str()).bind(at).bind(from.as_str()).bind(to.as_str()).bind(detail);
+                }
+            }
+            query.execute(&mut *tx).await?;
+
+            let sql = format!(
+                "INSERT INTO attempts (job_id, started_at, finished_at, outcome, rode_on, attempt, grant_bytes) VALUES {}",
+                rows_of(5, chunk.len(), ", 1, 0")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str()).bind(started_at).bind(now).bind(JobStatus::Succeeded.as_str()).bind(leader.job_id);
+            }
+            query.execute(&mut *tx).await?;
+
+            let sql = format!(
+                "INSERT INTO runs (run_id, previous_run_id, tenant_id, segment_id, members, key_type, committed_at, added, removed) VALUES {}",
+                rows_of(7, chunk.len(), ", 0, 0")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query
+                    .bind(id.as_str())
+                    .bind(std::mem::replace(&mut previous, id.clone()))
+                    .bind(leader.tenant_id)
+                    .bind(leader.segment_id)
+                    .bind(leader.members)
+                    .bind(leader.key_type)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        link_latest(&last)?;
+        let latest = sqlx::query("UPDATE segments SET latest_run_id = $1 WHERE tenant_id = $2 AND id = $3 AND latest_run_id = $4")
+            .bind(&last)
+            .bind(leader.tenant_id)
+            .bind(leader.segment_id)
+            .bind(leader.job_id)
+            .execute(&mut *tx)
+            .await?;
+        if latest.rows_affected() == 0 {
+            // Another run of the segment committed after the leader: what the riders would
+            // add or remove after it is unknown. They stay queued and run again.
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     /// A segment's history, newest first, before `before` (a run id; '' for the newest).
     pub async fn runs(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<RunRow>> {
         let before = newest_first(before);
@@ -1221,7 +1374,7 @@ const ESTIMATOR_RECORDS: &str = "SELECT e.job_id, e.tenant_id, e.segment_id, e.c
      MAX(CASE WHEN a.outcome = 'succeeded' THEN a.peak_memory_bytes END), \
      MAX(CASE WHEN a.outcome = 'succeeded' THEN a.elapsed_micros END), \
      MAX(CASE WHEN a.error_class = 'resources_exhausted' THEN a.grant_bytes END) \
-     FROM job_estimates e JOIN jobs j ON j.id = e.job_id JOIN attempts a ON a.job_id = e.job_id \
+     FROM job_estimates e JOIN jobs j ON j.id = e.job_id JOIN attempts a ON a.job_id = e.job_id AND a.rode_on IS NULL \
      WHERE j.status IN ('succeeded', 'failed') {segment} \
      GROUP BY e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros \
      ORDER BY e.created_at DESC, e.job_id DESC LIMIT $1";
@@ -1439,6 +1592,21 @@ async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobR
         .await?;
     }
     Ok(())
+}
+
+/// Riders committed by one statement, at most: SQLite finds a numbered parameter's name by a
+/// scan of the statement's parameters, so binding costs the square of their number.
+const RIDERS_PER_STATEMENT: usize = 32;
+
+/// `$first, $first+1, …`: `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, …, $width<tail>), (…)`: `rows` rows of `width` parameters each, then `tail` (text
+/// with no parameters) at the end of every row.
+fn rows_of(width: usize, rows: usize, tail: &str) -> String {
+    (0..rows).map(|r| format!("({}{tail})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
 }
 
 async fn insert_event(

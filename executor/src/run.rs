@@ -107,11 +107,18 @@ impl RunOptions {
             memory_limit_bytes: None,
             plan: PlanChoice::default(),
             join_strategy: JoinStrategy::default(),
-            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            target_partitions: cores(),
             key_sets_first_min_rows: KEY_SETS_FIRST_MIN_ROWS,
             cut_share: CUT_SHARE,
         }
     }
+}
+
+/// The cores this process may use, read once (the standard library reads the cgroup's files
+/// at every call; a service makes options for every job).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }
 
 /// What one phase of a phased run did.

@@ -202,3 +202,81 @@ async fn a_queued_job_says_why_it_waits_and_can_be_cancelled() {
         assert_eq!(cancelled.body["waiting"], Value::Null);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_of_one_segment_and_as_of_ride_on_one_execution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("riders");
+    datagen("retail", 300, 17, &root);
+    let segment = SEGMENTS[0];
+    for backend in backends() {
+        let data_dir = dir.path().join(format!("serve-{}", backend.name()));
+        let store = TestStore::new(&backend, &data_dir).await;
+        let server = Server::start(&data_dir, &store.url, 2);
+        let admin = Api::new(&server.base, ADMIN);
+        // 12 jobs a minute: a bucket of 1.2 tokens, so after the first run the next token is
+        // about 4 s away, and the jobs submitted meanwhile wait in the queue together.
+        let api = crate::server::setup_tenant_with(&admin, "acme", "us-east", &root, &[segment], json!({"jobs_per_minute": 12})).await;
+        let first = run_and_wait(&api, "acme", segment, AS_OF).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let queued = api.post(&format!("/v1/tenants/acme/segments/{segment}/runs"), &json!({"as_of": AS_OF})).await;
+            assert_eq!((queued.status, queued.body["status"].as_str()), (202, Some("queued")), "{:?}", queued.body);
+            ids.push(queued.body["id"].as_str().expect("id").to_string());
+        }
+        // A job at another instant is not answered by the same execution.
+        let other = api.post(&format!("/v1/tenants/acme/segments/{segment}/runs"), &json!({"as_of": "2026-11-20T00:00:00Z"})).await;
+        assert_eq!(other.status, 202, "{:?}", other.body);
+        let other_id = other.body["id"].as_str().expect("id").to_string();
+
+        let mut views = Vec::new();
+        for id in ids.iter().chain([&other_id]) {
+            let view = crate::server::watch(&api, "acme", id, |v| v["status"] != "queued" && v["status"] != "admitted" && v["status"] != "running").await;
+            assert_eq!(view["status"], "succeeded", "{view:?}");
+            views.push(view);
+        }
+        // The first queued job ran; the four after it rode on its execution, in one slot.
+        let leader = &ids[0];
+        assert_eq!(views[0]["attempt_history"][0]["rode_on"], Value::Null, "{:?}", views[0]);
+        assert!(views[0]["attempt_history"][0]["grant_bytes"].as_i64() > Some(0));
+        for view in &views[1..5] {
+            let attempt = &view["attempt_history"][0];
+            assert_eq!(attempt["rode_on"].as_str(), Some(leader.as_str()), "{view:?}");
+            assert_eq!((attempt["outcome"].as_str(), attempt["grant_bytes"].as_i64()), (Some("succeeded"), Some(0)));
+            assert_eq!((view["members"].clone(), view["added"].as_i64(), view["removed"].as_i64()), (first["members"].clone(), Some(0), Some(0)));
+            let to: Vec<&str> = view["transitions"].as_array().expect("transitions").iter().filter_map(|t| t["to"].as_str()).collect();
+            assert_eq!(to, ["queued", "admitted", "running", "succeeded"], "{view:?}");
+        }
+        assert_eq!(views[5]["attempt_history"][0]["rode_on"], Value::Null, "another as-of runs on its own: {:?}", views[5]);
+
+        // History: one record per job, one chain (first, leader, riders in order, the other
+        // as-of), the riders adding and removing nothing; the members are still the executor's.
+        let history = api.get(&format!("/v1/tenants/acme/segments/{segment}/history")).await;
+        let records = history.body["items"].as_array().expect("items");
+        let chain: Vec<&str> = records.iter().rev().map(|r| r["run_id"].as_str().expect("run")).collect();
+        let mut expected: Vec<&str> = vec![first["id"].as_str().expect("id")];
+        expected.extend(ids.iter().map(String::as_str));
+        expected.push(&other_id);
+        assert_eq!(chain, expected, "{:?}", history.body);
+        for pair in records.windows(2) {
+            assert_eq!(pair[0]["previous_run_id"], pair[1]["run_id"], "{:?}", history.body);
+        }
+        let rider = &ids[2];
+        let detail = api.get(&format!("/v1/tenants/acme/segments/{segment}/history/{rider}")).await;
+        assert_eq!((detail.status, detail.body["changes"].as_array().map(Vec::len)), (200, Some(0)), "{:?}", detail.body);
+        let before_other = members_of_run(&api, segment, &ids[4]).await;
+        let expected = executor_members(&root.join("model.json"), &root.join(format!("segments/{segment}.json")), AS_OF);
+        assert_eq!(before_other, expected.len() as i64);
+        let later = executor_members(&root.join("model.json"), &root.join(format!("segments/{segment}.json")), "2026-11-20T00:00:00Z");
+        assert_eq!(members(&api, "acme", segment, 1000).await, later);
+        drop(server);
+        store.drop_database().await;
+    }
+}
+
+/// The member count a history record gives its run.
+async fn members_of_run(api: &Api, segment: &str, run: &str) -> i64 {
+    let record = api.get(&format!("/v1/tenants/acme/segments/{segment}/history/{run}")).await;
+    assert_eq!(record.status, 200, "{:?}", record.body);
+    record.body["run"]["members"].as_i64().expect("members")
+}

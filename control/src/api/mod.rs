@@ -451,8 +451,8 @@ pub struct Transition {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WaitingView {
     /// `slot`, `memory`, `tenant_cap`, `quota`, `rate_limit`, `fair_share`, `reservation`,
-    /// `behind_own_jobs`, `retry_backoff` or `not_seen` (not yet read by this process's
-    /// dispatcher).
+    /// `behind_own_jobs`, `retry_backoff`, `riding` (a running job of the same segment and
+    /// as-of answers it too) or `not_seen` (not yet read by this process's dispatcher).
     pub reason: String,
     /// The same in words, with the numbers behind it.
     pub message: String,
@@ -486,6 +486,11 @@ pub struct AttemptView {
     pub peak_memory_bytes: Option<i64>,
     /// Its execution time in seconds.
     pub elapsed_seconds: Option<f64>,
+    /// The job whose execution answered this attempt, when it was not its own: a queued job
+    /// of the same segment and as-of rides on a job that starts (its grant is then 0, its
+    /// measurements are that job's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rode_on: Option<String>,
 }
 
 impl From<AttemptRow> for AttemptView {
@@ -500,6 +505,7 @@ impl From<AttemptRow> for AttemptView {
             grant_bytes: a.grant_bytes,
             peak_memory_bytes: a.peak_memory_bytes,
             elapsed_seconds: a.elapsed_micros.map(|m| m as f64 / 1e6),
+            rode_on: a.rode_on,
         }
     }
 }
@@ -933,10 +939,10 @@ pub async fn submit(
     timeout: Option<Duration>,
     trace_link: Option<String>,
 ) -> Result<(JobRow, bool), ApiError> {
-    if state.store.segment(&tenant.id, segment).await?.is_none() {
+    let Some(segment) = state.store.segment(&tenant.id, segment).await? else {
         return Err(ApiError::not_found(format!("no segment {segment:?}")));
-    }
-    let mut job = state.sizing.new_job(&state.store, &tenant.id, segment, as_of, key, trigger, timeout).await?;
+    };
+    let mut job = state.sizing.new_job(&state.store, tenant, &segment, as_of, key, trigger, timeout).await?;
     job.trace_link = trace_link;
     let (job, created) = state.store.insert_job(&job).await?;
     if created {
@@ -1192,7 +1198,12 @@ async fn get_history_record(
         .ok_or_else(|| ApiError::not_found(format!("no run {run:?} in the history of {segment:?}")))?;
     let files = s.files.clone();
     let (t, seg, r) = (tenant.id.clone(), segment.clone(), run.clone());
-    let changes = tokio::task::spawn_blocking(move || files.read_changes(&t, &seg, &r)).await.map_err(ApiError::internal)??;
+    // A run that changed nothing may have no file (a job that rode on another's execution).
+    let changes = if row.added == 0 && row.removed == 0 {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || files.read_changes(&t, &seg, &r)).await.map_err(ApiError::internal)??
+    };
     let total = changes.len() as i64;
     let changes = changes
         .into_iter()

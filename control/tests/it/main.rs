@@ -175,6 +175,79 @@ async fn a_run_commits_once_and_the_history_chains() {
 }
 
 #[tokio::test]
+async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(store.insert_job(&job(None)).await.expect("insert").0.id);
+        }
+        let (leader, riders) = (ids[0].clone(), ids[1..].to_vec());
+        store.transition(&leader, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
+        assert!(store.start_running(&leader, 1, 1 << 20).await.expect("start"));
+        assert!(!store.start_running(&leader, 1, 1 << 20).await.expect("start"), "no longer admitted");
+        let commit = Commit { job_id: &leader, tenant_id: "acme", segment_id: "vip", previous_run_id: "", members: 7, added: 7, removed: 0, key_type: "string" };
+        assert_eq!(store.commit_run(&commit).await.expect("commit"), CommitResult::Committed);
+        // One rider was cancelled meanwhile: it stays cancelled, the others commit.
+        assert!(store.transition(&riders[1], JobStatus::Queued, JobStatus::Cancelled, "", None).await.expect("t"));
+        let linked = std::sync::Mutex::new(Vec::new());
+        let refs: Vec<&str> = riders.iter().rev().map(String::as_str).collect();
+        let committed = store
+            .commit_riders(&commit, now_micros(), &refs, |last| {
+                linked.lock().expect("lock").push(last.to_string());
+                Ok(())
+            })
+            .await
+            .expect("riders");
+        let expected = vec![riders[0].clone(), riders[2].clone(), riders[3].clone()];
+        assert_eq!(committed, expected);
+        assert_eq!(*linked.lock().expect("lock"), vec![riders[3].clone()], "the last rider gets the members file");
+        let history = store.runs("acme", "vip", "", 10).await.expect("runs");
+        let chain: Vec<(&str, &str, i64, i64, i64)> =
+            history.iter().map(|r| (r.run_id.as_str(), r.previous_run_id.as_str(), r.members, r.added, r.removed)).collect();
+        assert_eq!(
+            chain,
+            vec![
+                (riders[3].as_str(), riders[2].as_str(), 7, 0, 0),
+                (riders[2].as_str(), riders[0].as_str(), 7, 0, 0),
+                (riders[0].as_str(), leader.as_str(), 7, 0, 0),
+                (leader.as_str(), "", 7, 7, 0),
+            ]
+        );
+        let segment = store.segment("acme", "vip").await.expect("get").expect("segment");
+        assert_eq!((segment.latest_run_id.as_str(), segment.members), (riders[3].as_str(), 7));
+        for id in &expected {
+            let row = store.job("acme", id).await.expect("get").expect("job");
+            assert_eq!((row.status, row.members, row.added, row.attempts), (JobStatus::Succeeded, Some(7), Some(0), 1));
+            let attempts = store.attempts(id).await.expect("attempts");
+            assert_eq!(attempts.len(), 1);
+            assert_eq!((attempts[0].rode_on.as_deref(), attempts[0].outcome.as_deref()), (Some(leader.as_str()), Some("succeeded")));
+            let to: Vec<String> = store.job_events(id).await.expect("events").into_iter().map(|e| e.2).collect();
+            assert_eq!(to, ["queued", "admitted", "running", "succeeded"]);
+        }
+        // Committed riders do not commit again.
+        let again = store.commit_riders(&commit, now_micros(), &refs, |_| Ok(())).await.expect("again");
+        assert!(again.is_empty(), "{again:?}");
+
+        // When the segment moved on after the leader, no rider commits: they stay queued.
+        let (late_leader, _) = store.insert_job(&job(None)).await.expect("insert");
+        let (late_rider, _) = store.insert_job(&job(None)).await.expect("insert");
+        store.transition(&late_leader.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
+        assert!(store.start_running(&late_leader.id, 1, 1 << 20).await.expect("start"));
+        let stale = Commit { job_id: &late_leader.id, previous_run_id: &riders[3], ..commit.clone() };
+        assert_eq!(store.commit_run(&stale).await.expect("commit"), CommitResult::Committed);
+        let moved_on = Commit { job_id: &leader, ..commit.clone() };
+        let none = store.commit_riders(&moved_on, now_micros(), &[late_rider.id.as_str()], |_| Ok(())).await.expect("riders");
+        assert!(none.is_empty());
+        let row = store.job("acme", &late_rider.id).await.expect("get").expect("job");
+        assert_eq!((row.status, row.attempts), (JobStatus::Queued, 0));
+        assert!(store.runs("acme", "vip", "", 10).await.expect("runs").iter().all(|r| r.run_id != late_rider.id));
+        finish(s).await;
+    }
+}
+
+#[tokio::test]
 async fn recovery_queues_what_was_left_admitted_or_running() {
     for s in stores().await {
         let store = &s.store;
