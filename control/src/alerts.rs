@@ -183,26 +183,33 @@ impl Alerting {
 
     /// A finished job: its failure into the failure rule, its outcome into burn rate and runtime.
     async fn observe(&self, live: &mut Live, event: &JobEvent, changes: &mut Vec<Change>) -> Result<()> {
-        let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(()) };
-        let region = live.region(&self.store, &job.tenant_id).await?;
-        let finished = job.finished_at.unwrap_or_else(now_micros);
+        // A success says what it needs; a failure is read back (its time exactly as stored).
+        let (tenant_id, segment_id, created_at, finished_at) = match &event.succeeded {
+            Some(s) => (s.tenant_id.clone(), s.segment_id.clone(), s.created_at, Some(s.finished_at)),
+            None => {
+                let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(()) };
+                (job.tenant_id, job.segment_id, job.created_at, job.finished_at)
+            }
+        };
+        let region = live.region(&self.store, &tenant_id).await?;
+        let finished = finished_at.unwrap_or_else(now_micros);
         let at_ms = finished.div_euclid(1000);
         let failed = event.status == JobStatus::Failed;
         if failed {
             let mut transitions = Vec::new();
-            live.failures.fail(at_ms, &job.tenant_id, &region, &mut transitions);
+            live.failures.fail(at_ms, &tenant_id, &region, &mut transitions);
             for t in transitions {
                 changes.push(live.failure_change(&t));
             }
         }
         if self.settings.rules.burn_rate.enabled && event.status != JobStatus::Cancelled {
-            for t in live.burn.observe(at_ms, &job.tenant_id, &region, failed) {
+            for t in live.burn.observe(at_ms, &tenant_id, &region, failed) {
                 changes.push(live.burn_change(&t));
             }
         }
         if self.settings.rules.runtime.enabled && event.status != JobStatus::Cancelled {
-            let seconds = (finished - job.created_at) as f64 / 1e6;
-            if let Some(t) = live.runtime.observe(&job.tenant_id, &job.segment_id, seconds, !failed) {
+            let seconds = (finished - created_at) as f64 / 1e6;
+            if let Some(t) = live.runtime.observe(&tenant_id, &segment_id, seconds, !failed) {
                 let mut labels = live.labels("CohortSegmentRuntimeHigh", Scope::Tenant, &t.tenant, "ticket");
                 labels.insert("segment".to_string(), t.segment.clone());
                 let mut annotations = BTreeMap::new();

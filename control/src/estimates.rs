@@ -88,9 +88,10 @@ pub struct Estimates {
     /// Segments' recent runs as read from the store, with the generation and time they were
     /// read at: submissions of one segment read them once, not each.
     histories: std::sync::Mutex<HashMap<(String, String), CachedHistory>>,
-    /// Moves on whenever a job of this process settles (a final state or a retry): every
-    /// history read before is stale.
+    /// Counts the settling of this process's jobs (a final state or a retry).
     generation: AtomicU64,
+    /// Per segment, the count at its last settled job: a history read before it is stale.
+    settled: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A segment's recent runs, the generation they were read at and when.
@@ -174,6 +175,7 @@ impl Estimates {
             accuracy: std::sync::Mutex::new(None),
             histories: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            settled: std::sync::Mutex::new(HashMap::new()),
         });
         estimates.reload(store).await?;
         Ok(estimates)
@@ -208,9 +210,10 @@ impl Estimates {
     pub async fn estimate(&self, store: &Store, tenant: &str, segment: &str, features: &Features) -> Result<Estimate> {
         let key = (tenant.to_string(), segment.to_string());
         let generation = self.generation.load(Ordering::SeqCst);
+        let settled = lock(&self.settled).get(&key).copied().unwrap_or(0);
         let cached = lock(&self.histories)
             .get(&key)
-            .filter(|(g, at, _)| *g == generation && at.elapsed() < HISTORY_MAX_AGE)
+            .filter(|(g, at, _)| *g >= settled && at.elapsed() < HISTORY_MAX_AGE)
             .map(|(_, _, history)| Arc::clone(history));
         let history = match cached {
             Some(history) => history,
@@ -219,7 +222,7 @@ impl Estimates {
                 let history: Arc<Vec<PastRun>> = Arc::new(records.iter().filter_map(PastRun::from_record).collect());
                 let mut histories = lock(&self.histories);
                 if histories.len() >= HISTORIES_KEPT {
-                    histories.retain(|_, (g, at, _)| *g == generation && at.elapsed() < HISTORY_MAX_AGE);
+                    histories.retain(|_, (_, at, _)| at.elapsed() < HISTORY_MAX_AGE);
                 }
                 histories.insert(key, (generation, std::time::Instant::now(), Arc::clone(&history)));
                 history
@@ -228,11 +231,18 @@ impl Estimates {
         Ok(read(&self.current).estimate(features, &history))
     }
 
-    /// A job of this process settled (its final state or a retry is committed): what the
-    /// next estimates read of recent runs must be read again. Call it before the change is
-    /// announced, so that whoever waited for it sees its effect.
-    pub fn settled(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+    /// A job of `segment` in this process settled (its final state or a retry is committed):
+    /// the segment's recent runs must be read again. Call it before the change is announced,
+    /// so that whoever waited for it sees its effect.
+    pub fn settled(&self, tenant: &str, segment: &str) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut settled = lock(&self.settled);
+        if settled.len() >= HISTORIES_KEPT {
+            // Forgetting is safe only for histories read before now: drop those too.
+            settled.clear();
+            lock(&self.histories).clear();
+        }
+        settled.insert((tenant.to_string(), segment.to_string()), generation);
     }
 
     /// Counts a finished attempt; enough of them wake the refit.

@@ -194,7 +194,7 @@ impl Sizing {
         timeout: Option<Duration>,
     ) -> Result<JobRow> {
         let (tenant_id, segment_id) = (tenant.id.as_str(), segment.id.as_str());
-        let model = store.model(tenant_id).await?.ok_or_else(|| Error::Conflict("the tenant has no model".into()))?;
+        let model = store.recent_model(tenant_id).await?.ok_or_else(|| Error::Conflict("the tenant has no model".into()))?;
         let mut grant = self.sizer.size(&SizingInput { source_bytes: model.source_bytes.max(0) as u64, objects: model.objects.max(0) as u64 });
         let mut estimate = None;
         if let Some(estimates) = &self.estimates {
@@ -245,6 +245,28 @@ pub struct JobEvent {
     pub job_id: String,
     /// Its new status.
     pub status: JobStatus,
+    /// For a job that succeeded: what it was and when it ended, so that listeners need not
+    /// read it back (`None` otherwise).
+    pub succeeded: Option<Arc<Succeeded>>,
+}
+
+/// A job that succeeded, as its [`JobEvent`] tells it.
+#[derive(Debug, Clone)]
+pub struct Succeeded {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its segment.
+    pub segment_id: String,
+    /// Submitted (microseconds).
+    pub created_at: i64,
+    /// Committed (microseconds; as stored for a rider, just after the commit for a leader).
+    pub finished_at: i64,
+}
+
+impl Succeeded {
+    fn of(job: &JobRow, finished_at: i64) -> Option<Arc<Succeeded>> {
+        Some(Arc::new(Succeeded { tenant_id: job.tenant_id.clone(), segment_id: job.segment_id.clone(), created_at: job.created_at, finished_at }))
+    }
 }
 
 /// Why a job is not running yet, as the API shows it.
@@ -462,15 +484,19 @@ impl Pool {
         self.telemetry.traces.job(&self.labels(job), system_time(job.created_at), SystemTime::now(), outcome, error, job.trace_link.as_deref());
     }
 
-    /// Announces a committed status change. A job that settled (a final state, a retry)
-    /// first makes the estimator read recent runs again.
+    /// Announces a committed status change.
     pub fn announce(&self, job_id: &str, status: JobStatus) {
-        if (status.is_final() || status == JobStatus::Retrying)
-            && let Some(learner) = self.learner.get()
-        {
-            learner.settled();
+        let _ = self.events.send(JobEvent { job_id: job_id.to_string(), status, succeeded: None });
+    }
+
+    /// Announces that a job settled (a final state or a retry, committed): the estimator
+    /// reads its segment's recent runs again first.
+    fn settle(&self, job: &JobRow, status: JobStatus) {
+        if let Some(learner) = self.learner.get() {
+            learner.settled(&job.tenant_id, &job.segment_id);
         }
-        let _ = self.events.send(JobEvent { job_id: job_id.to_string(), status });
+        let succeeded = if status == JobStatus::Succeeded { Succeeded::of(job, now_micros()) } else { None };
+        let _ = self.events.send(JobEvent { job_id: job.id.clone(), status, succeeded });
     }
 
     /// Hands a job just committed as queued to the dispatcher. With its tenant at hand the
@@ -859,7 +885,7 @@ impl Pool {
                 } else {
                     self.store.finish_attempt(&job.id, attempt, &AttemptOutcome { outcome: "cancelled".into(), ..Default::default() }).await?;
                     if self.store.transition(&job.id, JobStatus::Running, JobStatus::Cancelled, "cancelled by request", None).await? {
-                        self.announce(&job.id, JobStatus::Cancelled);
+                        self.settle(&job, JobStatus::Cancelled);
                         self.record_attempt(&job, &mut spans, started.elapsed(), false);
                         self.ended(&job, "cancelled", None);
                     }
@@ -880,7 +906,7 @@ impl Pool {
                 spans.error = Some(("timeout".into(), message.clone()));
                 self.record_attempt(&job, &mut spans, started.elapsed(), false);
                 if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &message, Some(("timeout", &message))).await? {
-                    self.announce(&job.id, JobStatus::Failed);
+                    self.settle(&job, JobStatus::Failed);
                     self.ended(&job, "failed", Some(("timeout", &message)));
                 }
             }
@@ -903,7 +929,7 @@ impl Pool {
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
                 self.record_attempt(&job, &mut spans, started.elapsed(), false);
                 if let Some(members) = committed {
-                    self.announce(&job.id, JobStatus::Succeeded);
+                    self.settle(&job, JobStatus::Succeeded);
                     self.ended(&job, "succeeded", None);
                     let leader = Commit {
                         job_id: &job.id,
@@ -1000,14 +1026,14 @@ impl Pool {
             Retry::No(why) => {
                 let detail = format!("attempt {attempt} failed: {why}");
                 if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &detail, Some((&class, &message))).await? {
-                    self.announce(&job.id, JobStatus::Failed);
+                    self.settle(job, JobStatus::Failed);
                     self.ended(job, "failed", Some((&class, &message)));
                 }
                 return Ok(());
             }
         };
         if self.store.retry(&job.id, (&class, &message), not_before, i64::try_from(next_grant).unwrap_or(i64::MAX), &detail).await? {
-            self.announce(&job.id, JobStatus::Retrying);
+            self.settle(job, JobStatus::Retrying);
             self.telemetry.metrics.retried(&job.tenant_id, &class);
             self.next_retry.fetch_min(not_before, Ordering::SeqCst);
             self.wake();
@@ -1066,7 +1092,7 @@ impl Pool {
 
     async fn fail_commit(&self, job: &JobRow, why: &str) -> Result<Option<i64>> {
         if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, why, Some(("commit", why))).await? {
-            self.announce(&job.id, JobStatus::Failed);
+            self.settle(job, JobStatus::Failed);
             self.ended(job, "failed", Some(("commit", why)));
         }
         Ok(None)
@@ -1120,7 +1146,8 @@ impl Riders<'_> {
         let ids: Vec<&str> = self.jobs.iter().map(|j| j.id.as_str()).collect();
         let files = self.pool.files.clone();
         let link = |last: &str| files.link_members(leader.tenant_id, leader.segment_id, leader.job_id, last);
-        let committed: HashSet<String> = self.pool.store.commit_riders(leader, started_at, &ids, link).await?.into_iter().collect();
+        let (committed, finished_at) = self.pool.store.commit_riders(leader, started_at, &ids, link).await?;
+        let committed: HashSet<String> = committed.into_iter().collect();
         if committed.is_empty() {
             // Still queued in the store (the segment moved on, or they were all cancelled):
             // dropping `self` queues them here again.
@@ -1139,7 +1166,7 @@ impl Riders<'_> {
             let wait = Duration::from_micros(u64::try_from(waited_from - job.updated_at).unwrap_or(0));
             self.pool.telemetry.metrics.admitted(&job.tenant_id, wait);
             // A rider adds nothing the estimator learns from: announced without a new read.
-            let _ = self.pool.events.send(JobEvent { job_id: job.id.clone(), status: JobStatus::Succeeded });
+            let _ = self.pool.events.send(JobEvent { job_id: job.id.clone(), status: JobStatus::Succeeded, succeeded: Succeeded::of(job, finished_at) });
             self.pool.ended(job, "succeeded", None);
         }
         Ok(())

@@ -46,7 +46,28 @@ pub struct Store {
     /// Token hashes already found, with their tenant. Tokens are never revoked or moved, so
     /// a hash once found stays right (one not found is looked up again).
     tokens: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// Submitted jobs waiting for their group commit: concurrent submissions share one
+    /// transaction.
+    inserts: Arc<std::sync::Mutex<InsertQueue>>,
+    /// Tenants' models as read recently, for [`Store::recent_model`].
+    models: Arc<std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<ModelRow>)>>>,
 }
+
+/// How long a model read for sizing is reused (another replica's change shows after this).
+const MODEL_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Jobs waiting for the next group commit, and whether a task is committing them.
+#[derive(Debug, Default)]
+struct InsertQueue {
+    pending: Vec<PendingInsert>,
+    flushing: bool,
+}
+
+/// A job to insert and where its answer goes.
+type PendingInsert = (JobRow, tokio::sync::oneshot::Sender<Result<()>>);
+
+/// Jobs inserted by one transaction, at most.
+const INSERTS_PER_COMMIT: usize = 256;
 
 /// Token hashes remembered, at most (then the memory starts over).
 const TOKENS_KEPT: usize = 100_000;
@@ -402,7 +423,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| Error::Config(format!("cannot open the store at {}: {e}", redact(&url))))?;
-        let store = Store { pool, backend, tokens: Arc::default() };
+        let store = Store { pool, backend, tokens: Arc::default(), inserts: Arc::default(), models: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -592,7 +613,48 @@ impl Store {
             }
         };
         tx.commit().await?;
+        self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant_id);
         Ok(version)
+    }
+
+    /// A tenant and one of its segments, in one query: `None` without the tenant, the
+    /// segment `None` without it.
+    pub async fn tenant_and_segment(&self, tenant_id: &str, segment_id: &str) -> Result<Option<(Tenant, Option<SegmentRow>)>> {
+        let columns = |table: &str, list: &str| list.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {}, {} FROM tenants t LEFT JOIN segments s ON s.tenant_id = t.id AND s.id = $2 WHERE t.id = $1",
+            columns("t", TENANT_COLUMNS),
+            columns("s", SEGMENT_COLUMNS)
+        );
+        let Some(row) = sqlx::query(&sql).bind(tenant_id).bind(segment_id).fetch_optional(&self.pool).await? else { return Ok(None) };
+        let tenant = tenant_from_row(&row)?;
+        let at = TENANT_COLUMNS.split(',').count();
+        let found: Option<String> = row.try_get(at + 1)?;
+        let segment = found.map(|_| segment_from_row_at(&row, at)).transpose()?;
+        Ok(Some((tenant, segment)))
+    }
+
+    /// The tenant's model as read at most [`MODEL_MAX_AGE`] ago (this process's own changes
+    /// at once): for sizing submissions, not for running them.
+    pub async fn recent_model(&self, tenant_id: &str) -> Result<Option<Arc<ModelRow>>> {
+        let cached = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant_id)
+            .filter(|(at, _)| at.elapsed() < MODEL_MAX_AGE)
+            .map(|(_, row)| Arc::clone(row));
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let Some(row) = self.model(tenant_id).await? else { return Ok(None) };
+        let row = Arc::new(row);
+        let mut models = self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if models.len() >= TOKENS_KEPT {
+            models.retain(|_, (at, _)| at.elapsed() < MODEL_MAX_AGE);
+        }
+        models.insert(tenant_id.to_string(), (std::time::Instant::now(), Arc::clone(&row)));
+        Ok(Some(row))
     }
 
     /// A tenant's model.
@@ -715,6 +777,23 @@ impl Store {
     /// Queues a job. With an idempotency key already used by this tenant, returns the first
     /// job instead (and `false`).
     pub async fn insert_job(&self, job: &JobRow) -> Result<(JobRow, bool)> {
+        if job.idempotency_key.is_none() {
+            // Without a key nothing can conflict: the job joins the next group commit.
+            let (sender, answer) = tokio::sync::oneshot::channel();
+            let flush = {
+                let mut queue = self.inserts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                queue.pending.push((job.clone(), sender));
+                !std::mem::replace(&mut queue.flushing, true)
+            };
+            if flush {
+                let store = self.clone();
+                tokio::spawn(async move { store.flush_inserts().await });
+            }
+            answer.await.map_err(|_| Error::Internal("the job's insert was dropped".into()))??;
+            let mut job = job.clone();
+            job.status = JobStatus::Queued;
+            return Ok((job, true));
+        }
         if let Some(key) = &job.idempotency_key {
             if let Some(existing) = self.job_by_key(&job.tenant_id, key).await? {
                 return Ok((existing, false));
@@ -740,6 +819,114 @@ impl Store {
         let mut job = job.clone();
         job.status = JobStatus::Queued;
         Ok((job, true))
+    }
+
+    /// Inserts the jobs waiting for a group commit, a batch per transaction, until none is
+    /// left. A batch that fails is inserted one job at a time, so that each job gets its own
+    /// answer.
+    async fn flush_inserts(&self) {
+        loop {
+            let batch: Vec<PendingInsert> = {
+                let mut queue = self.inserts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if queue.pending.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                let n = queue.pending.len().min(INSERTS_PER_COMMIT);
+                queue.pending.drain(..n).collect()
+            };
+            match self.insert_batch(batch.iter().map(|(job, _)| job)).await {
+                Ok(()) => {
+                    for (_, sender) in batch {
+                        let _ = sender.send(Ok(()));
+                    }
+                }
+                Err(_) if batch.len() > 1 => {
+                    for (job, sender) in batch {
+                        let _ = sender.send(self.insert_batch(std::iter::once(&job)).await);
+                    }
+                }
+                Err(e) => {
+                    if let Some((_, sender)) = batch.into_iter().next() {
+                        let _ = sender.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queued jobs (without idempotency keys), their estimates and first events, in one
+    /// transaction. On PostgreSQL three statements per [`ROWS_PER_STATEMENT`] jobs (each
+    /// statement is a round trip to the server); on SQLite a few cached statements per job
+    /// (a statement in the same process costs less than preparing one of many rows).
+    async fn insert_batch(&self, jobs: impl Iterator<Item = &JobRow>) -> Result<()> {
+        let jobs: Vec<&JobRow> = jobs.collect();
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Sqlite {
+            for job in jobs {
+                insert_queued_job(&mut tx, job).await?;
+                insert_event(&mut tx, &job.id, job.created_at, "", JobStatus::Queued.as_str(), "submitted").await?;
+            }
+            tx.commit().await?;
+            return Ok(());
+        }
+        for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, created_at, \
+                 updated_at, expected_micros, deadline_micros, due_at, trace_link, attempts) VALUES {}",
+                rows_of(14, chunk.len(), ", 0")
+            );
+            let mut query = sqlx::query(&sql);
+            for job in chunk {
+                query = query
+                    .bind(job.id.as_str())
+                    .bind(job.tenant_id.as_str())
+                    .bind(job.segment_id.as_str())
+                    .bind(JobStatus::Queued.as_str())
+                    .bind(job.idempotency_key.as_deref())
+                    .bind(job.trigger.as_str())
+                    .bind(job.as_of)
+                    .bind(job.grant_bytes)
+                    .bind(job.created_at)
+                    .bind(job.created_at)
+                    .bind(job.expected_micros)
+                    .bind(job.deadline_micros)
+                    .bind(job.due_at)
+                    .bind(job.trace_link.as_deref());
+            }
+            query.execute(&mut *tx).await?;
+            let estimated: Vec<(&JobRow, &JobEstimate)> = chunk.iter().filter_map(|j| j.estimate.as_ref().map(|e| (*j, e))).collect();
+            if !estimated.is_empty() {
+                let sql = format!(
+                    "INSERT INTO job_estimates (job_id, tenant_id, segment_id, created_at, features, model_version, basis, memory_bytes, \
+                     bound_bytes, runtime_micros) VALUES {}",
+                    rows_of(10, estimated.len(), "")
+                );
+                let mut query = sqlx::query(&sql);
+                for (job, e) in &estimated {
+                    query = query
+                        .bind(job.id.as_str())
+                        .bind(job.tenant_id.as_str())
+                        .bind(job.segment_id.as_str())
+                        .bind(job.created_at)
+                        .bind(e.features.as_str())
+                        .bind(e.model_version)
+                        .bind(e.basis.as_str())
+                        .bind(e.memory_bytes)
+                        .bind(e.bound_bytes)
+                        .bind(e.runtime_micros);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let sql = format!("INSERT INTO job_events (job_id, at, detail, from_status, to_status) VALUES {}", rows_of(3, chunk.len(), ", '', 'queued'"));
+            let mut query = sqlx::query(&sql);
+            for job in chunk {
+                query = query.bind(job.id.as_str()).bind(job.created_at).bind("submitted");
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn job_by_key(&self, tenant_id: &str, key: &str) -> Result<Option<JobRow>> {
@@ -842,6 +1029,9 @@ impl Store {
             return Ok(false);
         }
         insert_event(&mut tx, job_id, now, from.as_str(), to.as_str(), detail).await?;
+        if to.is_final() {
+            settle_estimate(&mut tx, job_id, now).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -1192,6 +1382,7 @@ impl Store {
             return Ok(CommitResult::NotRunning);
         }
         insert_event(&mut tx, c.job_id, now, JobStatus::Running.as_str(), JobStatus::Succeeded.as_str(), "membership committed").await?;
+        settle_estimate(&mut tx, c.job_id, now).await?;
         sqlx::query(
             "INSERT INTO runs (run_id, tenant_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1233,19 +1424,19 @@ impl Store {
     /// removed nothing, chained after the leader in the order of their ids; the last becomes
     /// the segment's latest run, once `link_latest` gave it its members file. One
     /// transaction. Returns the ids committed: none if the latest run moved meanwhile (they
-    /// are still queued then), else those still queued.
+    /// are still queued then), else those still queued; and the time they finished at.
     pub async fn commit_riders(
         &self,
         leader: &Commit<'_>,
         started_at: i64,
         riders: &[&str],
         link_latest: impl FnOnce(&str) -> Result<()>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, i64)> {
         let now = now_micros();
         let mut tx = self.begin().await?;
         let mut moved = Vec::with_capacity(riders.len());
         // A few statements per 32 riders, not a few per rider.
-        for chunk in riders.chunks(RIDERS_PER_STATEMENT) {
+        for chunk in riders.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "UPDATE jobs SET status = $1, updated_at = $2, started_at = $3, finished_at = $2, attempts = attempts + 1, \
                  members = $4, added = 0, removed = 0, error_class = NULL, error_message = NULL \
@@ -1267,13 +1458,13 @@ impl Store {
             }
         }
         let Some(last) = moved.iter().max().cloned() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), now));
         };
         moved.sort_unstable();
         let admitted = format!("rides on job {}: same segment and as-of", leader.job_id);
         let succeeded = format!("membership committed (that of run {})", leader.job_id);
         let mut previous = leader.job_id.to_string();
-        for chunk in moved.chunks(RIDERS_PER_STATEMENT) {
+        for chunk in moved.chunks(ROWS_PER_STATEMENT) {
             // They ran nothing: the estimator has nothing to learn from them.
             let sql = format!("DELETE FROM job_estimates WHERE job_id IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query(&sql);
@@ -1335,10 +1526,10 @@ impl Store {
             // Another run of the segment committed after the leader: what the riders would
             // add or remove after it is unknown. They stay queued and run again.
             tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), now));
         }
         tx.commit().await?;
-        Ok(moved)
+        Ok((moved, now))
     }
 
     /// A segment's history, newest first, before `before` (a run id; '' for the newest).
@@ -1369,15 +1560,19 @@ impl Store {
 
 /// Finished runs as the estimator learns from them: the features recorded before the run,
 /// the peak and runtime of the attempt that succeeded, and the largest grant an attempt ran
-/// out of. `$1` is the limit; `{segment}` narrows to one segment.
+/// out of. `$1` is the limit (the jobs that finished last); `{segment}` narrows to one
+/// segment. Those jobs are picked first, by an index of finished jobs' estimates (queued
+/// ones are not in its way), and only their attempts grouped.
 const ESTIMATOR_RECORDS: &str = "SELECT e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros, \
      MAX(CASE WHEN a.outcome = 'succeeded' THEN a.peak_memory_bytes END), \
      MAX(CASE WHEN a.outcome = 'succeeded' THEN a.elapsed_micros END), \
      MAX(CASE WHEN a.error_class = 'resources_exhausted' THEN a.grant_bytes END) \
-     FROM job_estimates e JOIN jobs j ON j.id = e.job_id JOIN attempts a ON a.job_id = e.job_id AND a.rode_on IS NULL \
-     WHERE j.status IN ('succeeded', 'failed') {segment} \
+     FROM (SELECT e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros \
+           FROM job_estimates e JOIN jobs j ON j.id = e.job_id \
+           WHERE e.settled_at IS NOT NULL AND j.status IN ('succeeded', 'failed') {segment} ORDER BY e.settled_at DESC LIMIT $1) e \
+     JOIN attempts a ON a.job_id = e.job_id AND a.rode_on IS NULL \
      GROUP BY e.job_id, e.tenant_id, e.segment_id, e.created_at, e.features, e.bound_bytes, e.runtime_micros \
-     ORDER BY e.created_at DESC, e.job_id DESC LIMIT $1";
+     ORDER BY e.created_at DESC, e.job_id DESC";
 
 impl Store {
     /// The newest `limit` finished runs (of one segment when `segment` is given) with what the
@@ -1491,21 +1686,26 @@ fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
 }
 
 fn segment_from_row(r: &AnyRow) -> Result<SegmentRow> {
+    segment_from_row_at(r, 0)
+}
+
+/// A segment from [`SEGMENT_COLUMNS`] starting at column `at`.
+fn segment_from_row_at(r: &AnyRow, at: usize) -> Result<SegmentRow> {
     Ok(SegmentRow {
-        tenant_id: r.try_get(0)?,
-        id: r.try_get(1)?,
-        definition: r.try_get(2)?,
-        schedule: r.try_get(3)?,
-        timezone: r.try_get(4)?,
-        overlap: r.try_get(5)?,
-        latest_run_id: r.try_get(6)?,
-        members: r.try_get(7)?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        next_due_at: r.try_get(10)?,
-        buffered_due_at: r.try_get(11)?,
-        missed_runs: r.try_get(12)?,
-        overlapped_runs: r.try_get(13)?,
+        tenant_id: r.try_get(at)?,
+        id: r.try_get(at + 1)?,
+        definition: r.try_get(at + 2)?,
+        schedule: r.try_get(at + 3)?,
+        timezone: r.try_get(at + 4)?,
+        overlap: r.try_get(at + 5)?,
+        latest_run_id: r.try_get(at + 6)?,
+        members: r.try_get(at + 7)?,
+        created_at: r.try_get(at + 8)?,
+        updated_at: r.try_get(at + 9)?,
+        next_due_at: r.try_get(at + 10)?,
+        buffered_due_at: r.try_get(at + 11)?,
+        missed_runs: r.try_get(at + 12)?,
+        overlapped_runs: r.try_get(at + 13)?,
     })
 }
 
@@ -1594,9 +1794,9 @@ async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobR
     Ok(())
 }
 
-/// Riders committed by one statement, at most: SQLite finds a numbered parameter's name by a
-/// scan of the statement's parameters, so binding costs the square of their number.
-const RIDERS_PER_STATEMENT: usize = 32;
+/// Rows written by one statement, at most: SQLite finds a numbered parameter's name by a scan
+/// of the statement's parameters, so binding costs the square of their number.
+const ROWS_PER_STATEMENT: usize = 32;
 
 /// `$first, $first+1, …`: `n` parameters.
 fn placeholders(first: usize, n: usize) -> String {
@@ -1607,6 +1807,13 @@ fn placeholders(first: usize, n: usize) -> String {
 /// with no parameters) at the end of every row.
 fn rows_of(width: usize, rows: usize, tail: &str) -> String {
     (0..rows).map(|r| format!("({}{tail})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
+}
+
+/// Marks a job's estimate as one of a finished job (from now on a record the estimator
+/// reads).
+async fn settle_estimate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job_id: &str, at: i64) -> Result<()> {
+    sqlx::query("UPDATE job_estimates SET settled_at = $1 WHERE job_id = $2").bind(at).bind(job_id).execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn insert_event(

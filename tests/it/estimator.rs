@@ -10,8 +10,11 @@ use crate::server::{ADMIN, AS_OF, Api, Server, TestStore, backends, datagen, set
 
 const SEGMENTS: [&str; 4] = ["multi_category_shoppers", "recent_big_spenders_not_unsubscribed", "engaged_email_openers", "lapsed_buyers"];
 
-async fn run_and_wait(api: &Api, segment: &str) -> String {
-    let queued = api.post(&format!("/v1/tenants/acme/segments/{segment}/runs"), &json!({"as_of": AS_OF})).await;
+/// Queues a run of `segment` as of `AS_OF` plus `second` seconds. Queued runs of one segment
+/// at one instant would share an execution; each round here asks for its own.
+async fn run_and_wait(api: &Api, segment: &str, second: u32) -> String {
+    let as_of = AS_OF.replace(":00Z", &format!(":{second:02}Z"));
+    let queued = api.post(&format!("/v1/tenants/acme/segments/{segment}/runs"), &json!({"as_of": as_of})).await;
     assert_eq!(queued.status, 202, "{:?}", queued.body);
     queued.body["id"].as_str().expect("id").to_string()
 }
@@ -57,7 +60,7 @@ async fn the_estimator_learns_from_runs_grants_its_bound_and_reports_its_accurac
         let mut ids = Vec::new();
         for round in 0..20 {
             for segment in SEGMENTS {
-                ids.push(run_and_wait(&api, segment).await);
+                ids.push(run_and_wait(&api, segment, round).await);
             }
             if round == 0 {
                 // The first runs were sized by the rule, from what the segment reads.
@@ -86,7 +89,7 @@ async fn the_estimator_learns_from_runs_grants_its_bound_and_reports_its_accurac
         assert!(status.body["recent"]["relative_slack"].as_f64().is_some_and(|s| (0.0..1.0).contains(&s)), "{:?}", status.body);
 
         // The next run is granted the fitted model's bound, learned from the segment's history.
-        let next = finished(&api, &run_and_wait(&api, SEGMENTS[0]).await).await;
+        let next = finished(&api, &run_and_wait(&api, SEGMENTS[0], 59).await).await;
         assert_eq!(next["status"], "succeeded", "{next:?}");
         assert_eq!(next["estimate"]["basis"], "warm", "{next:?}");
         assert_eq!(next["estimate"]["model_version"].as_i64(), Some(version), "{next:?}");

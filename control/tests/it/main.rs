@@ -193,7 +193,7 @@ async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
         assert!(store.transition(&riders[1], JobStatus::Queued, JobStatus::Cancelled, "", None).await.expect("t"));
         let linked = std::sync::Mutex::new(Vec::new());
         let refs: Vec<&str> = riders.iter().rev().map(String::as_str).collect();
-        let committed = store
+        let (committed, _) = store
             .commit_riders(&commit, now_micros(), &refs, |last| {
                 linked.lock().expect("lock").push(last.to_string());
                 Ok(())
@@ -227,7 +227,7 @@ async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
             assert_eq!(to, ["queued", "admitted", "running", "succeeded"]);
         }
         // Committed riders do not commit again.
-        let again = store.commit_riders(&commit, now_micros(), &refs, |_| Ok(())).await.expect("again");
+        let (again, _) = store.commit_riders(&commit, now_micros(), &refs, |_| Ok(())).await.expect("again");
         assert!(again.is_empty(), "{again:?}");
 
         // When the segment moved on after the leader, no rider commits: they stay queued.
@@ -238,7 +238,7 @@ async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
         let stale = Commit { job_id: &late_leader.id, previous_run_id: &riders[3], ..commit.clone() };
         assert_eq!(store.commit_run(&stale).await.expect("commit"), CommitResult::Committed);
         let moved_on = Commit { job_id: &leader, ..commit.clone() };
-        let none = store.commit_riders(&moved_on, now_micros(), &[late_rider.id.as_str()], |_| Ok(())).await.expect("riders");
+        let (none, _) = store.commit_riders(&moved_on, now_micros(), &[late_rider.id.as_str()], |_| Ok(())).await.expect("riders");
         assert!(none.is_empty());
         let row = store.job("acme", &late_rider.id).await.expect("get").expect("job");
         assert_eq!((row.status, row.attempts), (JobStatus::Queued, 0));
