@@ -2,8 +2,11 @@
 //! submission latency. Run through `bench/service.sh`, which starts the servers.
 //!
 //! ```text
-//! service_bench --base http://127.0.0.1:PORT --admin TOKEN --data DIR --jobs 10000 --label sqlite
+//! service_bench --base http://127.0.0.1:PORT --admin TOKEN --data DIR --jobs 10000 --label sqlite [--as-of distinct]
 //! ```
+//! Every job asks for its tenant's segment as of the same instant, so queued jobs of one
+//! segment share an execution; with `--as-of distinct` each job asks for its own instant
+//! (a second apart), so every job runs.
 //! `DIR` holds tenants made by `cohort datagen` (one folder each, with `model.json`).
 
 use std::path::PathBuf;
@@ -20,10 +23,11 @@ struct Args {
     jobs: usize,
     concurrency: usize,
     label: String,
+    distinct: bool,
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { base: String::new(), admin: String::new(), data: PathBuf::new(), jobs: 10_000, concurrency: 32, label: "run".into() };
+    let mut a = Args { base: String::new(), admin: String::new(), data: PathBuf::new(), jobs: 10_000, concurrency: 32, label: "run".into(), distinct: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -34,11 +38,18 @@ fn args() -> Result<Args, String> {
             "--jobs" => a.jobs = value.parse().map_err(|_| "--jobs: a number")?,
             "--concurrency" => a.concurrency = value.parse().map_err(|_| "--concurrency: a number")?,
             "--label" => a.label = value,
+            "--as-of" => {
+                a.distinct = match value.as_str() {
+                    "same" => false,
+                    "distinct" => true,
+                    other => return Err(format!("--as-of: same or distinct, not {other:?}")),
+                }
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if a.base.is_empty() || a.admin.is_empty() || a.data.as_os_str().is_empty() {
-        return Err("usage: service_bench --base URL --admin TOKEN --data DIR [--jobs N] [--concurrency N] [--label L]".into());
+        return Err("usage: service_bench --base URL --admin TOKEN --data DIR [--jobs N] [--concurrency N] [--label L] [--as-of same|distinct]".into());
     }
     Ok(a)
 }
@@ -63,6 +74,12 @@ async fn succeeded_and_failed(client: &reqwest::Client, base: &str) -> Result<(u
         text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     Ok((count("succeeded"), count("failed") + count("cancelled")))
+}
+
+/// The instant job `i` asks for: one for all, or its own (2026-11-01 plus `i` seconds).
+fn as_of(i: usize, distinct: bool) -> String {
+    let s = if distinct { i } else { 0 };
+    format!("2026-11-{:02}T{:02}:{:02}:{:02}Z", 1 + s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -111,12 +128,13 @@ async fn main() -> Result<(), String> {
     let targets = &targets;
     let client_ref = &client;
     let base = a.base.as_str();
+    let distinct = a.distinct;
     let latencies: Vec<Result<Duration, String>> = futures::stream::iter(0..a.jobs)
         .map(|i| async move {
             let (id, token, segment) = &targets[i % targets.len()];
             let t = Instant::now();
             let (status, body) = call(client_ref, reqwest::Method::POST, format!("{base}/v1/tenants/{id}/segments/{segment}/runs"), token,
-                Some(json!({"as_of": "2026-11-01T00:00:00Z"}))).await?;
+                Some(json!({"as_of": as_of(i, distinct)}))).await?;
             if status != 202 {
                 return Err(format!("submission {i}: {status} {body}"));
             }
