@@ -1055,14 +1055,30 @@ impl Pool {
             let files = self.files.clone();
             let (tenant, segment, run, prev, current) =
                 (job.tenant_id.clone(), job.segment_id.clone(), job.id.clone(), previous.clone(), Arc::clone(&members));
-            let (added, removed) = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
+            let written = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
                 let before = files.read_members(&tenant, &segment, &prev)?;
                 let (added, removed) = diff(&before, &current);
                 files.write_run(&tenant, &segment, &run, &current, &added, &removed)?;
                 Ok((added.len() as i64, removed.len() as i64))
             })
             .await
-            .map_err(|e| Error::Internal(format!("membership writer: {e}")))??;
+            .map_err(|e| Error::Internal(format!("membership writer: {e}")))?;
+            let (added, removed) = match written {
+                Ok(counts) => counts,
+                Err(e) => {
+                    // The run read as latest may have been replaced (and its file deleted)
+                    // meanwhile: diff against the new latest. Otherwise the error stands.
+                    let latest = self.store.segment(&job.tenant_id, &job.segment_id).await?.map(|s| s.latest_run_id);
+                    match latest {
+                        Some(latest) if latest != previous => {
+                            previous = latest;
+                            continue;
+                        }
+                        Some(_) => return Err(e),
+                        None => return self.fail_commit(job, "the segment was deleted while it ran").await,
+                    }
+                }
+            };
             let commit = Commit {
                 job_id: &job.id,
                 tenant_id: &job.tenant_id,
