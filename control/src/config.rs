@@ -45,6 +45,15 @@ pub struct Config {
     /// How often the pool looks at the store for work even when nothing signalled it
     /// (`COHORT_POLL_MS`): a backstop for jobs queued by another process.
     pub poll_ms: u64,
+    /// How long a process's claim on the jobs it admitted lasts without renewal
+    /// (`COHORT_LEASE_SECONDS`); it renews them every third of it. On PostgreSQL, where
+    /// several processes may share the store, another process queues a job whose lease ran
+    /// out again.
+    pub lease_seconds: f64,
+    /// This process's name in job leases (`COHORT_INSTANCE`); default: a random one. With a
+    /// stable name, a restarted process queues again at once the jobs its previous life held
+    /// (on PostgreSQL; on SQLite, one process per store, a start always does).
+    pub instance: Option<String>,
     /// `text` or `json` logs (`COHORT_LOG_FORMAT`).
     pub log_format: String,
     /// Fair share: a tenant's recent usage halves every this many seconds
@@ -136,6 +145,8 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             db_connections: 8,
             poll_ms: 1000,
+            lease_seconds: 30.0,
+            instance: None,
             log_format: "text".into(),
             fair_share_half_life_seconds: 3600.0,
             retry_attempts: 3,
@@ -207,6 +218,10 @@ impl Config {
             "COHORT_SHUTDOWN_GRACE_SECONDS" => self.shutdown_grace_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_DB_CONNECTIONS" => self.db_connections = value.parse().map_err(|_| bad("expected a number"))?,
             "COHORT_POLL_MS" => self.poll_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
+            "COHORT_LEASE_SECONDS" => {
+                self.lease_seconds = value.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.3).ok_or_else(|| bad("expected seconds, at least 0.3"))?;
+            }
+            "COHORT_INSTANCE" => self.instance = Some(value.into()).filter(|v: &String| !v.is_empty()),
             "COHORT_LOG_FORMAT" => self.log_format = value.into(),
             "COHORT_FAIR_SHARE_HALF_LIFE_SECONDS" => self.fair_share_half_life_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_RETRY_ATTEMPTS" => self.retry_attempts = value.parse().map_err(|_| bad("expected a number of attempts"))?,

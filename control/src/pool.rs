@@ -293,6 +293,10 @@ pub struct PoolSettings {
     pub half_life: Duration,
     /// How failed attempts are retried.
     pub retry: RetryPolicy,
+    /// This process's name in the leases of the jobs it admits.
+    pub instance: String,
+    /// How long a lease holds without renewal.
+    pub lease: Duration,
 }
 
 #[derive(Debug)]
@@ -702,7 +706,9 @@ impl Pool {
         };
         let mut decided = decided.into_iter();
         while let Some((grant, job, riders)) = decided.next() {
-            let admitted = match self.store.transition(&job.id, JobStatus::Queued, JobStatus::Admitted, "slot and memory granted", None).await {
+            let until = now_micros().saturating_add(micros(self.settings.lease));
+            let detail = format!("slot and memory granted (process {})", self.settings.instance);
+            let admitted = match self.store.admit(&job.id, &self.settings.instance, until, &detail).await {
                 Ok(done) => done,
                 Err(e) => {
                     // Give this job and every other one decided in this round back to the
@@ -738,6 +744,41 @@ impl Pool {
             });
         }
         Ok(())
+    }
+
+    /// Renews the leases of the jobs this process runs, every third of a lease, and queues
+    /// again the jobs of other processes whose leases ran out (the process died or lost
+    /// the store), until stopped.
+    pub async fn keep_leases(self: Arc<Self>) {
+        let every = (self.settings.lease / 3).max(Duration::from_millis(100));
+        while !self.stopping.load(Ordering::SeqCst) {
+            tokio::time::sleep(every).await;
+            let held: Vec<String> = lock(&self.sched).running.keys().cloned().collect();
+            let now = now_micros();
+            if let Err(e) = self.store.renew_leases(&self.settings.instance, &held, now.saturating_add(micros(self.settings.lease))).await {
+                tracing::warn!(error = %e, "renewing job leases failed; trying again");
+                continue;
+            }
+            match self.store.requeue_expired(now, None, &self.settings.instance).await {
+                Ok(ids) => self.taken_over(ids).await,
+                Err(e) => tracing::warn!(error = %e, "looking for jobs whose leases ran out failed; trying again"),
+            }
+        }
+    }
+
+    /// Jobs just queued again in the store (recovered): announced and handed to the dispatcher.
+    pub async fn taken_over(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(jobs = ids.len(), "jobs whose leases ran out are queued again");
+        for id in ids {
+            self.announce(&id, JobStatus::Queued);
+            if let Ok(Some(row)) = self.store.job_by_id(&id).await {
+                lock(&self.inbox).push(row);
+            }
+        }
+        self.wake();
     }
 
     /// Loads the policies of tenants the core does not know yet (all of them at a reconcile).

@@ -73,7 +73,14 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         .map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
     let admin = admin_token(&config)?;
     let store = Store::connect(&config.database_url(), config.db_connections).await?;
-    let requeued = store.requeue_unfinished("recovered at start: the previous process stopped while it ran").await?;
+    let instance = config.instance.clone().unwrap_or_else(|| crate::new_id("cohort-"));
+    let requeued = match store.backend() {
+        // One process per SQLite store: whatever was running, that process stopped.
+        crate::store::Backend::Sqlite => store.requeue_unfinished("recovered at start: the previous process stopped while it ran").await?,
+        // Other processes may share PostgreSQL: only what no live lease covers (and what
+        // this process's previous life held, when its name is stable).
+        crate::store::Backend::Postgres => store.requeue_expired(crate::now_micros(), Some(&instance), "").await?.len() as u64,
+    };
     if requeued > 0 {
         tracing::info!(jobs = requeued, "recovered unfinished jobs; they run again");
     }
@@ -84,6 +91,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         poll: Duration::from_millis(config.poll_ms.max(10)),
         half_life: Duration::from_secs_f64(config.fair_share_half_life_seconds),
         retry: config.retry_policy(),
+        instance,
+        lease: Duration::from_secs_f64(config.lease_seconds.max(0.3)),
     };
     let traces = match &config.otlp_endpoint {
         Some(endpoint) => crate::traces::Traces::otlp(endpoint, Duration::from_millis(config.otlp_batch_delay_ms), tokio::runtime::Handle::current())?,
@@ -137,6 +146,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         pool.enqueued(job, None);
     }
     let dispatcher = tokio::spawn(Arc::clone(&pool).dispatch());
+    let leases = tokio::spawn(Arc::clone(&pool).keep_leases());
     let refits = tokio::spawn(Arc::clone(&estimates).run(store.clone()));
     let schedules = tokio::spawn(crate::schedules::run(store.clone(), sizing, Arc::clone(&pool), schedules_wake, catch_up));
     let app = api::router(state.clone(), usize::try_from(config.max_body).unwrap_or(usize::MAX));
@@ -157,6 +167,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     refits.abort();
     pool.shutdown(Duration::from_secs(config.shutdown_grace_seconds)).await;
     dispatcher.abort();
+    leases.abort();
     evaluator.abort();
     deliveries.abort();
     // The batch exporter sends from a thread of its own, through this runtime: flush it here.

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_traces.sql")),
     (6, include_str!("../migrations/0006_triage.sql")),
     (7, include_str!("../migrations/0007_riders.sql")),
+    (8, include_str!("../migrations/0008_leases.sql")),
 ];
 
 /// Which database the store is on.
@@ -1034,6 +1035,72 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Admits a queued job for process `owner`, its claim holding until `until`; false if
+    /// it was no longer queued.
+    pub async fn admit(&self, job_id: &str, owner: &str, until: i64, detail: &str) -> Result<bool> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE jobs SET status = $1, updated_at = $2, lease_owner = $3, lease_until = $4 WHERE id = $5 AND status = $6")
+            .bind(JobStatus::Admitted.as_str())
+            .bind(now)
+            .bind(owner)
+            .bind(until)
+            .bind(job_id)
+            .bind(JobStatus::Queued.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, job_id, now, JobStatus::Queued.as_str(), JobStatus::Admitted.as_str(), detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Extends `owner`'s claims on these jobs (those it still holds) to `until`.
+    pub async fn renew_leases(&self, owner: &str, ids: &[String], until: i64) -> Result<()> {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE jobs SET lease_until = $1 WHERE lease_owner = $2 AND status IN ('admitted', 'running') AND id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(until).bind(owner);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Jobs admitted or running whose claim ran out at `now` (or that `owner`, a process's
+    /// previous life, held; or that no claim covers), other than `except`'s: queued again,
+    /// each with a recorded transition. Returns their ids.
+    pub async fn requeue_expired(&self, now: i64, owner: Option<&str>, except: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id, status, lease_owner FROM jobs WHERE status IN ('admitted', 'running')              AND (lease_until IS NULL OR lease_until < $1 OR lease_owner = $2) AND (lease_owner IS NULL OR lease_owner <> $3)",
+        )
+        .bind(now)
+        .bind(owner.unwrap_or(""))
+        .bind(except)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut requeued = Vec::new();
+        for row in rows {
+            let (id, status, held_by): (String, String, Option<String>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let from = if status == JobStatus::Running.as_str() { JobStatus::Running } else { JobStatus::Admitted };
+            let detail = match held_by {
+                Some(p) if Some(p.as_str()) == owner => format!("recovered at start: this process ({p}) stopped while it ran"),
+                Some(p) => format!("recovered: the lease of process {p} ran out"),
+                None => "recovered: no process held it".to_string(),
+            };
+            if self.transition(&id, from, JobStatus::Queued, &detail, None).await? {
+                requeued.push(id);
+            }
+        }
+        Ok(requeued)
     }
 
     /// Jobs left admitted or running by a process that stopped: queued again, each with a

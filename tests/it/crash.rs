@@ -38,7 +38,9 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
     let data_dir = dir.join(format!("serve-{}", backend.name()));
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let store = TestStore::new(backend, &data_dir).await;
-    let mut server = Server::start(&data_dir, &store.url, 2);
+    // A stable name: a restarted process queues again at once what its killed life held.
+    let env = [("COHORT_INSTANCE", "crash-test")];
+    let mut server = Server::start_with(&data_dir, &store.url, 2, &env);
     let admin = Api::new(&server.base, ADMIN);
     let mut tokens = HashMap::new();
     for t in TENANTS {
@@ -111,7 +113,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
         }
         if killed {
             kills += 1;
-            server = Server::start(&data_dir, &store.url, 2);
+            server = Server::start_with(&data_dir, &store.url, 2, &env);
         }
     }
     assert_eq!(kills, KILLS, "the server was killed {kills} times");

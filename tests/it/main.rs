@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod estimator;
 mod prometheus;
+mod replicas;
 mod retries;
 mod schedules;
 mod server;
