@@ -1202,12 +1202,21 @@ impl Riders<'_> {
         }
         let ids: Vec<&str> = self.jobs.iter().map(|j| j.id.as_str()).collect();
         let files = self.pool.files.clone();
-        let link = |last: &str| files.link_members(leader.tenant_id, leader.segment_id, leader.job_id, last);
+        let linked = std::sync::Mutex::new(None::<String>);
+        let link = |last: &str| {
+            files.link_members(leader.tenant_id, leader.segment_id, leader.job_id, last)?;
+            *lock(&linked) = Some(last.to_string());
+            Ok(())
+        };
         let (committed, finished_at) = self.pool.store.commit_riders(leader, started_at, &ids, link).await?;
         let committed: HashSet<String> = committed.into_iter().collect();
         if committed.is_empty() {
-            // Still queued in the store (the segment moved on, or they were all cancelled):
-            // dropping `self` queues them here again.
+            // Nothing committed (the segment moved on after the leader): the members file
+            // made for the last rider will never be read.
+            if let Some(last) = lock(&linked).take() {
+                self.pool.files.forget_members(leader.tenant_id, leader.segment_id, &last);
+            }
+            // Still queued in the store: dropping `self` queues them here again.
             return Ok(());
         }
         // The last rider is the latest run now, with its own name for the members file.
