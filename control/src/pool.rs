@@ -773,9 +773,8 @@ impl Pool {
         }
         tracing::info!(jobs = ids.len(), "jobs whose leases ran out are queued again");
         for id in ids {
-            self.announce(&id, JobStatus::Queued);
-            if let Ok(Some(row)) = self.store.job_by_id(&id).await {
-                lock(&self.inbox).push(row);
+            if let Err(e) = self.requeued(&id).await {
+                tracing::warn!(job = %id, error = %e, "a recovered job waits for the next full read of the queue");
             }
         }
         self.wake();
@@ -799,14 +798,20 @@ impl Pool {
         Ok(())
     }
 
+    /// A job just queued again in the store: announced and handed to the dispatcher.
+    async fn requeued(&self, id: &str) -> Result<()> {
+        self.announce(id, JobStatus::Queued);
+        if let Some(row) = self.store.job_by_id(id).await? {
+            lock(&self.inbox).push(row);
+        }
+        Ok(())
+    }
+
     /// Retrying jobs whose wait is over: queued again.
     async fn promote_retries(&self, now: i64) -> Result<()> {
         for id in self.store.due_retries(now, 1000).await? {
-            if self.store.transition(&id, JobStatus::Retrying, JobStatus::Queued, "retry wait over: queued again", None).await?
-                && let Some(row) = self.store.job_by_id(&id).await?
-            {
-                self.announce(&id, JobStatus::Queued);
-                lock(&self.inbox).push(row);
+            if self.store.transition(&id, JobStatus::Retrying, JobStatus::Queued, "retry wait over: queued again", None).await? {
+                self.requeued(&id).await?;
             }
         }
         let next = self.store.next_retry_at().await?.unwrap_or(i64::MAX);
@@ -822,9 +827,8 @@ impl Pool {
             for from in [JobStatus::Running, JobStatus::Admitted] {
                 match self.store.transition(job_id, from, JobStatus::Queued, "store error during the run: queued again", None).await {
                     Ok(true) => {
-                        self.announce(job_id, JobStatus::Queued);
-                        if let Ok(Some(row)) = self.store.job_by_id(job_id).await {
-                            lock(&self.inbox).push(row);
+                        if let Err(e) = self.requeued(job_id).await {
+                            tracing::warn!(job = %job_id, error = %e, "a requeued job waits for the next full read of the queue");
                         }
                         return;
                     }

@@ -149,16 +149,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
 
             // Committed once each: one history record per succeeded run, chained, and the
             // chain's additions minus removals equal the latest members.
-            let mut records = Vec::new();
-            let mut before = String::new();
-            loop {
-                let page = api.get(&format!("/v1/tenants/{t}/segments/{s}/history?limit=1000&before={before}")).await;
-                records.extend(page.body["items"].as_array().expect("items").iter().cloned());
-                match page.body["next"].as_str() {
-                    Some(next) => before = next.to_string(),
-                    None => break,
-                }
-            }
+            let records = crate::server::history(&api, t, s).await;
             let run_ids: BTreeSet<String> = records.iter().map(|r| r["run_id"].as_str().expect("run").to_string()).collect();
             assert_eq!(run_ids.len(), records.len(), "{t}/{s}: a run has two history records");
             assert_eq!(run_ids, expected, "{t}/{s}: history records are not one per succeeded run");

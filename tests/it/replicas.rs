@@ -126,16 +126,7 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     for t in TENANTS {
         let api = Api::new(&bases[0], &tokens[t]);
         for s in SEGMENTS {
-            let mut records = Vec::new();
-            let mut before = String::new();
-            loop {
-                let page = api.get(&format!("/v1/tenants/{t}/segments/{s}/history?limit=1000&before={before}")).await;
-                records.extend(page.body["items"].as_array().expect("items").iter().cloned());
-                match page.body["next"].as_str() {
-                    Some(next) => before = next.to_string(),
-                    None => break,
-                }
-            }
+            let records = crate::server::history(&api, t, s).await;
             let runs: BTreeSet<&str> = records.iter().filter_map(|r| r["run_id"].as_str()).collect();
             let expected: BTreeSet<&str> = ids.iter().filter(|(i, _)| job_of(**i).0 == t && job_of(**i).1 == s).map(|(_, id)| id.as_str()).collect();
             assert_eq!(runs, expected, "{t}/{s}: history records are not one per succeeded job");

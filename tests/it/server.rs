@@ -277,6 +277,20 @@ pub fn key_text(v: &Value) -> String {
     }
 }
 
+/// A segment's whole history, newest first, through pages of 1,000.
+pub async fn history(api: &Api, tenant: &str, segment: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    let mut before = String::new();
+    loop {
+        let page = api.get(&format!("/v1/tenants/{tenant}/segments/{segment}/history?limit=1000&before={before}")).await;
+        records.extend(page.body["items"].as_array().expect("items").iter().cloned());
+        match page.body["next"].as_str() {
+            Some(next) => before = next.to_string(),
+            None => return records,
+        }
+    }
+}
+
 /// Watches a job through long polls until `done` holds of its view (or a minute passes).
 pub async fn watch(api: &Api, tenant: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
