@@ -10,6 +10,16 @@
 //!   start (and whenever it may have missed events) the evaluator is rebuilt from the failures
 //!   in the store inside the windows and reconciled with the alerts the store says fire, so a
 //!   crash between a job's failure and its alert loses nothing.
+//!
+//!   With several processes on one PostgreSQL store, one of them evaluates: the holder of the
+//!   claim on the `alert_evaluator` row (a lease renewed from the loop every third of
+//!   `lease_seconds`; another process takes over once it runs out). That process reads the
+//!   jobs every process finished (successes too: burn rate and runtime need them) from the
+//!   store every 250 ms, again over a short lookback for late commits, de-duplicated by job
+//!   id, and feeds them in finishing order once they are `settle` + 500 ms old. On gaining
+//!   the claim it rebuilds from the store; each transition's transaction first locks the claim
+//!   row and records nothing unless the row still names this process and its term, so two
+//!   processes that both believe they evaluate never record one transition twice.
 //! - **deliver**: sends due outbox rows (claimed by compare-and-set, so replicas never send one
 //!   row twice at once), signed as Standard Webhooks do it, the body rendered at the first
 //!   attempt and resent unchanged with the same `webhook-id`. Failures back off exponentially
@@ -25,12 +35,14 @@ use cohort_alerting::notify::{self, Matcher};
 use cohort_alerting::rule::GLOBAL;
 use cohort_alerting::slo::{BurnRate, Runtime};
 use cohort_alerting::{AlertRules, Evaluator, Scope, State};
+use prometheus::IntGauge;
 use serde::Serialize;
 use sqlx::Row;
 use tokio::sync::{Notify, broadcast};
 
 use crate::jobs::JobStatus;
 use crate::pool::JobEvent;
+use crate::store::Backend;
 use crate::{Result, Store, new_id, now_micros};
 
 /// How alerting runs (from the configuration).
@@ -81,7 +93,38 @@ pub struct Alerting {
     client: reqwest::Client,
     /// Delivery results.
     pub counts: DeliveryCounts,
+    /// 1 while this process evaluates the alert rules.
+    evaluating: IntGauge,
 }
+
+/// This process among the processes sharing a store (PostgreSQL), for the evaluator's claim.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// The process's name (the pool's `instance`: the same name its job leases carry).
+    pub instance: String,
+    /// How long a claim on the evaluator holds unless renewed; renewed every third of it.
+    pub lease: Duration,
+}
+
+/// The claim this process holds on the evaluator: transitions are recorded only while the
+/// store's `alert_evaluator` row still names this process and this term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Term {
+    instance: String,
+    term: i64,
+}
+
+/// The `alert_evaluator` row.
+const EVALUATOR: &str = "evaluator";
+/// How often the evaluating process reads the jobs finished on a shared store.
+const FEED_POLL: Duration = Duration::from_millis(250);
+/// A job whose final state became visible up to this long (microseconds) after its
+/// `finished_at` (a slow commit, another host's clock) is still read.
+const LOOKBACK_MICROS: i64 = 3_000_000;
+/// How often burn-rate alerts are decided again as time passes.
+const BURN_TICK: Duration = Duration::from_secs(15);
+/// The gauge of the evaluating process.
+const EVALUATING: &str = "cohort_alert_evaluator_leader";
 
 /// What kind of rule raised an alert.
 const FAILURES: &str = "failures";
@@ -106,7 +149,9 @@ impl Alerting {
     /// The alerting of one process over `store`.
     pub fn new(store: Store, settings: AlertSettings) -> Arc<Alerting> {
         let client = reqwest::Client::builder().timeout(settings.timeout).build().unwrap_or_default();
-        Arc::new(Alerting { store, settings, wake: Notify::new(), client, counts: DeliveryCounts::default() })
+        let evaluating = IntGauge::new(EVALUATING, "1 while this process evaluates the alert rules (one process at a time on a shared store).")
+            .expect("a constant, valid metric name");
+        Arc::new(Alerting { store, settings, wake: Notify::new(), client, counts: DeliveryCounts::default(), evaluating })
     }
 
     /// How it runs.
@@ -121,16 +166,57 @@ impl Alerting {
 
     // ---- evaluation
 
-    /// Runs the evaluator on the pool's job events until the channel closes.
-    pub async fn evaluate(self: Arc<Self>, mut events: broadcast::Receiver<JobEvent>) {
+    /// Runs the evaluator until the process stops. On SQLite (one process per store) it is fed
+    /// by this process's job events. On PostgreSQL, where several processes may share the
+    /// store, one process at a time evaluates: the one holding the claim on the store's
+    /// `alert_evaluator` row, renewed every third of `replica.lease`. It reads the jobs every
+    /// process finished from the store, so its counts and ratios cover all of them.
+    pub async fn evaluate(self: Arc<Self>, events: broadcast::Receiver<JobEvent>, replica: Replica) {
+        match self.store.backend() {
+            Backend::Sqlite => {
+                self.evaluating.set(1);
+                self.evaluate_events(events).await;
+            }
+            Backend::Postgres => {
+                // Other processes' outcomes are read from the store, this one's as well.
+                drop(events);
+                self.evaluate_shared(replica).await;
+            }
+        }
+    }
+
+    /// The gauge saying whether this process evaluates the alert rules (for `/metrics`).
+    pub fn evaluating_gauge(&self) -> IntGauge {
+        self.evaluating.clone()
+    }
+
+    /// Gives up the claim on the evaluator (at a clean stop), so another process takes over
+    /// without waiting for the claim to run out.
+    pub async fn release(&self, replica: &Replica) {
+        if self.store.backend() != Backend::Postgres {
+            return;
+        }
+        let released = sqlx::query("UPDATE alert_evaluator SET lease_until = 0 WHERE id = $1 AND owner = $2")
+            .bind(EVALUATOR)
+            .bind(&replica.instance)
+            .execute(self.store.pool())
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "alert evaluator: cannot release the claim; another process takes over once it runs out");
+        }
+        self.evaluating.set(0);
+    }
+
+    /// The evaluator fed by this process's job events (the only process on the store).
+    async fn evaluate_events(self: Arc<Self>, mut events: broadcast::Receiver<JobEvent>) {
         let settle = i64::try_from(self.settings.settle.as_millis()).unwrap_or(50);
         let mut live = Live::new(&self.settings.rules);
         let mut stale = true;
         let mut next_tick = tokio::time::Instant::now();
         loop {
             if stale {
-                match self.rebuild(&mut live).await {
-                    Ok(()) => stale = false,
+                match self.rebuild(&mut live, None, settle).await {
+                    Ok(_) => stale = false,
                     Err(e) => {
                         tracing::warn!(error = %e, "alert evaluator: cannot read recent failures; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -146,7 +232,12 @@ impl Alerting {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(event) if event.status.is_final() => {
-                        if let Err(e) = self.observe(&mut live, &event, &mut changes).await {
+                        let observed = match self.outcome_of(&event).await {
+                            Ok(Some(outcome)) => self.observe(&mut live, &outcome, &mut changes).await,
+                            Ok(None) => Ok(()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = observed {
                             tracing::warn!(job = %event.job_id, error = %e, "alert evaluator: cannot read a finished job; rebuilding");
                             stale = true;
                         }
@@ -161,55 +252,176 @@ impl Alerting {
                 () = tokio::time::sleep_until(deadline) => {}
             }
             let now_ms = now_micros() / 1000;
-            let mut transitions = Vec::new();
-            live.failures.advance(now_ms - settle, &mut transitions);
-            for t in transitions {
-                changes.push(live.failure_change(&t));
-            }
+            live.close(now_ms - settle, &mut changes);
             if tokio::time::Instant::now() >= next_tick {
-                next_tick = tokio::time::Instant::now() + Duration::from_secs(15);
-                if self.settings.rules.burn_rate.enabled {
-                    for t in live.burn.tick(now_ms) {
-                        changes.push(live.burn_change(&t));
-                    }
-                }
+                next_tick = tokio::time::Instant::now() + BURN_TICK;
+                live.tick_burn(now_ms, &mut changes);
             }
-            if let Err(e) = self.apply_all(changes).await {
+            if let Err(e) = self.apply_all(changes, None).await {
                 tracing::warn!(error = %e, "alert evaluator: cannot record transitions; rebuilding from the store");
                 stale = true;
             }
         }
     }
 
-    /// A finished job: its failure into the failure rule, its outcome into burn rate and runtime.
-    async fn observe(&self, live: &mut Live, event: &JobEvent, changes: &mut Vec<Change>) -> Result<()> {
-        // A success says what it needs; a failure is read back (its time exactly as stored).
-        let (tenant_id, segment_id, created_at, finished_at) = match &event.succeeded {
-            Some(s) => (s.tenant_id.clone(), s.segment_id.clone(), s.created_at, Some(s.finished_at)),
-            None => {
-                let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(()) };
-                (job.tenant_id, job.segment_id, job.created_at, job.finished_at)
+    /// The evaluator of a store shared by several processes: claims the evaluator, and while
+    /// it holds the claim reads what every process finished and records the transitions.
+    async fn evaluate_shared(self: Arc<Self>, replica: Replica) {
+        // An outcome goes into the evaluator once it is `hold` old: by then the read that
+        // finds it (every FEED_POLL, a little after its commit) has happened.
+        let hold_ms = i64::try_from((self.settings.settle + 2 * FEED_POLL).as_millis()).unwrap_or(550);
+        let renew_every = (replica.lease / 3).max(Duration::from_millis(100));
+        let mut live = Live::new(&self.settings.rules);
+        let mut feed = Feed::default();
+        let mut term: Option<Term> = None;
+        let mut stale = true;
+        let mut next_claim = tokio::time::Instant::now();
+        let mut next_tick = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= next_claim {
+                next_claim = tokio::time::Instant::now() + renew_every;
+                match self.claim(&replica).await {
+                    Ok(claimed) => {
+                        if claimed != term {
+                            match &claimed {
+                                Some(t) => tracing::info!(instance = %t.instance, term = t.term, "this process evaluates the alert rules now"),
+                                None => tracing::info!(instance = %replica.instance, "another process evaluates the alert rules now"),
+                            }
+                            // Gaining the claim (again): rebuilt from the store first.
+                            stale = true;
+                        }
+                        term = claimed;
+                    }
+                    // Still evaluating meanwhile: a transition is recorded only while the
+                    // store names this process, so nothing is recorded twice.
+                    Err(e) => tracing::warn!(error = %e, "alert evaluator: cannot renew the claim on the evaluator"),
+                }
+                self.evaluating.set(i64::from(term.is_some()));
             }
+            if let Some(lead) = term.clone() {
+                match self.lead_round(&lead, &mut live, &mut feed, &mut stale, &mut next_tick, hold_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(instance = %replica.instance, "another process took over the alert evaluator");
+                        term = None;
+                        self.evaluating.set(0);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alert evaluator: store error; rebuilding from the store");
+                        stale = true;
+                    }
+                }
+            }
+            let deadline = (tokio::time::Instant::now() + FEED_POLL).min(next_claim);
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    /// One round of the evaluating process: rebuilt when needed, the outcomes finished since
+    /// the last round read, instants closed and transitions recorded. False when another
+    /// process holds the claim now.
+    async fn lead_round(
+        &self,
+        lead: &Term,
+        live: &mut Live,
+        feed: &mut Feed,
+        stale: &mut bool,
+        next_tick: &mut tokio::time::Instant,
+        hold_ms: i64,
+    ) -> Result<bool> {
+        if *stale {
+            let Some(rebuilt) = self.rebuild(live, Some(lead), hold_ms).await? else { return Ok(false) };
+            feed.restart(rebuilt);
+            *stale = false;
+        }
+        feed.read(&self.store).await?;
+        let now_ms = now_micros() / 1000;
+        let mut changes = Vec::new();
+        for outcome in feed.ready(now_ms - hold_ms) {
+            self.observe(live, &outcome, &mut changes).await?;
+        }
+        live.close(now_ms - hold_ms, &mut changes);
+        if tokio::time::Instant::now() >= *next_tick {
+            *next_tick = tokio::time::Instant::now() + BURN_TICK;
+            live.tick_burn(now_ms, &mut changes);
+        }
+        self.apply_all(changes, Some(lead)).await
+    }
+
+    /// Claims the evaluator, or renews this process's claim; the claim held, or `None` when
+    /// another process holds a claim that has not run out.
+    async fn claim(&self, replica: &Replica) -> Result<Option<Term>> {
+        let now = now_micros();
+        let until = now.saturating_add(i64::try_from(replica.lease.as_micros()).unwrap_or(i64::MAX / 2));
+        // The term grows when the claim changes hands (SET reads the row as it was).
+        let row = sqlx::query(
+            "UPDATE alert_evaluator SET term = CASE WHEN owner = $1 THEN term ELSE term + 1 END, owner = $1, lease_until = $2 \
+             WHERE id = $3 AND (owner = $1 OR lease_until < $4) RETURNING term",
+        )
+        .bind(&replica.instance)
+        .bind(until)
+        .bind(EVALUATOR)
+        .bind(now)
+        .fetch_optional(self.store.pool())
+        .await?;
+        Ok(match row {
+            Some(row) => Some(Term { instance: replica.instance.clone(), term: row.try_get(0)? }),
+            None => None,
+        })
+    }
+
+    /// A finished job of this process as the evaluator takes it; `None` for a cancelled one
+    /// (or one gone from the store).
+    async fn outcome_of(&self, event: &JobEvent) -> Result<Option<Outcome>> {
+        let failed = match event.status {
+            JobStatus::Succeeded => false,
+            JobStatus::Failed => true,
+            _ => return Ok(None),
         };
-        let region = live.region(&self.store, &tenant_id).await?;
-        let finished = finished_at.unwrap_or_else(now_micros);
+        // A success says what it needs; a failure is read back (its time exactly as stored).
+        Ok(Some(match &event.succeeded {
+            Some(s) => Outcome {
+                failed,
+                tenant_id: s.tenant_id.clone(),
+                segment_id: s.segment_id.clone(),
+                created_at: s.created_at,
+                finished_at: s.finished_at,
+            },
+            None => {
+                let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(None) };
+                Outcome {
+                    failed,
+                    tenant_id: job.tenant_id,
+                    segment_id: job.segment_id,
+                    created_at: job.created_at,
+                    finished_at: job.finished_at.unwrap_or_else(now_micros),
+                }
+            }
+        }))
+    }
+
+    /// A finished job: its failure into the failure rule, its outcome into burn rate and runtime.
+    async fn observe(&self, live: &mut Live, outcome: &Outcome, changes: &mut Vec<Change>) -> Result<()> {
+        let region = live.region(&self.store, &outcome.tenant_id).await?;
+        let finished = outcome.finished_at;
         let at_ms = finished.div_euclid(1000);
-        let failed = event.status == JobStatus::Failed;
+        let failed = outcome.failed;
+        let tenant_id = &outcome.tenant_id;
         if failed {
             let mut transitions = Vec::new();
-            live.failures.fail(at_ms, &tenant_id, &region, &mut transitions);
+            live.failures.fail(at_ms, tenant_id, &region, &mut transitions);
             for t in transitions {
                 changes.push(live.failure_change(&t));
             }
         }
-        if self.settings.rules.burn_rate.enabled && event.status != JobStatus::Cancelled {
-            for t in live.burn.observe(at_ms, &tenant_id, &region, failed) {
+        if self.settings.rules.burn_rate.enabled {
+            for t in live.burn.observe(at_ms, tenant_id, &region, failed) {
                 changes.push(live.burn_change(&t));
             }
         }
-        if self.settings.rules.runtime.enabled && event.status != JobStatus::Cancelled {
-            let seconds = (finished - created_at) as f64 / 1e6;
-            if let Some(t) = live.runtime.observe(&tenant_id, &segment_id, seconds, !failed) {
+        if self.settings.rules.runtime.enabled {
+            let seconds = (finished - outcome.created_at) as f64 / 1e6;
+            if let Some(t) = live.runtime.observe(tenant_id, &outcome.segment_id, seconds, !failed) {
                 let mut labels = live.labels("CohortSegmentRuntimeHigh", Scope::Tenant, &t.tenant, "ticket");
                 labels.insert("segment".to_string(), t.segment.clone());
                 let mut annotations = BTreeMap::new();
@@ -232,15 +444,17 @@ impl Alerting {
         Ok(())
     }
 
-    /// Rebuilds the evaluators from the failures in the store inside the windows, and makes
-    /// the store's firing failure alerts agree with them.
-    async fn rebuild(&self, live: &mut Live) -> Result<()> {
+    /// Rebuilds the evaluators from the failures in the store inside the windows (instants
+    /// closed up to `settle_ms` ago), and makes the store's firing failure alerts agree with
+    /// them. `None` when `lead` no longer holds the claim on the evaluator.
+    async fn rebuild(&self, live: &mut Live, lead: Option<&Term>, settle_ms: i64) -> Result<Option<Rebuilt>> {
         *live = Live::new(&self.settings.rules);
         let rule = self.settings.rules.failure_rule();
         let longest = Scope::ALL.iter().map(|s| rule.at(*s).window_ms).max().unwrap_or(600_000);
-        let since = now_micros() - longest.saturating_mul(1000);
+        let read_at = now_micros();
+        let since = read_at - longest.saturating_mul(1000);
         let rows = sqlx::query(
-            "SELECT j.finished_at, j.tenant_id, t.region FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+            "SELECT j.finished_at, j.tenant_id, t.region, j.id FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
              WHERE j.status = 'failed' AND j.finished_at > $1 ORDER BY j.finished_at",
         )
         .bind(since)
@@ -248,13 +462,14 @@ impl Alerting {
         .await?;
         let mut changes = Vec::new();
         let mut transitions = Vec::new();
+        let mut failures = Vec::new();
         for row in rows {
-            let (finished, tenant, region): (i64, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let (finished, tenant, region, id): (i64, String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
             live.regions.insert(tenant.clone(), region.clone());
             live.failures.fail(finished.div_euclid(1000), &tenant, &region, &mut transitions);
+            failures.push((id, finished));
         }
-        let settle = i64::try_from(self.settings.settle.as_millis()).unwrap_or(50);
-        live.failures.advance(now_micros() / 1000 - settle, &mut transitions);
+        live.failures.advance(now_micros() / 1000 - settle_ms, &mut transitions);
         for t in &transitions {
             changes.push(live.failure_change(t));
         }
@@ -282,24 +497,44 @@ impl Alerting {
                 });
             }
         }
-        self.apply_all(changes).await
+        if !self.apply_all(changes, lead).await? {
+            return Ok(None);
+        }
+        Ok(Some(Rebuilt { read_at, failures }))
     }
 
-    async fn apply_all(&self, changes: Vec<Change>) -> Result<()> {
+    /// Records transitions in order; false when `lead` no longer holds the claim on the
+    /// evaluator (what is left is not recorded: the process that holds it now records it).
+    async fn apply_all(&self, changes: Vec<Change>, lead: Option<&Term>) -> Result<bool> {
         let mut raised = false;
+        let mut leading = true;
         for change in changes {
-            raised |= self.apply(&change).await?;
+            match self.apply(&change, lead).await? {
+                Some(queued) => raised |= queued,
+                None => {
+                    leading = false;
+                    break;
+                }
+            }
         }
         if raised {
             self.wake();
         }
-        Ok(())
+        Ok(leading)
     }
 
-    /// Records one transition; true when it queued notifications.
-    async fn apply(&self, c: &Change) -> Result<bool> {
+    /// Records one transition: whether it queued notifications, or `None` when `lead` no
+    /// longer holds the claim on the evaluator (nothing recorded).
+    async fn apply(&self, c: &Change, lead: Option<&Term>) -> Result<Option<bool>> {
         let now = now_micros();
         let mut tx = self.store.begin_write().await?;
+        // Two processes may both believe they evaluate for a moment (one's claim ran out and
+        // the other took it): the claim's row, locked until this transaction ends, decides.
+        if let Some(lead) = lead {
+            if !still_leads(&mut tx, lead).await? {
+                return Ok(None);
+            }
+        }
         let firing: Option<(String, Option<String>)> = sqlx::query(
             "SELECT id, inhibited_by FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'",
         )
@@ -314,7 +549,7 @@ impl Alerting {
         match c.state {
             State::Firing => {
                 if firing.is_some() {
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 let id = new_id("al_");
                 let fingerprint = notify::fingerprint(&c.labels);
@@ -358,14 +593,18 @@ impl Alerting {
                 }
             }
             State::Resolved => {
-                let Some((id, inhibited_by)) = firing else { return Ok(false) };
-                sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1, failures = $2, updated_at = $3 WHERE id = $4")
+                let Some((id, inhibited_by)) = firing else { return Ok(Some(false)) };
+                let resolved = sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1, failures = $2, updated_at = $3 WHERE id = $4 AND state = 'firing'")
                     .bind(c.at)
                     .bind(c.failures)
                     .bind(now)
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
+                if resolved.rows_affected() == 0 {
+                    // Resolved meanwhile by another transaction: notified by it.
+                    return Ok(Some(false));
+                }
                 alert_event(&mut tx, &id, c.at, "resolved", &format!("{} failures", c.failures)).await?;
                 if inhibited_by.is_none() {
                     // Whoever was told it fires is told it resolved.
@@ -418,7 +657,7 @@ impl Alerting {
             }
         }
         tx.commit().await?;
-        Ok(queued)
+        Ok(Some(queued))
     }
 
     /// Queues a notification of an alert to every enabled receiver whose matchers hold.
@@ -719,6 +958,98 @@ impl Alerting {
     }
 }
 
+/// Whether `lead` still holds the claim on the evaluator; the row stays locked until the
+/// transaction ends, so the claim cannot change hands before it commits.
+async fn still_leads(tx: &mut sqlx::Transaction<'_, sqlx::Any>, lead: &Term) -> Result<bool> {
+    let row = sqlx::query("SELECT owner, term FROM alert_evaluator WHERE id = $1 FOR UPDATE").bind(EVALUATOR).fetch_optional(&mut **tx).await?;
+    Ok(match row {
+        Some(row) => row.try_get::<String, _>(0)? == lead.instance && row.try_get::<i64, _>(1)? == lead.term,
+        None => false,
+    })
+}
+
+/// A finished job as the evaluator takes it.
+#[derive(Debug, Clone)]
+struct Outcome {
+    failed: bool,
+    tenant_id: String,
+    segment_id: String,
+    /// Microseconds.
+    created_at: i64,
+    /// Microseconds.
+    finished_at: i64,
+}
+
+/// What a rebuild read.
+#[derive(Debug)]
+struct Rebuilt {
+    /// When it read (microseconds).
+    read_at: i64,
+    /// The failures it counted: job ids and when they finished.
+    failures: Vec<(String, i64)>,
+}
+
+/// The jobs every process finished, read from a shared store: each read takes what finished
+/// since the previous one, and again the last [`LOOKBACK_MICROS`] of it for the commits that
+/// became visible late; the ids already taken inside that lookback are skipped. Outcomes wait
+/// in finishing order until they are old enough to go into the evaluator.
+#[derive(Debug, Default)]
+struct Feed {
+    /// When the last read began (microseconds).
+    cursor: i64,
+    /// Jobs taken that finished inside the lookback, and when.
+    seen: HashMap<String, i64>,
+    /// Outcomes read, by finishing time and job id, not yet in the evaluator.
+    pending: BTreeMap<(i64, String), Outcome>,
+}
+
+impl Feed {
+    /// After a rebuild: the failures it counted are taken, reads go on from when it read.
+    fn restart(&mut self, rebuilt: Rebuilt) {
+        self.pending.clear();
+        self.cursor = rebuilt.read_at;
+        self.seen = rebuilt.failures.into_iter().filter(|(_, finished)| *finished > rebuilt.read_at - LOOKBACK_MICROS).collect();
+    }
+
+    /// Reads the jobs finished since the last read (succeeded or failed: cancelled ones count
+    /// nowhere). The index `jobs_finished` (status, finished_at) serves it.
+    async fn read(&mut self, store: &Store) -> Result<()> {
+        let read_at = now_micros();
+        let rows = sqlx::query(
+            "SELECT id, status, tenant_id, segment_id, created_at, finished_at FROM jobs              WHERE status IN ('succeeded', 'failed') AND finished_at > $1 ORDER BY finished_at",
+        )
+        .bind(self.cursor - LOOKBACK_MICROS)
+        .fetch_all(store.pool())
+        .await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            if self.seen.contains_key(&id) {
+                continue;
+            }
+            let finished_at: i64 = row.try_get(5)?;
+            let outcome = Outcome {
+                failed: row.try_get::<String, _>(1)? == JobStatus::Failed.as_str(),
+                tenant_id: row.try_get(2)?,
+                segment_id: row.try_get(3)?,
+                created_at: row.try_get(4)?,
+                finished_at,
+            };
+            self.seen.insert(id.clone(), finished_at);
+            self.pending.insert((finished_at, id), outcome);
+        }
+        self.cursor = read_at;
+        // What finished before the next read's lookback is never read again.
+        self.seen.retain(|_, finished| *finished > read_at - LOOKBACK_MICROS);
+        Ok(())
+    }
+
+    /// The outcomes that finished before `until_ms`, oldest first.
+    fn ready(&mut self, until_ms: i64) -> Vec<Outcome> {
+        let later = self.pending.split_off(&(until_ms.saturating_mul(1000), String::new()));
+        std::mem::replace(&mut self.pending, later).into_values().collect()
+    }
+}
+
 /// A due outbox row with its receiver.
 #[derive(Debug)]
 struct Due {
@@ -754,6 +1085,24 @@ impl Live {
             runtime: Runtime::new(rules.runtime.clone()),
             regions: HashMap::new(),
             rules: rules.clone(),
+        }
+    }
+
+    /// Time has reached `until_ms`: the failure rule's instants before it are closed.
+    fn close(&mut self, until_ms: i64, changes: &mut Vec<Change>) {
+        let mut transitions = Vec::new();
+        self.failures.advance(until_ms, &mut transitions);
+        for t in transitions {
+            changes.push(self.failure_change(&t));
+        }
+    }
+
+    /// Burn-rate alerts decided again as time passes (cooled-down ones resolve).
+    fn tick_burn(&mut self, now_ms: i64, changes: &mut Vec<Change>) {
+        if self.rules.burn_rate.enabled {
+            for t in self.burn.tick(now_ms) {
+                changes.push(self.burn_change(&t));
+            }
         }
     }
 
@@ -1181,5 +1530,38 @@ impl Store {
         let done = sqlx::query("DELETE FROM receivers WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(finished_at: i64) -> Outcome {
+        Outcome { failed: true, tenant_id: "t".into(), segment_id: "s".into(), created_at: 0, finished_at }
+    }
+
+    #[test]
+    fn the_feed_hands_out_outcomes_in_finishing_order_once_old_enough() {
+        let mut feed = Feed::default();
+        for (id, at) in [("b", 2_500), ("a", 2_000), ("c", 3_000), ("d", 1_999)] {
+            feed.pending.insert((at, id.to_string()), outcome(at));
+        }
+        // Before millisecond 3: what finished in milliseconds 1 and 2, oldest first.
+        let ready: Vec<i64> = feed.ready(3).iter().map(|o| o.finished_at).collect();
+        assert_eq!(ready, [1_999, 2_000, 2_500]);
+        assert!(feed.ready(3).is_empty());
+        assert_eq!(feed.ready(4).len(), 1);
+    }
+
+    #[test]
+    fn after_a_rebuild_the_feed_skips_the_failures_it_counted_inside_the_lookback() {
+        let mut feed = Feed::default();
+        feed.pending.insert((1, "old".into()), outcome(1));
+        let read_at = 10 * LOOKBACK_MICROS;
+        feed.restart(Rebuilt { read_at, failures: vec![("counted".into(), read_at - 1), ("expired".into(), read_at - LOOKBACK_MICROS)] });
+        assert!(feed.pending.is_empty());
+        assert_eq!(feed.cursor, read_at);
+        assert_eq!(feed.seen.keys().collect::<Vec<_>>(), ["counted"]);
     }
 }

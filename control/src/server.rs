@@ -94,6 +94,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         instance,
         lease: Duration::from_secs_f64(config.lease_seconds.max(0.3)),
     };
+    let replica = crate::alerts::Replica { instance: settings.instance.clone(), lease: settings.lease };
     let traces = match &config.otlp_endpoint {
         Some(endpoint) => crate::traces::Traces::otlp(endpoint, Duration::from_millis(config.otlp_batch_delay_ms), tokio::runtime::Handle::current())?,
         None => crate::traces::Traces::off(),
@@ -113,9 +114,13 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
     // Alerting listens to job events from before the first job runs; it rebuilds its windows
-    // from the failures in the store, so a restart forgets nothing.
+    // from the failures in the store, so a restart forgets nothing. On PostgreSQL one process
+    // at a time evaluates, reading every process's finished jobs from the store.
     let alerting = crate::alerts::Alerting::new(store.clone(), config.alert_settings(&address.to_string()));
-    let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe()));
+    if let Err(e) = telemetry.registry.register(Box::new(alerting.evaluating_gauge())) {
+        tracing::warn!(error = %e, "the alert evaluator gauge could not be registered");
+    }
+    let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe(), replica.clone()));
     let deliveries = tokio::spawn(Arc::clone(&alerting).deliver());
     let schedules_wake = Arc::new(tokio::sync::Notify::new());
     let triage = Arc::new(config.triage_settings(&address.to_string())?);
@@ -169,6 +174,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     dispatcher.abort();
     leases.abort();
     evaluator.abort();
+    alerting.release(&replica).await;
     deliveries.abort();
     // The batch exporter sends from a thread of its own, through this runtime: flush it here.
     tokio::task::spawn_blocking(move || telemetry.traces.shutdown()).await.ok();

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_triage.sql")),
     (7, include_str!("../migrations/0007_riders.sql")),
     (8, include_str!("../migrations/0008_leases.sql")),
+    (9, include_str!("../migrations/0009_alert_evaluator.sql")),
 ];
 
 /// Which database the store is on.
