@@ -1,6 +1,7 @@
 //! `cohort`: the command line of Cohort.
 
 mod alerts;
+mod ballista;
 mod datagen;
 mod demo;
 mod estimator;
@@ -61,6 +62,10 @@ enum Command {
     /// injected. Reports the success rate, queue waits, memory granted against used and the
     /// alerts fired, to size the pool and compare policies.
     Simulate(simulate::SimulateArgs),
+    /// Run the processes of an Apache DataFusion Ballista cluster for Cohort's jobs: a
+    /// scheduler, executors, or both in one process on loopback ports.
+    #[command(subcommand)]
+    Ballista(ballista::BallistaCommand),
     /// Run the control plane: the HTTP API, the store and the executor pool.
     ///
     /// Settings come from defaults, then --config FILE (TOML), then COHORT_* variables, then
@@ -183,6 +188,10 @@ struct RunArgs {
     /// Also write the run's report (costs, plan shape, phases) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Run the plans on this Apache DataFusion Ballista scheduler (df://HOST:PORT, started
+    /// with `cohort ballista`) instead of in this process.
+    #[arg(long, value_name = "URL", value_parser = cohort_executor::BallistaUrl::parse)]
+    ballista: Option<cohort_executor::BallistaUrl>,
 }
 
 /// Parses a size such as `512MiB`, `2GiB`, `100MB`, `64k` or a plain byte count.
@@ -233,6 +242,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts(command) => alerts::run(command),
         Command::Triage(args) => triage::run(args).await,
         Command::Simulate(args) => simulate::run(args),
+        Command::Ballista(command) => ballista::run(command).await,
         Command::Serve(_) => anyhow::bail!("serve runs on its own runtimes"),
     }
 }
@@ -306,6 +316,7 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     if let Some(p) = args.partitions {
         options.target_partitions = p.max(1);
     }
+    options.ballista = args.ballista.clone();
     Ok(options)
 }
 
@@ -345,6 +356,7 @@ fn report_json(report: &cohort_executor::RunReport) -> serde_json::Value {
         "spilled_bytes": report.spilled_bytes,
         "plan_mode": report.plan_mode,
         "shape": report.shape,
+        "ballista": report.ballista,
         "phases": report.phases.iter().map(|p| serde_json::json!({
             "place": p.place, "rows": p.rows, "elapsed_seconds": p.elapsed.as_secs_f64(), "rows_scanned": p.rows_scanned,
         })).collect::<Vec<_>>(),

@@ -7,6 +7,8 @@
 //! - [`Segment`]: a segment parsed and checked against the catalog, paths resolved.
 //! - [`run_segment`]: compiles the segment to DataFusion plans (one, or one per top-level
 //!   branch in phased mode), executes them under a memory pool, and returns a [`RunReport`].
+//!   With [`RunOptions::ballista`] set, the same plans run on an Apache DataFusion Ballista
+//!   cluster instead ([`distributed`]: the codec, a local cluster, the cluster processes).
 //!
 //! ```no_run
 //! # async fn demo() -> cohort_executor::Result<()> {
@@ -29,6 +31,7 @@
 
 mod catalog;
 mod compile;
+pub mod distributed;
 mod error;
 mod json;
 mod model;
@@ -36,13 +39,14 @@ mod quality;
 mod run;
 mod segment;
 
+pub use distributed::{BallistaUrl, LocalCluster};
 pub use catalog::{Catalog, LoadedObject, arrow_type, model_type};
 pub use compile::RESERVED_PREFIX;
 pub use error::{Error, ErrorClass, Result};
 pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
 pub use run::{
-    JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
+    BallistaRun, JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
     KEY_SETS_FIRST_MIN_ROWS, plan_mode, run_analyzed, run_segment, session,
 };
 pub use segment::{

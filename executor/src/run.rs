@@ -18,6 +18,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::catalog::{Catalog, LoadedObject};
+use crate::distributed::{self, BallistaUrl};
 use crate::compile::Compiler;
 use crate::error::{Error, Result};
 use crate::model::{FieldType, SourceFormat};
@@ -93,6 +94,10 @@ pub struct RunOptions {
     /// aggregate condition of the segment's own filter, cut the aggregate's input to their
     /// start values when they are at most this share of the root's rows (0: never, 1: always).
     pub cut_share: f64,
+    /// Run the plans on this Ballista cluster instead of in this process (`None`: embedded).
+    /// The memory limit then bounds only what this process holds (the rows read back and the
+    /// parts run first); the executors' pools bound the rest.
+    pub ballista: Option<BallistaUrl>,
 }
 
 /// The default [`RunOptions::key_sets_first_min_rows`]: on smaller inputs a second plan
@@ -110,6 +115,7 @@ impl RunOptions {
             target_partitions: cores(),
             key_sets_first_min_rows: KEY_SETS_FIRST_MIN_ROWS,
             cut_share: CUT_SHARE,
+            ballista: None,
         }
     }
 }
@@ -166,13 +172,24 @@ pub struct RunReport {
     pub shape: PlanShape,
     /// Per phase, for phased runs.
     pub phases: Vec<PhaseReport>,
+    /// Where it ran when it ran on a Ballista cluster (`None`: embedded).
+    pub ballista: Option<BallistaRun>,
+}
+
+/// A run on a Ballista cluster: where, and the scheduler's ids of its jobs (one per plan run).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BallistaRun {
+    /// The scheduler's URL.
+    pub scheduler: String,
+    /// The jobs, in the order they ran.
+    pub jobs: Vec<String>,
 }
 
 impl RunReport {
     /// The one-line summary `cohort segment run` prints to standard error.
     pub fn summary(&self) -> String {
         format!(
-            "{} members; {} rows scanned ({}); peak memory {}{}; {:.3}s; plan {}{}{}",
+            "{} members; {} rows scanned ({}); peak memory {}{}; {:.3}s; plan {}{}{}{}",
             self.members.len(),
             self.rows_scanned,
             human_bytes(self.bytes_scanned as usize),
@@ -185,6 +202,10 @@ impl RunReport {
                 format!("; {} spills ({})", self.spill_count, human_bytes(self.spilled_bytes))
             } else {
                 String::new()
+            },
+            match &self.ballista {
+                Some(b) => format!("; on Ballista {} ({} jobs)", b.scheduler, b.jobs.len()),
+                None => String::new(),
             },
         )
     }
@@ -290,7 +311,23 @@ pub fn session(options: &RunOptions) -> Result<(SessionContext, Arc<PeakTracking
     // Sorts that spill need room to merge; keep a share of the pool for it.
     config.options_mut().execution.sort_spill_reservation_bytes =
         options.memory_limit_bytes.map(|l| (l / 16).clamp(64 << 10, 10 << 20)).unwrap_or(10 << 20);
-    Ok((SessionContext::new_with_config_rt(config, runtime), pool))
+    let Some(url) = &options.ballista else {
+        return Ok((SessionContext::new_with_config_rt(config, runtime), pool));
+    };
+    // Ballista's defaults first, Cohort's settings over them.
+    let mut upgraded = distributed::session_config(SessionConfig::new())
+        .with_target_partitions(options.target_partitions.max(1))
+        .with_information_schema(false);
+    {
+        let (theirs, ours) = (upgraded.options_mut(), config.options());
+        theirs.optimizer.prefer_hash_join = ours.optimizer.prefer_hash_join;
+        theirs.execution.skip_partial_aggregation_probe_ratio_threshold = ours.execution.skip_partial_aggregation_probe_ratio_threshold;
+        theirs.execution.sort_spill_reservation_bytes = ours.execution.sort_spill_reservation_bytes;
+    }
+    let state = SessionContext::new_with_config_rt(upgraded, runtime).state();
+    let state = ballista_core::extension::SessionStateExt::upgrade_for_ballista(state, url.grpc())
+        .map_err(|e| Error::Execution(format!("Ballista session for {url}: {e}")))?;
+    Ok((SessionContext::new_with_state(state), pool))
 }
 
 /// Decides the plan mode for `segment` under `choice`.
@@ -352,7 +389,7 @@ async fn run_observed(
             for (i, branch) in branches.iter().enumerate() {
                 let phase_started = Instant::now();
                 let phase_df = compiler.phase(segment.root, branch, &signature)?;
-                let (batches, costs) = execute(&ctx, phase_df, limit, &format!("phase {}", i + 1), observe).await?;
+                let (batches, costs) = execute(&ctx, phase_df, limit, &format!("phase {}", i + 1), observe, options.ballista.as_ref()).await?;
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
                 phases.push(PhaseReport {
                     place: format!("filter.{}[{i}]", if is_and { "and" } else { "or" }),
@@ -400,7 +437,7 @@ async fn run_observed(
                     let started_first = Instant::now();
                     let title = format!("{} ({})", first.place, first.kind.describe());
                     let schema = Arc::new(first.plan.schema().as_arrow().clone());
-                    let (batches, costs) = execute(&ctx, first.plan, limit, &title, observe).await?;
+                    let (batches, costs) = execute(&ctx, first.plan, limit, &title, observe, options.ballista.as_ref()).await?;
                     totals.add(&costs);
                     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                     let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
@@ -423,7 +460,7 @@ async fn run_observed(
         }
     };
     let planned = started.elapsed();
-    let (batches, costs) = execute(&ctx, members_df, limit, "members", observe).await?;
+    let (batches, costs) = execute(&ctx, members_df, limit, "members", observe, options.ballista.as_ref()).await?;
     totals.add(&costs);
     for object in &compiler.scans {
         let o = &catalog.objects[*object];
@@ -442,8 +479,9 @@ async fn run_observed(
         key_type,
         rows_scanned: totals.rows_scanned,
         bytes_scanned: totals.bytes_scanned,
-        peak_memory_bytes: pool.peak(),
+        peak_memory_bytes: pool.peak().max(totals.cluster_peak_bytes),
         memory_limit_bytes: options.memory_limit_bytes,
+        ballista: options.ballista.as_ref().map(|url| BallistaRun { scheduler: url.to_string(), jobs: std::mem::take(&mut totals.cluster_jobs) }),
         elapsed: started.elapsed(),
         planned,
         spill_count: totals.spill_count,
@@ -476,6 +514,10 @@ struct PlanCosts {
     bytes_scanned: u64,
     spill_count: usize,
     spilled_bytes: usize,
+    /// On Ballista: the largest stage memory of the jobs.
+    cluster_peak_bytes: usize,
+    /// On Ballista: the scheduler's ids of the jobs.
+    cluster_jobs: Vec<String>,
 }
 
 impl PlanCosts {
@@ -484,23 +526,60 @@ impl PlanCosts {
         self.bytes_scanned += other.bytes_scanned;
         self.spill_count += other.spill_count;
         self.spilled_bytes += other.spilled_bytes;
+        self.cluster_peak_bytes = self.cluster_peak_bytes.max(other.cluster_peak_bytes);
+        self.cluster_jobs.extend(other.cluster_jobs.iter().cloned());
     }
 }
 
-/// Plans and executes `df`, then reads the costs off the physical plan's metrics.
+/// Plans and executes `df`, then reads the costs off the physical plan's metrics (on a
+/// Ballista cluster: off the scheduler's metrics of the job).
 async fn execute(
     ctx: &SessionContext,
     df: DataFrame,
     limit: usize,
     title: &str,
     observe: &mut (dyn FnMut(&str, &dyn ExecutionPlan) + Send),
+    cluster: Option<&BallistaUrl>,
 ) -> Result<(Vec<RecordBatch>, PlanCosts)> {
-    let plan = df.create_physical_plan().await.map_err(|e| Error::from_datafusion(e, limit))?;
-    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(|e| Error::from_datafusion(e, limit))?;
+    let fail = |e| match cluster {
+        Some(_) => distributed::classify(e, limit),
+        None => Error::from_datafusion(e, limit),
+    };
+    let plan = df.create_physical_plan().await.map_err(fail)?;
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.map_err(fail)?;
     observe(title, plan.as_ref());
     let mut costs = PlanCosts::default();
-    gather_costs(plan.as_ref(), &mut costs);
+    match cluster {
+        None => gather_costs(plan.as_ref(), &mut costs),
+        Some(url) => {
+            let mut jobs = Vec::new();
+            distributed_jobs(plan.as_ref(), &mut jobs);
+            for job in jobs {
+                let job_costs = distributed::job_costs(url, &job).await?;
+                costs.rows_scanned += job_costs.rows_scanned;
+                costs.bytes_scanned += job_costs.bytes_scanned;
+                costs.spill_count += job_costs.spill_count;
+                costs.spilled_bytes += job_costs.spilled_bytes;
+                costs.cluster_peak_bytes = costs.cluster_peak_bytes.max(job_costs.peak_memory_bytes);
+                costs.cluster_jobs.push(job);
+            }
+        }
+    }
     Ok((batches, costs))
+}
+
+/// The Ballista jobs a physical plan ran.
+fn distributed_jobs(plan: &dyn ExecutionPlan, jobs: &mut Vec<String>) {
+    use ballista_core::execution_plans::DistributedQueryExec;
+    let any: &dyn std::any::Any = plan;
+    if let Some(exec) = any.downcast_ref::<DistributedQueryExec<datafusion_proto::protobuf::LogicalPlanNode>>()
+        && let Some(job) = exec.job_id()
+    {
+        jobs.push(job.to_string());
+    }
+    for child in plan.children() {
+        distributed_jobs(child.as_ref(), jobs);
+    }
 }
 
 fn gather_costs(plan: &dyn ExecutionPlan, costs: &mut PlanCosts) {

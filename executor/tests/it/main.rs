@@ -1,5 +1,6 @@
 //! The executor's integration tests (one binary: DataFusion links once).
 
+mod ballista;
 mod conformance;
 mod malformed;
 mod memory;
@@ -43,6 +44,19 @@ pub async fn run_files_with(
     join: JoinStrategy,
     key_sets: KeySets,
 ) -> cohort_executor::Result<RunReport> {
+    run_files_on(model, segment, as_of, plan, join, key_sets, None).await
+}
+
+/// As [`run_files_with`], on a Ballista cluster when `ballista` names one.
+pub async fn run_files_on(
+    model: &Path,
+    segment: &Path,
+    as_of: &str,
+    plan: PlanChoice,
+    join: JoinStrategy,
+    key_sets: KeySets,
+    ballista: Option<&cohort_executor::BallistaUrl>,
+) -> cohort_executor::Result<RunReport> {
     let model = Model::from_file(model)?;
     let catalog = Catalog::load(model, &Default::default()).await?;
     let segment = Segment::from_file(segment, &catalog)?;
@@ -51,6 +65,7 @@ pub async fn run_files_with(
     let mut options = RunOptions::new(as_of);
     options.plan = plan;
     options.join_strategy = join;
+    options.ballista = ballista.cloned();
     (options.key_sets_first_min_rows, options.cut_share) = match key_sets {
         KeySets::First => (0, 1.0),
         KeySets::FirstUncut => (0, 0.0),
