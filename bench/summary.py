@@ -9,7 +9,7 @@ RESULTS/summary.md. Run alone it rebuilds the summary from those files:
 """
 import argparse, json, math, os, sys
 
-ORDER = ["executor", "service", "scheduler", "estimator", "alerts", "triage", "metrics", "simulate"]
+ORDER = ["executor", "ballista", "service", "scheduler", "estimator", "alerts", "triage", "metrics", "simulate"]
 
 
 def num(x, digits=None):
@@ -98,6 +98,11 @@ def rows_for(name, r, cmd):
                         f"SQLite, one as-of (shared executions): {num(shared['jobs_per_second'])} jobs/s" if shared else "—",
                         ratio(each["jobs_per_second"], shared["jobs_per_second"]) if shared else "—",
                         "—", "—"))
+    elif name == "ballista":
+        out.append((f"Ballista: {r['segment']} at scale {r['scale']:,}, embedded vs a local cluster (1 scheduler, 2 executors)",
+                    f"{num(r['ballista_s'], 3)} s on Ballista", f"{num(r['embedded_s'], 3)} s embedded",
+                    ratio(r['ballista_s'], r['embedded_s']), "same members; overhead reported",
+                    yes(r["same_members"], f"overhead {r['overhead_s']:+.3f} s")))
     elif name == "scheduler":
         out.append((f"Scheduling decision: {r['queued_jobs']:,} queued jobs, {r['tenants']:,} tenants, {r['decisions']:,} decisions",
                      f"median {num(r['median_ms'], 3)} ms, p99 {num(r['p99_ms'], 3)} ms, max {num(r['max_ms'], 3)} ms",

@@ -54,6 +54,12 @@ pub struct Config {
     /// stable name, a restarted process queues again at once the jobs its previous life held
     /// (on PostgreSQL; on SQLite, one process per store, a start always does).
     pub instance: Option<String>,
+    /// Where jobs too large for this service's pool run (`COHORT_BALLISTA`): `embedded` (the
+    /// default: every job runs here, its grant capped at the budget) or an Apache DataFusion
+    /// Ballista scheduler, `df://HOST:PORT` (started with `cohort ballista`). With a scheduler,
+    /// a job whose memory estimate exceeds what the pool may grant (the budget, or its
+    /// tenant's quota) runs on the cluster; the rest stay here. The choice is recorded on the job.
+    pub ballista: String,
     /// `text` or `json` logs (`COHORT_LOG_FORMAT`).
     pub log_format: String,
     /// Fair share: a tenant's recent usage halves every this many seconds
@@ -129,6 +135,22 @@ pub struct Config {
     pub triage_history: u32,
 }
 
+impl Config {
+    /// The largest memory an estimate may ask for: the budget, or with a Ballista cluster
+    /// (where larger jobs go) a petabyte.
+    pub fn largest_estimate(&self) -> u64 {
+        if matches!(self.ballista_url(), Ok(Some(_))) { (1u64 << 50).max(self.memory_budget) } else { self.memory_budget }
+    }
+
+    /// The Ballista scheduler jobs too large for the pool go to; `None`: embedded only.
+    pub fn ballista_url(&self) -> Result<Option<cohort_executor::BallistaUrl>> {
+        match self.ballista.trim() {
+            "" | "embedded" => Ok(None),
+            url => cohort_executor::BallistaUrl::parse(url).map(Some).map_err(|e| Error::Config(format!("ballista: {e}"))),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -147,6 +169,7 @@ impl Default for Config {
             poll_ms: 1000,
             lease_seconds: 30.0,
             instance: None,
+            ballista: "embedded".into(),
             log_format: "text".into(),
             fair_share_half_life_seconds: 3600.0,
             retry_attempts: 3,
@@ -222,6 +245,7 @@ impl Config {
                 self.lease_seconds = value.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.3).ok_or_else(|| bad("expected seconds, at least 0.3"))?;
             }
             "COHORT_INSTANCE" => self.instance = Some(value.into()).filter(|v: &String| !v.is_empty()),
+            "COHORT_BALLISTA" => self.ballista = value.into(),
             "COHORT_LOG_FORMAT" => self.log_format = value.into(),
             "COHORT_FAIR_SHARE_HALF_LIFE_SECONDS" => self.fair_share_half_life_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_RETRY_ATTEMPTS" => self.retry_attempts = value.parse().map_err(|_| bad("expected a number of attempts"))?,
@@ -253,6 +277,7 @@ impl Config {
 
     /// Refuses settings that cannot work, saying which.
     pub fn check(&self) -> Result<()> {
+        self.ballista_url()?;
         if self.workers == 0 {
             return Err(Error::Config("workers must be at least 1".into()));
         }
@@ -358,7 +383,7 @@ impl Config {
         cohort_estimator::Config {
             coverage: self.estimator_coverage,
             min_bytes: self.min_grant,
-            max_bytes: self.memory_budget,
+            max_bytes: self.largest_estimate(),
             rule_base_bytes: self.min_grant,
             rule_bytes_per_source_byte: self.grant_per_source_byte,
             refit_every: self.estimator_refit_runs,
@@ -477,6 +502,17 @@ mod tests {
         let config = Config::load(Some(&path), Vec::new()).expect("cohort.example.toml");
         assert_eq!(config.listen, "127.0.0.1:8080");
         assert_eq!(config.min_grant, 64 << 10);
+        assert_eq!(config.ballista_url().expect("ballista"), None);
+    }
+
+    #[test]
+    fn the_backend_is_embedded_or_a_ballista_scheduler() {
+        let config = Config::load(None, vec![("COHORT_BALLISTA".into(), "df://sched:50060".into())]).expect("config");
+        let url = config.ballista_url().expect("url").expect("a scheduler");
+        assert_eq!((url.host.as_str(), url.port), ("sched", 50060));
+        let config = Config::load(None, vec![("COHORT_BALLISTA".into(), "http://sched".into())]).expect("config");
+        let e = config.check().expect_err("not a df:// URL");
+        assert!(e.to_string().contains("df://"), "{e}");
     }
 
     #[test]

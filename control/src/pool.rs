@@ -171,12 +171,34 @@ pub struct Sizing {
     pub estimates: Option<Arc<Estimates>>,
     /// The tenants' catalogs (the pool's), for the features.
     pub catalogs: Arc<Catalogs>,
+    /// With a Ballista cluster configured: which jobs go there.
+    pub route: Option<Route>,
+}
+
+/// Which jobs run on the Ballista cluster: those whose memory estimate exceeds what the pool
+/// may grant them (the budget, or their tenant's quota when smaller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The pool's budget.
+    pub budget: u64,
+    /// What this process holds of a job on the cluster (the rows read back, parts run
+    /// first): its first grant, doubled on `resources_exhausted` like any other.
+    pub client_grant: u64,
+}
+
+impl Route {
+    /// The backend of a job estimated at `estimate` bytes of a tenant with `quota` (0: none),
+    /// and its grant in this process.
+    pub fn choose(&self, estimate: u64, quota: i64) -> (&'static str, u64) {
+        let cap = u64::try_from(quota).ok().filter(|q| *q > 0).map_or(self.budget, |q| q.min(self.budget));
+        if estimate > cap { (crate::store::BALLISTA, self.client_grant.min(cap)) } else { (crate::store::EMBEDDED, estimate) }
+    }
 }
 
 impl Sizing {
     /// Sizing by the rule alone.
     pub fn rule(sizer: Arc<dyn Sizer>, deadlines: Deadlines) -> Sizing {
-        Sizing { sizer, deadlines, estimates: None, catalogs: Arc::new(Catalogs::default()) }
+        Sizing { sizer, deadlines, estimates: None, catalogs: Arc::new(Catalogs::default()), route: None }
     }
 
     /// A queued job of `segment` (of `tenant`, both as just read) for `as_of`, granted the
@@ -222,7 +244,12 @@ impl Sizing {
                 Err(e) => tracing::debug!(tenant = tenant_id, segment = segment_id, error = %e.describe().1, "no features for the estimator"),
             }
         }
-        let mut job = JobRow::queued(tenant_id, segment_id, key, trigger, as_of, grant.memory_bytes.min(i64::MAX as u64) as i64);
+        let (backend, local_grant) = match &self.route {
+            Some(route) => route.choose(grant.memory_bytes, tenant.memory_quota_bytes),
+            None => (crate::store::EMBEDDED, grant.memory_bytes),
+        };
+        let mut job = JobRow::queued(tenant_id, segment_id, key, trigger, as_of, local_grant.min(i64::MAX as u64) as i64);
+        job.backend = backend.to_string();
         let deadline = match timeout {
             Some(t) => t.min(self.deadlines.ceiling),
             None => self.deadlines.for_runtime(grant.runtime),
@@ -297,6 +324,8 @@ pub struct PoolSettings {
     pub instance: String,
     /// How long a lease holds without renewal.
     pub lease: Duration,
+    /// The Ballista cluster jobs queued for it run on (`None`: every job runs here).
+    pub ballista: Option<cohort_executor::BallistaUrl>,
 }
 
 #[derive(Debug)]
@@ -707,7 +736,10 @@ impl Pool {
         let mut decided = decided.into_iter();
         while let Some((grant, job, riders)) = decided.next() {
             let until = now_micros().saturating_add(micros(self.settings.lease));
-            let detail = format!("slot and memory granted (process {})", self.settings.instance);
+            let detail = match (&self.settings.ballista, job.backend == crate::store::BALLISTA) {
+                (Some(url), true) => format!("slot granted, runs on the Ballista cluster {url} (process {})", self.settings.instance),
+                _ => format!("slot and memory granted (process {})", self.settings.instance),
+            };
             let admitted = match self.store.admit(&job.id, &self.settings.instance, until, &detail).await {
                 Ok(done) => done,
                 Err(e) => {
@@ -876,7 +908,11 @@ impl Pool {
         let catalogs = Arc::clone(&self.catalogs);
         let input = job.clone();
         let started = std::time::Instant::now();
-        let execution = self.executor.spawn(async move { execute(&store, &catalogs, &input, grant).await });
+        let ballista = self.settings.ballista.clone().filter(|_| job.backend == crate::store::BALLISTA);
+        if ballista.is_none() && job.backend == crate::store::BALLISTA {
+            tracing::warn!(job = %job.id, "queued for the Ballista cluster, but none is configured now: it runs here");
+        }
+        let execution = self.executor.spawn(async move { execute(&store, &catalogs, &input, grant, ballista).await });
         let abort = execution.abort_handle();
         // Rows from before deadlines existed carry 0: no deadline.
         let deadline = (job.deadline_micros > 0).then(|| Duration::from_micros(job.deadline_micros as u64));
@@ -1382,12 +1418,20 @@ struct Executed {
     run_began: SystemTime,
 }
 
-/// Loads the job's tenant, model and segment and evaluates it under `grant` bytes.
-async fn execute(store: &Store, catalogs: &Catalogs, job: &JobRow, grant: u64) -> std::result::Result<Executed, ExecError> {
+/// Loads the job's tenant, model and segment and evaluates it under `grant` bytes, here or
+/// on the Ballista cluster at `ballista`.
+async fn execute(
+    store: &Store,
+    catalogs: &Catalogs,
+    job: &JobRow,
+    grant: u64,
+    ballista: Option<cohort_executor::BallistaUrl>,
+) -> std::result::Result<Executed, ExecError> {
     let began = SystemTime::now();
     let (catalog, segment) = prepare(store, catalogs, &job.tenant_id, &job.segment_id).await?;
     let mut options = run_options(&catalog, job.as_of);
     options.memory_limit_bytes = Some(usize::try_from(grant).unwrap_or(usize::MAX));
+    options.ballista = ballista;
     let run_began = SystemTime::now();
     let report = run_segment(&catalog, &segment, &options).await.map_err(ExecError::Executor)?;
     Ok(Executed { report, began, run_began })

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::api::{self, AppState, new_token, token_hash};
 use crate::membership::MembershipFiles;
 use crate::estimates::Estimates;
-use crate::pool::{Pool, PoolSettings, SizeRule, Sizing};
+use crate::pool::{Pool, PoolSettings, Route, SizeRule, Sizing};
 use crate::{Config, Error, Result, Store};
 
 /// Work to start once the service is up (the demo uses it).
@@ -93,6 +93,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         retry: config.retry_policy(),
         instance,
         lease: Duration::from_secs_f64(config.lease_seconds.max(0.3)),
+        ballista: config.ballista_url()?,
     };
     let replica = crate::alerts::Replica { instance: settings.instance.clone(), lease: settings.lease };
     let traces = match &config.otlp_endpoint {
@@ -104,11 +105,14 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     let sizer = Arc::new(SizeRule {
         min_bytes: config.min_grant,
         per_source_byte: config.grant_per_source_byte,
-        max_bytes: config.memory_budget,
+        max_bytes: config.largest_estimate(),
     });
     let estimates = Estimates::load(&store, config.estimator_settings()).await?;
     pool.learn_with(Arc::clone(&estimates));
-    let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs() };
+    // With a Ballista cluster, estimates are not capped at the budget: a job estimated above
+    // what the pool may grant runs there.
+    let route = config.ballista_url()?.map(|_| Route { budget: config.memory_budget, client_grant: config.min_grant.max(64 << 20) });
+    let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs(), route };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_riders.sql")),
     (8, include_str!("../migrations/0008_leases.sql")),
     (9, include_str!("../migrations/0009_alert_evaluator.sql")),
+    (10, include_str!("../migrations/0010_backend.sql")),
 ];
 
 /// Which database the store is on.
@@ -197,7 +198,14 @@ pub struct JobRow {
     pub estimate: Option<JobEstimate>,
     /// The API request that created it, as a W3C `traceparent` (its trace links to it).
     pub trace_link: Option<String>,
+    /// Where it runs: [`EMBEDDED`] or [`BALLISTA`], chosen when it is queued.
+    pub backend: String,
 }
+
+/// A job run by this service's own executor pool.
+pub const EMBEDDED: &str = "embedded";
+/// A job run on the configured Ballista cluster.
+pub const BALLISTA: &str = "ballista";
 
 /// What the estimator said of a job before it was queued.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +253,7 @@ impl JobRow {
             due_at: None,
             estimate: None,
             trace_link: None,
+            backend: EMBEDDED.to_string(),
         }
     }
 }
@@ -326,6 +335,10 @@ pub struct AttemptRow {
     pub phases: Option<String>,
     /// The job whose execution answered this attempt (it rode on it), if not its own.
     pub rode_on: Option<String>,
+    /// Rows its scans read (on Ballista: summed over the cluster's tasks).
+    pub rows_scanned: Option<i64>,
+    /// Bytes its scans read.
+    pub bytes_scanned: Option<i64>,
 }
 
 /// A segment's schedule state after a step.
@@ -875,8 +888,8 @@ impl Store {
         for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, created_at, \
-                 updated_at, expected_micros, deadline_micros, due_at, trace_link, attempts) VALUES {}",
-                rows_of(14, chunk.len(), ", 0")
+                 updated_at, expected_micros, deadline_micros, due_at, trace_link, backend, attempts) VALUES {}",
+                rows_of(15, chunk.len(), ", 0")
             );
             let mut query = sqlx::query(&sql);
             for job in chunk {
@@ -894,7 +907,8 @@ impl Store {
                     .bind(job.expected_micros)
                     .bind(job.deadline_micros)
                     .bind(job.due_at)
-                    .bind(job.trace_link.as_deref());
+                    .bind(job.trace_link.as_deref())
+                    .bind(job.backend.as_str());
             }
             query.execute(&mut *tx).await?;
             let estimated: Vec<(&JobRow, &JobEstimate)> = chunk.iter().filter_map(|j| j.estimate.as_ref().map(|e| (*j, e))).collect();
@@ -1204,7 +1218,7 @@ impl Store {
     pub async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(
             "SELECT attempt, started_at, finished_at, outcome, error_class, error_message, grant_bytes, peak_memory_bytes, \
-             elapsed_micros, plan_mode, phases, rode_on FROM attempts WHERE job_id = $1 ORDER BY attempt",
+             elapsed_micros, plan_mode, phases, rode_on, rows_scanned, bytes_scanned FROM attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -1224,6 +1238,8 @@ impl Store {
                     plan_mode: r.try_get(9)?,
                     phases: r.try_get(10)?,
                     rode_on: r.try_get(11)?,
+                    rows_scanned: r.try_get(12)?,
+                    bytes_scanned: r.try_get(13)?,
                 })
             })
             .collect()
@@ -1737,7 +1753,7 @@ const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, ov
      updated_at, next_due_at, buffered_due_at, missed_runs, overlapped_runs";
 const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
      error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at, not_before, \
-     expected_micros, deadline_micros, due_at, trace_link";
+     expected_micros, deadline_micros, due_at, trace_link, backend";
 const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at";
 
 fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
@@ -1804,6 +1820,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRow> {
         due_at: r.try_get(21)?,
         estimate: None,
         trace_link: r.try_get(22)?,
+        backend: r.try_get(23)?,
     })
 }
 
@@ -1824,7 +1841,7 @@ fn run_from_row(r: &AnyRow) -> Result<RunRow> {
 async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobRow) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
-         created_at, updated_at, expected_micros, deadline_micros, due_at, trace_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12, $13)",
+         created_at, updated_at, expected_micros, deadline_micros, due_at, trace_link, backend) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&job.id)
     .bind(&job.tenant_id)
@@ -1839,6 +1856,7 @@ async fn insert_queued_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &JobR
     .bind(job.deadline_micros)
     .bind(job.due_at)
     .bind(&job.trace_link)
+    .bind(&job.backend)
     .execute(&mut **tx)
     .await?;
     if let Some(e) = &job.estimate {

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod bad_input;
+mod ballista;
 mod cli;
 mod crash;
 mod estimator;

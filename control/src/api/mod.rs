@@ -377,8 +377,12 @@ pub struct JobView {
     pub trigger: String,
     /// The instant the segment is evaluated for.
     pub as_of: String,
-    /// Memory granted, in bytes.
+    /// Memory granted, in bytes (for a job on Ballista: what this service holds of it, the
+    /// rows read back).
     pub grant_bytes: i64,
+    /// Where it runs: `embedded` (this service's executor pool) or `ballista` (the Ballista
+    /// cluster), chosen when it was queued from its estimate.
+    pub backend: String,
     /// Attempts started.
     pub attempts: i64,
     /// The failure class, if failed.
@@ -485,10 +489,15 @@ pub struct AttemptView {
     pub error_message: Option<String>,
     /// The memory it ran under.
     pub grant_bytes: i64,
-    /// Its peak pool memory.
+    /// Its peak pool memory (on Ballista: the largest stage's operator memory the cluster
+    /// reported, or what this service held, whichever is larger).
     pub peak_memory_bytes: Option<i64>,
     /// Its execution time in seconds.
     pub elapsed_seconds: Option<f64>,
+    /// Rows its scans read (on Ballista: summed over the cluster's tasks).
+    pub rows_scanned: Option<i64>,
+    /// Bytes its scans read (Parquet: bytes fetched; CSV: file sizes).
+    pub bytes_scanned: Option<i64>,
     /// The job whose execution answered this attempt, when it was not its own: a queued job
     /// of the same segment and as-of rides on a job that starts (its grant is then 0, its
     /// measurements are that job's).
@@ -508,6 +517,8 @@ impl From<AttemptRow> for AttemptView {
             grant_bytes: a.grant_bytes,
             peak_memory_bytes: a.peak_memory_bytes,
             elapsed_seconds: a.elapsed_micros.map(|m| m as f64 / 1e6),
+            rows_scanned: a.rows_scanned,
+            bytes_scanned: a.bytes_scanned,
             rode_on: a.rode_on,
         }
     }
@@ -904,6 +915,7 @@ fn job_view(job: JobRow) -> JobView {
         trigger: job.trigger,
         as_of: rfc3339(job.as_of),
         grant_bytes: job.grant_bytes,
+        backend: job.backend,
         attempts: job.attempts,
         error_class: job.error_class,
         error_message: job.error_message,
