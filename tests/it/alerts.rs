@@ -66,7 +66,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Webhook>) -> Webhook {
 }
 
 /// A tenant whose segment no longer fits its model: every run fails at once, not retried.
-async fn failing_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> Api {
+pub async fn failing_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> Api {
     let root = dir.join(id);
     datagen("retail", 200, 11, &root);
     let api = setup_tenant(admin, id, region, &root, &["lapsed_buyers"]).await;
@@ -85,13 +85,13 @@ async fn fail_once(api: &Api, tenant: &str) {
     assert_eq!(view["status"], "failed", "{view:?}");
 }
 
-fn config(dir: &Path, toml: &str) -> String {
+pub fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("cohort.toml");
     std::fs::write(&path, toml).expect("config");
     path.display().to_string()
 }
 
-async fn add_receiver(admin: &Api, url: &str) {
+pub async fn add_receiver(admin: &Api, url: &str) {
     let created = admin.post("/v1/receivers", &json!({"id": "oncall", "url": url, "secret": SECRET})).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(created.body["secret"], SECRET);
@@ -99,7 +99,7 @@ async fn add_receiver(admin: &Api, url: &str) {
 
 /// The receiver's view once nothing waits in its outbox (the webhook can arrive before the
 /// service has recorded that it was taken).
-async fn settled(admin: &Api) -> Value {
+pub async fn settled(admin: &Api) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let view = receiver_view(admin).await;
@@ -110,7 +110,7 @@ async fn settled(admin: &Api) -> Value {
     }
 }
 
-async fn receiver_view(admin: &Api) -> Value {
+pub async fn receiver_view(admin: &Api) -> Value {
     let list = admin.get("/v1/receivers").await;
     assert_eq!(list.status, 200, "{:?}", list.body);
     list.body[0].clone()
