@@ -510,8 +510,7 @@ mod tests {
         let config = Config::load(None, vec![("COHORT_BALLISTA".into(), "df://sched:50060".into())]).expect("config");
         let url = config.ballista_url().expect("url").expect("a scheduler");
         assert_eq!((url.host.as_str(), url.port), ("sched", 50060));
-        let config = Config::load(None, vec![("COHORT_BALLISTA".into(), "http://sched".into())]).expect("config");
-        let e = config.check().expect_err("not a df:// URL");
+        let e = Config::load(None, vec![("COHORT_BALLISTA".into(), "http://sched".into())]).expect_err("not a df:// URL");
         assert!(e.to_string().contains("df://"), "{e}");
     }
 
