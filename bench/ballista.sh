@@ -10,7 +10,8 @@
 # Environment: SCALE (default 1000000), SEGMENT (default multi_category_shoppers), REPEAT
 # (timed runs per engine after one warm-up each, medians reported; default 3), THREADS
 # (partitions of the embedded run and task slots in all of the cluster, split between its two
-# executors; default 2), CARGO_TARGET_DIR (default target).
+# executors; default 2), CARGO_TARGET_DIR (default target), COHORT (a cohort binary to use
+# instead of building the release one).
 # Writes $RESULTS/ballista.md and $RESULTS/ballista.json (RESULTS: default bench/results).
 # Exit status 1 when the members differ.
 set -euo pipefail
@@ -26,7 +27,8 @@ SEED=7
 AS_OF="2026-11-01T00:00:00Z"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-COHORT="$TARGET_DIR/release/cohort"
+BUILD=1
+if [ -n "${COHORT:-}" ]; then BUILD=0; else COHORT="$TARGET_DIR/release/cohort"; fi
 DATA="bench/data/retail-$SCALE"
 RESULTS="${RESULTS:-bench/results}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-ballista.XXXXXX")"
@@ -39,8 +41,10 @@ trap cleanup EXIT
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
-say "building the release binary"
-cargo build --release --bin cohort
+if [ "$BUILD" = 1 ]; then
+    say "building the release binary"
+    cargo build --release --bin cohort
+fi
 
 if [ ! -f "$DATA/model.json" ]; then
     say "generating retail data, scale $SCALE, into $DATA"
@@ -89,9 +93,11 @@ SAME=1
 cmp -s "$WORK/embedded.1.csv" "$WORK/ballista.1.csv" || SAME=0
 
 mkdir -p "$RESULTS"
-python3 - "$WORK/times.tsv" "$RESULTS" "$SCALE" "$SEGMENT" "$THREADS" "$SLOTS" "$REPEAT" "$SAME" "$(git rev-parse --short HEAD)" <<'PY'
+python3 - "$WORK/times.tsv" "$RESULTS" "$SCALE" "$SEGMENT" "$THREADS" "$SLOTS" "$REPEAT" "$SAME" "$(git rev-parse --short HEAD)" "$COHORT" <<'PY'
 import json, statistics, sys
-path, results, scale, segment, threads, slots, repeat, same, commit = sys.argv[1:]
+path, results, scale, segment, threads, slots, repeat, same, commit, binary = sys.argv[1:]
+import os
+profile = os.path.basename(os.path.dirname(binary))
 runs = {"embedded": [], "ballista": []}
 for line in open(path):
     engine, rest = line.rstrip("\n").split("\t")
@@ -100,7 +106,7 @@ for line in open(path):
 med = {e: statistics.median(r["seconds"] for r in rs) for e, rs in runs.items()}
 out = {
     "segment": segment, "scale": int(scale), "threads": int(threads), "executors": 2, "task_slots_per_executor": int(slots),
-    "repeat": int(repeat), "commit": commit,
+    "repeat": int(repeat), "commit": commit, "profile": profile,
     "embedded_s": med["embedded"], "ballista_s": med["ballista"],
     "overhead_s": med["ballista"] - med["embedded"], "ratio": med["ballista"] / med["embedded"],
     "members": runs["embedded"][0]["members"], "same_members": same == "1",
@@ -113,7 +119,7 @@ json.dump(out, open(f"{results}/ballista.json", "w"), indent=2)
 mib = lambda b: f"{b / 2**20:,.0f}"
 md = f"""# Ballista: the largest retail segment, embedded and on a local cluster
 
-`{segment}` over retail at scale {int(scale):,} (commit {commit}); medians of {repeat} runs after a
+`{segment}` over retail at scale {int(scale):,} (commit {commit}, {profile} build); medians of {repeat} runs after a
 warm-up. Embedded: `cohort segment run --partitions {threads}`. Ballista: the same command with
 `--ballista`, on `cohort ballista local --executors 2 --task-slots {slots}` (one scheduler, two
 executors, loopback gRPC and Arrow Flight) on the same machine.
