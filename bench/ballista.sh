@@ -34,7 +34,10 @@ RESULTS="${RESULTS:-bench/results}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-ballista.XXXXXX")"
 CLUSTER_PID=""
 cleanup() {
-    [ -n "$CLUSTER_PID" ] && kill "$CLUSTER_PID" 2>/dev/null && wait "$CLUSTER_PID" 2>/dev/null
+    if [ -n "$CLUSTER_PID" ]; then
+        kill "$CLUSTER_PID" 2>/dev/null || true
+        wait "$CLUSTER_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -98,6 +101,8 @@ import json, statistics, sys
 path, results, scale, segment, threads, slots, repeat, same, commit, binary = sys.argv[1:]
 import os
 profile = os.path.basename(os.path.dirname(binary))
+build = ("release build" if profile == "release" else
+         f"{profile} build: dependencies (DataFusion, Arrow, Ballista) optimized at opt-level 2, Cohort's own crates not")
 runs = {"embedded": [], "ballista": []}
 for line in open(path):
     engine, rest = line.rstrip("\n").split("\t")
@@ -119,7 +124,7 @@ json.dump(out, open(f"{results}/ballista.json", "w"), indent=2)
 mib = lambda b: f"{b / 2**20:,.0f}"
 md = f"""# Ballista: the largest retail segment, embedded and on a local cluster
 
-`{segment}` over retail at scale {int(scale):,} (commit {commit}, {profile} build); medians of {repeat} runs after a
+`{segment}` over retail at scale {int(scale):,} (commit {commit}, {build}); medians of {repeat} runs after a
 warm-up. Embedded: `cohort segment run --partitions {threads}`. Ballista: the same command with
 `--ballista`, on `cohort ballista local --executors 2 --task-slots {slots}` (one scheduler, two
 executors, loopback gRPC and Arrow Flight) on the same machine.
