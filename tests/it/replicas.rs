@@ -218,24 +218,11 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     // The failure alerts resolve once the last burst's failures leave the 5 s windows; then
     // the outbox empties (what the killed replica was sending is sent again by another).
     let admin = Api::new(&bases[reader], ADMIN);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let firing = admin.get("/v1/alerts?state=firing&limit=1000").await.body;
-        let items = firing["items"].as_array().expect("items");
-        if !items.iter().any(|a| a["rule"] == "failures") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "failure alerts still firing: {firing}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let receiver = settled(&admin).await;
-    assert_eq!(receiver["dead"], 0, "{receiver}");
-
-    // No alert notified twice: one (fingerprint, startsAt, status) arrives under one
-    // webhook-id, however often that one arrived (a retry).
+    // Every webhook received, by (fingerprint, startsAt, status): its alert name and the
+    // webhook-ids it came under.
     let mut received: BTreeMap<(String, String, String), (String, BTreeSet<String>)> = BTreeMap::new();
     let mut deliveries = 0;
-    while let Ok(hook) = hooks.try_recv() {
+    let mut record = |hook: crate::alerts::Webhook, received: &mut BTreeMap<(String, String, String), (String, BTreeSet<String>)>| {
         deliveries += 1;
         let alerts = hook.body["alerts"].as_array().expect("alerts");
         assert_eq!(alerts.len(), 1, "one alert per notification: {}", hook.body);
@@ -247,6 +234,27 @@ async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         );
         let name = alert["labels"]["alertname"].as_str().unwrap_or_default().to_string();
         received.entry(key).or_insert_with(|| (name, BTreeSet::new())).1.insert(hook.id);
+    };
+    // A failure alert that resolves is notified as resolved: the store is read again at each
+    // webhook until none fires.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let firing = admin.get("/v1/alerts?state=firing&limit=1000").await.body;
+        if !firing["items"].as_array().expect("items").iter().any(|a| a["rule"] == "failures") {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, hooks.recv()).await {
+            Ok(Some(hook)) => record(hook, &mut received),
+            _ => panic!("failure alerts still firing: {firing}"),
+        }
+    }
+    let receiver = settled(&admin).await;
+    assert_eq!(receiver["dead"], 0, "{receiver}");
+
+    // No alert notified twice: one (fingerprint, startsAt, status) arrives under one
+    // webhook-id, however often that one arrived (a retry).
+    while let Ok(hook) = hooks.try_recv() {
+        record(hook, &mut received);
     }
     for (key, (_, webhook_ids)) in &received {
         assert_eq!(webhook_ids.len(), 1, "alert {key:?} was notified {} times: {webhook_ids:?}", webhook_ids.len());

@@ -7,26 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cohort_executor::{ErrorClass, JoinStrategy, LocalCluster, PlanChoice};
+use cohort_executor::{ErrorClass, LocalCluster};
 
-use crate::{KeySets, run_files_on};
-
-/// The case folders under `root`, sorted (none when `root` is absent).
-fn cases_under(root: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("segment.json").exists()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
-}
-
-/// The ways of running a segment compared, as in the conformance test.
-const CONFIGURATIONS: [(PlanChoice, JoinStrategy, KeySets); 4] = [
-    (PlanChoice::Single, JoinStrategy::Hash, KeySets::InPlan),
-    (PlanChoice::Single, JoinStrategy::Hash, KeySets::First),
-    (PlanChoice::Phased, JoinStrategy::Hash, KeySets::InPlan),
-    (PlanChoice::Single, JoinStrategy::SortMerge, KeySets::FirstUncut),
-];
+use crate::conformance::CONFIGURATIONS;
+use crate::{case_dirs_under, run_files_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_cases_give_the_same_members_on_a_ballista_cluster_as_embedded() {
@@ -40,7 +24,7 @@ async fn conformance_cases_give_the_same_members_on_a_ballista_cluster_as_embedd
     let mut seen = std::collections::HashSet::new();
     let (mut shared_cases, mut own_cases, mut copies) = (0, 0, 0);
     for (root, count) in [(&shared, &mut shared_cases), (&own, &mut own_cases)] {
-        for dir in cases_under(root) {
+        for dir in case_dirs_under(root) {
             *count += 1;
             if seen.insert(fingerprint(&dir)) {
                 dirs.push(dir);

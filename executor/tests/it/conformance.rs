@@ -5,21 +5,16 @@ use std::path::{Path, PathBuf};
 
 use cohort_executor::{JoinStrategy, PlanChoice};
 
-use crate::{KeySets, run_files, run_files_with};
+use crate::{KeySets, case_dirs_under, run_files, run_files_with};
 
 fn case_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/segments");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("the cases folder is part of the repository")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
+    assert!(root.is_dir(), "the cases folder is part of the repository");
+    case_dirs_under(&root)
 }
 
 /// Every way of running a segment that must give the same members.
-const CONFIGURATIONS: [(PlanChoice, JoinStrategy, KeySets); 4] = [
+pub(crate) const CONFIGURATIONS: [(PlanChoice, JoinStrategy, KeySets); 4] = [
     (PlanChoice::Single, JoinStrategy::Hash, KeySets::InPlan),
     (PlanChoice::Single, JoinStrategy::Hash, KeySets::First),
     (PlanChoice::Phased, JoinStrategy::Hash, KeySets::InPlan),

@@ -74,6 +74,16 @@ pub async fn run_files_on(
     cohort_executor::run_segment(&catalog, &segment, &options).await
 }
 
+/// The case folders (each with a `segment.json`) under `root`, sorted; none when `root` is
+/// absent.
+pub fn case_dirs_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("segment.json").exists()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
 /// Writes `columns` as one Parquet file, `part-0.parquet`, in the folder `dir`.
 pub fn write_parquet(dir: &Path, columns: Vec<(&str, datafusion::arrow::array::ArrayRef)>) {
     use datafusion::arrow::array::RecordBatch;
