@@ -282,6 +282,10 @@ mod tests {
             Just(r#""ü": "é""#.to_string()),
             Just(r#""bad": "#.to_string()),
             Just(r#"junk"#.to_string()),
+            // Text from all of Unicode, as a value, as a key and bare.
+            any::<String>().prop_map(|s| format!("\"tenant\": \"{}\"", s.replace(['"', '\\'], ""))),
+            any::<String>().prop_map(|s| format!("\"{}\": \"x\"", s.replace(['"', '\\'], ""))),
+            any::<String>(),
         ]
     }
 

@@ -39,6 +39,17 @@ async fn bad_requests_get_named_4xx_json_errors() {
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).expect("outside");
     std::os::unix::fs::symlink(&outside, root.join("escape")).expect("symlink");
+    // A folder listed as a source whose second file is a link to a file outside the root.
+    let first_individual = std::fs::read_dir(root.join("individual"))
+        .expect("individual")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .expect("a Parquet file of individual");
+    std::fs::create_dir_all(root.join("mirror")).expect("mirror");
+    std::fs::copy(&first_individual, root.join("mirror/part-0.parquet")).expect("copy");
+    std::fs::copy(&first_individual, outside.join("secret.parquet")).expect("copy");
+    std::os::unix::fs::symlink(outside.join("secret.parquet"), root.join("mirror/part-1.parquet")).expect("symlink");
     let data_dir = dir.path().join("serve");
     let server = Server::start(&data_dir, &format!("sqlite://{}", data_dir.join("cohort.db").display()), 1);
     let admin = Api::new(&server.base, ADMIN);
@@ -91,6 +102,9 @@ async fn bad_requests_get_named_4xx_json_errors() {
             serde_json::to_vec(&json!({"definition": {"root": "individual", "filter": {"field": "country", "op": "in", "value": huge_in}}})).expect("json"),
             422, "invalid_segment", "filter"),
         ("invalid segment: 10,000 nested not", M::PUT, "/v1/tenants/acme/segments/s1".into(), j, deep_text, 400, "malformed_json", "recursion"),
+        ("invalid segment: a duration ending in a multi-byte character", M::PUT, "/v1/tenants/acme/segments/s1".into(), j,
+            serde_json::to_vec(&json!({"definition": {"root": "individual", "filter": {"field": "signup_at", "op": "within_last", "value": "30é"}}})).expect("json"),
+            422, "invalid_segment", "not a duration"),
         ("segment name differs", M::PUT, "/v1/tenants/acme/segments/s1".into(), j,
             serde_json::to_vec(&json!({"definition": {"name": "s2", "root": "individual", "filter": {"field": "country", "op": "eq", "value": "US"}}})).expect("json"),
             422, "invalid_segment", "name"),
@@ -100,6 +114,8 @@ async fn bad_requests_get_named_4xx_json_errors() {
         ("model: .. in a path", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("../outside/x.parquet")).expect("json"), 422, "invalid_model", "objects[0].source.path"),
         ("model: absolute path", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("/etc/passwd")).expect("json"), 422, "invalid_model", "objects[0].source.path"),
         ("model: link out of the root", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("escape/")).expect("json"), 422, "invalid_model", "link"),
+        ("model: a link inside a listed folder", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("mirror/")).expect("json"), 422, "invalid_model", "mirror/part-1.parquet"),
+        ("model: a link matched by a glob", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("mirror/*.parquet")).expect("json"), 422, "invalid_model", "mirror/part-1.parquet"),
         ("model: a URL", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("s3://bucket/x")).expect("json"), 422, "invalid_model", "objects[0].source.path"),
         ("model: not an object", M::PUT, "/v1/tenants/acme/model".into(), j, b"[1, 2]".to_vec(), 422, "invalid_model", "object"),
         ("model: missing source", M::PUT, "/v1/tenants/acme/model".into(), j, serde_json::to_vec(&with_path("nothing-here/")).expect("json"), 422, "", "nothing-here"),

@@ -5,6 +5,7 @@
 mod scheduler;
 mod schedules;
 mod simulation;
+mod unicode;
 
 use cohort_control::jobs::JobStatus;
 use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};

@@ -145,6 +145,10 @@ async fn bad_segments_are_rejected_with_their_place() {
         (seg(json!({"field": "date_per", "op": "eq", "value": "2026-13-01"})), "filter.value"),
         (seg(json!({"field": "date_per", "op": "eq", "value": "2026-1-01"})), "filter.value"),
         (seg(json!({"field": "date_per", "op": "within_last", "value": "30x"})), "not a duration"),
+        (seg(json!({"field": "date_per", "op": "within_last", "value": "30é"})), "not a duration"),
+        (seg(json!({"field": "date_per", "op": "older_than", "value": "é"})), "not a duration"),
+        (seg(json!({"field": "date_per", "op": "within_last", "value": "٣٠d"})), "not a duration"),
+        (seg(json!({"field": "date_per", "op": "within_last", "value": "30d\u{301}"})), "not a duration"),
         (seg(json!({"field": "date_per", "op": "within_last", "value": "99999999999999999d"})), "filter.value"),
         (seg(json!({"field": "cat_per", "op": "within_last", "value": "30d"})), "applies to date and timestamp fields"),
         (seg(json!({"field": "date_per", "op": "contains", "value": "x"})), "applies to string fields"),
@@ -197,21 +201,27 @@ async fn arbitrary_documents_never_panic() {
     let valid_segment = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/segments/case-05/segment.json")).expect("case-05");
     let valid_model = base_model().to_string();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let alphabet = b"{}[]\":,0123456789.-eE truefalsnlrelatedviaopvaluefieldandornot\\";
+    // JSON's punctuation and the language's words, and characters from all of Unicode.
+    let alphabet: Vec<char> = "{}[]\":,0123456789.-eE truefalsnlrelatedviaopvaluefieldandornot\\é\u{301}٣ｄ😀\u{200b}\0".chars().collect();
     for _ in 0..3_000 {
         for base in [&valid_segment, &valid_model] {
-            let mut bytes = base.as_bytes().to_vec();
+            let mut chars: Vec<char> = base.chars().collect();
             for _ in 0..rng.random_range(1..6) {
-                let i = rng.random_range(0..bytes.len());
+                let i = rng.random_range(0..chars.len());
+                let c = if rng.random_bool(0.2) {
+                    char::from_u32(rng.random_range(0..=0x10FFFF)).unwrap_or('\u{fffd}')
+                } else {
+                    alphabet[rng.random_range(0..alphabet.len())]
+                };
                 match rng.random_range(0..3) {
-                    0 => bytes[i] = alphabet[rng.random_range(0..alphabet.len())],
+                    0 => chars[i] = c,
                     1 => {
-                        bytes.remove(i);
+                        chars.remove(i);
                     }
-                    _ => bytes.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
+                    _ => chars.insert(i, c),
                 }
             }
-            let text = String::from_utf8_lossy(&bytes);
+            let text: String = chars.into_iter().collect();
             let _ = Segment::from_json(&text, &catalog);
             if let Ok(model) = Model::from_json(&text, &case_dir()) {
                 let _ = Catalog::load(model, &Default::default()).await;
