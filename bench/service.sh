@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Service benchmark: JOBS small segment jobs pushed through a running `cohort serve`, first on
-# SQLite, then on PostgreSQL, then on SQLite with every job at its own as-of (none shares an
-# execution), same machine, same run. Prints jobs per second end to end
-# (first submission to last job final) and submission latency p50/p99, and writes the table
-# to $RESULTS/service.md (RESULTS: default bench/results) and the numbers to $RESULTS/service.json.
+# Service benchmark: JOBS small segment jobs pushed through a running `cohort serve`. The
+# headline is the case users have: every job at its own as-of, so every job executes, on SQLite
+# and on PostgreSQL. Then the same with every job at one as-of, where jobs queued together share
+# one execution (the executions that ran are counted). Same machine, same run. Prints jobs per
+# second end to end (first submission to last job final) and submission latency p50/p99, and
+# writes the table to $RESULTS/service.md (RESULTS: default bench/results) and the numbers to
+# $RESULTS/service.json.
 #
 #     bench/service.sh                     # 10,000 jobs over 4 small retail tenants
 #     JOBS=2000 bench/service.sh           # a quick check
@@ -26,7 +28,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 # The load generator's build (another workspace) goes to the same directory.
 export CARGO_TARGET_DIR="$TARGET_DIR"
-COHORT="$TARGET_DIR/release/cohort"
+# COHORT names a server binary to measure instead of building the release one (the results say which).
+BUILT_COHORT="${COHORT:-}"
+COHORT="${COHORT:-$TARGET_DIR/release/cohort}"
 BENCH="$TARGET_DIR/release/service_bench"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-service-bench.XXXXXX")"
 SERVER_PID=""
@@ -41,7 +45,9 @@ mkdir -p "$RESULTS"
 say "building the release binary and the load generator"
 # The load generator is a crate of its own (bench/loadgen): the server measured is the
 # `cargo build --release --bin cohort` one, and the generator's build rebuilds nothing of it.
-cargo build --release --bin cohort
+if [ -z "$BUILT_COHORT" ]; then
+    cargo build --release --bin cohort
+fi
 cargo build --release --manifest-path bench/loadgen/Cargo.toml
 
 say "generating $TENANTS tenants of $SCALE individuals"
@@ -73,35 +79,43 @@ run_one() {
     SERVER_PID=""
 }
 
-run_one sqlite "sqlite://$WORK/serve-sqlite/cohort.db"
+# The headline: each job at its own as-of, nothing to share, every job runs.
+run_one sqlite "sqlite://$WORK/serve-sqlite/cohort.db" --as-of distinct
 if [ -n "$DATABASE_URL" ]; then
     DB="cohort_bench_$$"
     psql "$DATABASE_URL" -qc "CREATE DATABASE $DB" >/dev/null
-    run_one postgres "${DATABASE_URL%/*}/$DB"
+    run_one postgres "${DATABASE_URL%/*}/$DB" --as-of distinct
     psql "$DATABASE_URL" -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null || true
 fi
-# The same jobs, each at its own as-of: nothing to share, every job runs.
-run_one sqlite-each-runs "sqlite://$WORK/serve-sqlite-each-runs/cohort.db" --as-of distinct
+# Its peer: every job at one as-of, so jobs queued together share one execution.
+run_one sqlite-shared "sqlite://$WORK/serve-sqlite-shared/cohort.db"
+if [ -n "$DATABASE_URL" ]; then
+    DB="cohort_bench_shared_$$"
+    psql "$DATABASE_URL" -qc "CREATE DATABASE $DB" >/dev/null
+    run_one postgres-shared "${DATABASE_URL%/*}/$DB"
+    psql "$DATABASE_URL" -qc "DROP DATABASE $DB WITH (FORCE)" >/dev/null || true
+fi
 
 {
     echo "# Service benchmark: jobs through \`cohort serve\`"
     echo
     echo "- run: $(date -u +%Y-%m-%dT%H:%M:%SZ), \`bench/service.sh\`, JOBS=$JOBS, TENANTS=$TENANTS (retail, $SCALE individuals each), WORKERS=$WORKERS, CONCURRENCY=$CONCURRENCY"
-    echo "- machine: $(uname -m), $(nproc) cores; load generator on the same machine"
+    echo "- machine: $(uname -m), $(nproc) cores; load generator on the same machine; server: ${BUILT_COHORT:-the release build}"
     echo "- end to end: first submission to the last job final (the service's own counts); latency: each POST .../runs"
-    echo "- sqlite and postgres: every job asks for its tenant's segment as of one instant, so jobs queued together share one execution (they ride on it); sqlite-each-runs: each job asks for its own instant, so every job runs"
+    echo "- sqlite and postgres (the headline): each job asks for its own instant, so every job executes; sqlite-shared and postgres-shared: every job asks for its tenant's segment as of one instant, so jobs queued together share one execution (they ride on it)"
+    echo "- executions: attempts that ran the executor (the service's own count, cohort_job_duration_seconds_count)"
     echo
-    echo "| store | jobs | tenants | seconds | jobs/s | submit p50 ms | submit p99 ms | submitting s | succeeded | failed |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| store | jobs | tenants | seconds | jobs/s | submit p50 ms | submit p99 ms | submitting s | succeeded | failed | executions |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do echo "$row"; done
     echo
-    echo "Target: at least 1,000 jobs/s end to end on this 2-core machine."
+    echo "Target: at least 500 jobs/s end to end on this 2-core machine, judged on the headline rows (every job executes)."
 } | tee "$RESULTS/service.md"
 
 # The rows again, as JSON for bench/run-all.
 printf '%s\n' "${ROWS[@]}" | python3 -c '
 import json, sys
-keys = ["store", "jobs", "tenants", "seconds", "jobs_per_second", "submit_p50_ms", "submit_p99_ms", "submitting_seconds", "succeeded", "failed"]
+keys = ["store", "jobs", "tenants", "seconds", "jobs_per_second", "submit_p50_ms", "submit_p99_ms", "submitting_seconds", "succeeded", "failed", "executions"]
 rows = {}
 for line in sys.stdin:
     cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -68,15 +68,17 @@ def rows_for(name, r, cmd):
                     f"load {ms(w['load_ms'])}, compile {ms(w['compile_ms'])}; wall {num(w['wall_s'])} s", "—", "—", "—", "—"))
     elif name == "service":
         stores = r["stores"]
-        target = 1000
-        for store, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        target = 500
+        # The headline rows: every job at its own as-of, so every job executes. The target is
+        # judged on them; the shared-execution rows beside them are labelled as such.
+        for store, label, peer in (("sqlite", "SQLite", "postgres"), ("postgres", "PostgreSQL", "sqlite")):
             s = stores.get(store)
             if not s:
                 continue
-            other = stores.get("postgres" if store == "sqlite" else "sqlite")
+            other = stores.get(peer)
             other_label = "PostgreSQL" if store == "sqlite" else "SQLite"
             ok = s["failed"] == 0 and s["succeeded"] == s["jobs"]
-            out.append((f"Service on {label}: {int(s['jobs']):,} jobs end to end, {int(r['concurrency'])} in flight, {int(r['workers'])} workers",
+            out.append((f"Service on {label}: {int(s['jobs']):,} jobs end to end, every job executes, {int(r['concurrency'])} in flight, {int(r['workers'])} workers",
                         f"{num(s['jobs_per_second'])} jobs/s",
                         f"{other_label}: {num(other['jobs_per_second'])} jobs/s" if other else "—",
                         ratio(s["jobs_per_second"], other["jobs_per_second"]) if other else "—",
@@ -88,15 +90,17 @@ def rows_for(name, r, cmd):
                         f"{other_label}: {num(other['submit_p50_ms'])} / {num(other['submit_p99_ms'])} ms" if other else "—",
                         f"{ratio(s['submit_p50_ms'], other['submit_p50_ms'])} / {ratio(s['submit_p99_ms'], other['submit_p99_ms'])}" if other else "—",
                         "—", "—"))
-        each = stores.get("sqlite-each-runs")
-        shared = stores.get("sqlite")
-        if each:
-            # The rows above ask for one instant per segment, so queued jobs share executions;
-            # here every job runs: what the executor pool itself sustains.
-            out.append((f"Service on SQLite, every job at its own as-of (each runs): {int(each['jobs']):,} jobs end to end",
-                        f"{num(each['jobs_per_second'])} jobs/s",
-                        f"SQLite, one as-of (shared executions): {num(shared['jobs_per_second'])} jobs/s" if shared else "—",
-                        ratio(each["jobs_per_second"], shared["jobs_per_second"]) if shared else "—",
+        for store, label in (("sqlite-shared", "SQLite"), ("postgres-shared", "PostgreSQL")):
+            shared = stores.get(store)
+            each = stores.get(store.removesuffix("-shared"))
+            if not shared:
+                continue
+            executions = shared.get("executions")
+            out.append((f"Service on {label}, every job at one as-of (queued jobs share executions"
+                        + (f": {int(executions):,} executions for {int(shared['jobs']):,} jobs" if executions is not None else "") + ")",
+                        f"{num(shared['jobs_per_second'])} jobs/s",
+                        f"{label}, every job executes: {num(each['jobs_per_second'])} jobs/s" if each else "—",
+                        ratio(shared["jobs_per_second"], each["jobs_per_second"]) if each else "—",
                         "—", "—"))
     elif name == "ballista":
         out.append((f"Ballista: {r['segment']} at scale {r['scale']:,}, embedded vs a local cluster (1 scheduler, 2 executors)",

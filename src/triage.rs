@@ -74,7 +74,7 @@ pub async fn run(args: TriageArgs) -> anyhow::Result<()> {
             let read = clock.elapsed();
             let reporting = Instant::now();
             let alert_window = 600_000;
-            let r = report(&failures, since / 1000, until / 1000, config.triage_history, &[], alert_window);
+            let r = report(&failures, since / 1000, until / 1000, config.triage_history, &[], alert_window, None);
             if args.stats {
                 eprintln!(
                     "{} failure records read in {:.3} s; report made in {:.3} s",

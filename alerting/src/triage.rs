@@ -367,6 +367,10 @@ pub struct SignatureReport {
     pub max_grant_bytes: Option<u64>,
     /// The alerts its final failures fed (ids).
     pub alerts: Vec<String>,
+    /// Some of its final failures finished after the instant the alert evaluator is known to
+    /// have taken in (`Report::alerts_evaluated_until`): alerts they feed may still be raised.
+    #[serde(default)]
+    pub alerts_pending: bool,
 }
 
 /// A triage report over `[from, to)`.
@@ -380,13 +384,27 @@ pub struct Report {
     pub failures: usize,
     /// Signatures, new first, then by count.
     pub signatures: Vec<SignatureReport>,
+    /// Failures that finished up to this instant (milliseconds) have been through the alert
+    /// evaluator; later ones may still raise alerts. `None`: not known (a report from files).
+    #[serde(default)]
+    pub alerts_evaluated_until: Option<i64>,
 }
 
 /// The report for the failures in `[from, to)`; `history` windows of the same length before
 /// it decide what is new (a signature seen in none of them) and the trend (the window just
 /// before). A final failure fed an alert of its tenant, region or everything if it happened
-/// while the alert fired or within `alert_window` (milliseconds) before it started.
-pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[FiredAlert], alert_window: i64) -> Report {
+/// while the alert fired or within `alert_window` (milliseconds) before it started. Final
+/// failures after `evaluated_until` (when known) may not have reached the alert evaluator yet:
+/// their signatures say `alerts_pending`.
+pub fn report(
+    failures: &[Failure],
+    from: i64,
+    to: i64,
+    history: u32,
+    alerts: &[FiredAlert],
+    alert_window: i64,
+    evaluated_until: Option<i64>,
+) -> Report {
     let len = (to - from).max(1);
     let earliest = from - len * i64::from(history);
     // Signatures are computed once per distinct (class, message).
@@ -463,12 +481,13 @@ pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[
                 data_quality,
                 max_grant_bytes: fs.iter().filter_map(|f| f.grant).max(),
                 alerts: fed,
+                alerts_pending: evaluated_until.is_some_and(|until| fs.iter().any(|f| f.job_failed && f.at > until)),
                 signature: sig,
             }
         })
         .collect();
     out.sort_by(|a, b| b.new.cmp(&a.new).then(b.count.cmp(&a.count)).then_with(|| a.signature.cmp(&b.signature)));
-    Report { from, to, failures: out.iter().map(|s| s.count).sum(), signatures: out }
+    Report { from, to, failures: out.iter().map(|s| s.count).sum(), signatures: out, alerts_evaluated_until: evaluated_until }
 }
 
 /// The report as Markdown.
@@ -504,6 +523,9 @@ pub fn markdown(r: &Report) -> String {
         }
         if !s.alerts.is_empty() {
             let _ = writeln!(out, "- alerts fed: {}", s.alerts.join(", "));
+        }
+        if s.alerts_pending {
+            let _ = writeln!(out, "- alerts: its latest failures are still being evaluated; alerts they feed may follow");
         }
     }
     out

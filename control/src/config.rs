@@ -112,8 +112,11 @@ pub struct Config {
     /// One delivery attempt's time limit (`COHORT_WEBHOOK_TIMEOUT_SECONDS`).
     pub webhook_timeout_seconds: f64,
     /// This service's URL as people reach it, for links in notifications
-    /// (`COHORT_EXTERNAL_URL`); default: the listening address.
+    /// (`COHORT_EXTERNAL_URL`); default: the listening address. When it is https, the
+    /// dashboard's session cookie is `Secure`.
     pub external_url: Option<String>,
+    /// How long a dashboard sign-in lasts (`COHORT_UI_SESSION_SECONDS`; 12 hours).
+    pub ui_session_seconds: f64,
     /// Per-tenant metric series for this many of the busiest tenants; the rest are summed
     /// as `tenant="other"` of their region (`COHORT_METRICS_TOP_TENANTS`).
     pub metrics_top_tenants: usize,
@@ -192,6 +195,7 @@ impl Default for Config {
             webhook_give_up_seconds: 24.0 * 3600.0,
             webhook_timeout_seconds: 10.0,
             external_url: None,
+            ui_session_seconds: 12.0 * 3600.0,
             metrics_top_tenants: 50,
             otlp_endpoint: None,
             otlp_batch_delay_ms: 5000,
@@ -266,6 +270,7 @@ impl Config {
             "COHORT_WEBHOOK_GIVE_UP_SECONDS" => self.webhook_give_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_WEBHOOK_TIMEOUT_SECONDS" => self.webhook_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_EXTERNAL_URL" => self.external_url = Some(value.into()),
+            "COHORT_UI_SESSION_SECONDS" => self.ui_session_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_TRIAGE_SCHEDULE" => self.triage_schedule = value.into(),
             "COHORT_TRIAGE_WINDOW_SECONDS" => self.triage_window_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_TRIAGE_HISTORY" => self.triage_history = value.parse().map_err(|_| bad("expected a number of windows"))?,
@@ -305,6 +310,7 @@ impl Config {
             ("webhook_retry_max_seconds", self.webhook_retry_max_seconds),
             ("webhook_give_up_seconds", self.webhook_give_up_seconds),
             ("webhook_timeout_seconds", self.webhook_timeout_seconds),
+            ("ui_session_seconds", self.ui_session_seconds),
         ] {
             if !(0.0..1e9).contains(&seconds) {
                 return Err(Error::Config(format!("{name} must be a number of seconds, 0 or more")));
@@ -353,6 +359,9 @@ impl Config {
             window: std::time::Duration::from_secs_f64(self.triage_window_seconds),
             history: self.triage_history,
             alert_window_ms: i64::try_from(alert_window_ms).unwrap_or(i64::MAX),
+            // The evaluator closes an instant `settle` after it; on PostgreSQL it reads the
+            // store's finished jobs every 250 ms and takes them 500 ms later still.
+            alert_lag_ms: i64::try_from(self.alert_settle_ms).unwrap_or(i64::MAX).saturating_add(1_000),
             external_url: self.alert_settings(listening).external_url,
         })
     }

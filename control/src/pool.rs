@@ -1401,8 +1401,7 @@ async fn prepare(store: &Store, catalogs: &Catalogs, tenant_id: &str, segment_id
 /// [`prepare`] from rows already read.
 async fn prepare_rows(catalogs: &Catalogs, tenant: &Tenant, model_row: &ModelRow, segment_row: &SegmentRow) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
     let root = Path::new(&tenant.data_root);
-    let model = Model::from_json(&model_row.definition, root).map_err(ExecError::Executor)?;
-    model.confined_to(root).map_err(ExecError::Executor)?;
+    let model = Model::from_json(&model_row.definition, root).and_then(|m| m.confined_to(root)).map_err(ExecError::Executor)?;
     let catalog = catalogs.get(&tenant.id, model_row.version, model).await?;
     let segment = Segment::from_json(&segment_row.definition, &catalog).map_err(ExecError::Executor)?;
     Ok((catalog, segment))

@@ -72,7 +72,11 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
     let admin = admin_token(&config)?;
-    let store = Store::connect(&config.database_url(), config.db_connections).await?;
+    // Tokens found are remembered for a lease period at most: a revocation by another
+    // process reaches this one within it.
+    let store = Store::connect(&config.database_url(), config.db_connections)
+        .await?
+        .with_token_ttl(Duration::from_secs_f64(config.lease_seconds.max(0.3)));
     let instance = config.instance.clone().unwrap_or_else(|| crate::new_id("cohort-"));
     let requeued = match store.backend() {
         // One process per SQLite store: whatever was running, that process stopped.
@@ -139,6 +143,10 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         estimates: Arc::clone(&estimates),
         alerting: Arc::clone(&alerting),
         triage,
+        sessions: crate::api::SessionSettings {
+            lifetime: Duration::from_secs_f64(config.ui_session_seconds),
+            secure: config.external_url.as_deref().is_some_and(|u| u.to_ascii_lowercase().starts_with("https://")),
+        },
     };
     let catch_up = (config.catch_up_seconds * 1e6) as i64;
     // Runs that fell due while the service was down are enqueued (or counted as missed)

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_leases.sql")),
     (9, include_str!("../migrations/0009_alert_evaluator.sql")),
     (10, include_str!("../migrations/0010_backend.sql")),
+    (12, include_str!("../migrations/0012_ui_sessions.sql")),
 ];
 
 /// Which database the store is on.
@@ -46,15 +47,22 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Token hashes already found, with their tenant. Tokens are never revoked or moved, so
-    /// a hash once found stays right (one not found is looked up again).
-    tokens: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// Token hashes already found, with their tenant and when they were read. A revocation
+    /// here forgets its hash at once; one made by another process is seen once the entry is
+    /// older than `token_ttl` (a hash not found is looked up again).
+    tokens: Arc<std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>>,
+    /// How long a token found stays remembered (the lease period: revocations reach every
+    /// replica within it).
+    token_ttl: Duration,
     /// Submitted jobs waiting for their group commit: concurrent submissions share one
     /// transaction.
     inserts: Arc<std::sync::Mutex<InsertQueue>>,
     /// Tenants' models as read recently, for [`Store::recent_model`].
     models: Arc<std::sync::Mutex<HashMap<String, (std::time::Instant, Arc<ModelRow>)>>>,
 }
+
+/// How long a token found is remembered unless [`Store::with_token_ttl`] says otherwise.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30);
 
 /// How long a model read for sizing is reused (another replica's change shows after this).
 const MODEL_MAX_AGE: Duration = Duration::from_secs(2);
@@ -74,6 +82,25 @@ const INSERTS_PER_COMMIT: usize = 256;
 
 /// Token hashes remembered, at most (then the memory starts over).
 const TOKENS_KEPT: usize = 100_000;
+
+/// A token's id: this prefix and the first hex digits of its hash (it names the token in
+/// listings and revocations; the token itself is never shown again).
+const TOKEN_ID_PREFIX: &str = "tok_";
+const TOKEN_ID_HEX: usize = 16;
+
+/// The id of the token whose stored hash is `hash`.
+pub fn token_id(hash: &str) -> String {
+    format!("{TOKEN_ID_PREFIX}{}", hash.get(..TOKEN_ID_HEX).unwrap_or(hash))
+}
+
+/// A tenant's token as listed.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Its id (`tok_` and the first hex digits of its hash).
+    pub id: String,
+    /// When it was made (microseconds).
+    pub created_at: i64,
+}
 
 /// A tenant as stored.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -438,7 +465,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| Error::Config(format!("cannot open the store at {}: {e}", redact(&url))))?;
-        let store = Store { pool, backend, tokens: Arc::default(), inserts: Arc::default(), models: Arc::default() };
+        let store = Store { pool, backend, tokens: Arc::default(), token_ttl: DEFAULT_TOKEN_TTL, inserts: Arc::default(), models: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -539,6 +566,45 @@ impl Store {
         Ok(())
     }
 
+    /// The store, remembering tokens found for `ttl` at most (a token revoked by another
+    /// process is refused here after that).
+    pub fn with_token_ttl(mut self, ttl: Duration) -> Store {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// A tenant's tokens (by id, never the token), oldest first.
+    pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query("SELECT hash, created_at FROM tokens WHERE tenant_id = $1 ORDER BY created_at, hash")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(TokenRow { id: token_id(&r.try_get::<String, _>(0)?), created_at: r.try_get(1)? }))
+            .collect()
+    }
+
+    /// Revokes a tenant's token by its id; `false` if the tenant has no such token. This
+    /// process refuses it from now on.
+    pub async fn revoke_token(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let Some(prefix) = id.strip_prefix(TOKEN_ID_PREFIX).filter(|p| p.len() == TOKEN_ID_HEX && p.bytes().all(|b| b.is_ascii_hexdigit())) else {
+            return Ok(false);
+        };
+        let prefix = prefix.to_ascii_lowercase();
+        let rows = sqlx::query("SELECT hash FROM tokens WHERE tenant_id = $1").bind(tenant_id).fetch_all(&self.pool).await?;
+        let mut revoked = false;
+        for r in rows {
+            let hash: String = r.try_get(0)?;
+            if !hash.starts_with(&prefix) {
+                continue;
+            }
+            let deleted = sqlx::query("DELETE FROM tokens WHERE hash = $1 AND tenant_id = $2").bind(&hash).bind(tenant_id).execute(&self.pool).await?;
+            self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&hash);
+            revoked |= deleted.rows_affected() > 0;
+        }
+        Ok(revoked)
+    }
+
     /// Adds a token to a tenant.
     pub async fn add_token(&self, tenant_id: &str, token_hash: &str) -> Result<()> {
         sqlx::query("INSERT INTO tokens (hash, tenant_id, created_at) VALUES ($1, $2, $3)")
@@ -552,8 +618,10 @@ impl Store {
 
     /// The tenant a token hash belongs to.
     pub async fn tenant_for_token(&self, token_hash: &str) -> Result<Option<String>> {
-        if let Some(tenant) = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token_hash) {
-            return Ok(Some(tenant.clone()));
+        if let Some((tenant, read)) = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token_hash) {
+            if read.elapsed() < self.token_ttl {
+                return Ok(Some(tenant.clone()));
+            }
         }
         let row = sqlx::query("SELECT tenant_id FROM tokens WHERE hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
         let tenant = row.map(|r| r.try_get::<String, _>(0)).transpose()?;
@@ -562,9 +630,42 @@ impl Store {
             if tokens.len() >= TOKENS_KEPT {
                 tokens.clear();
             }
-            tokens.insert(token_hash.to_string(), t.clone());
+            tokens.insert(token_hash.to_string(), (t.clone(), std::time::Instant::now()));
+        } else {
+            self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(token_hash);
         }
         Ok(tenant)
+    }
+
+    // ---- dashboard sessions
+
+    /// Records a dashboard session by the hash of its id, until `expires_at`; sessions
+    /// already over are deleted.
+    pub async fn create_session(&self, hash: &str, expires_at: i64) -> Result<()> {
+        let now = now_micros();
+        sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO ui_sessions (hash, created_at, expires_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a session (by the hash of its id) exists and has not ended.
+    pub async fn session_live(&self, hash: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT expires_at FROM ui_sessions WHERE hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>(0)? > now_micros(),
+            None => false,
+        })
+    }
+
+    /// Ends a session.
+    pub async fn end_session(&self, hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ui_sessions WHERE hash = $1").bind(hash).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// One tenant.

@@ -28,6 +28,10 @@ pub struct TriageSettings {
     /// A final failure fed an alert that started within this long after it (the widest
     /// failure-rule window), milliseconds.
     pub alert_window_ms: i64,
+    /// How long after a job fails the alert evaluator has normally taken it in (its settle
+    /// time plus the store feed's delay), milliseconds: final failures newer than this when a
+    /// report is made are marked as possibly still to raise alerts.
+    pub alert_lag_ms: i64,
     /// This service's URL, for links in notifications.
     pub external_url: String,
 }
@@ -144,7 +148,8 @@ pub async fn make(store: &Store, settings: &TriageSettings, from: i64, to: i64, 
     )?;
     failures.extend(later);
     failures.extend(history);
-    Ok(report(&failures, from / 1000, to / 1000, settings.history, &alerts, settings.alert_window_ms))
+    let evaluated_until = (now_micros() / 1000 - settings.alert_lag_ms).min(to / 1000);
+    Ok(report(&failures, from / 1000, to / 1000, settings.history, &alerts, settings.alert_window_ms, Some(evaluated_until)))
 }
 
 /// A stored report, as the API lists it.

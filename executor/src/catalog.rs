@@ -220,6 +220,27 @@ async fn load_objects(model: &Model, range: std::ops::Range<usize>, ctx: &Sessio
     futures::stream::iter(loads).buffered(LOAD_CONCURRENCY).try_collect().await
 }
 
+/// Refuses a listed file that resolves outside `root` (a symbolic link, or a folder behind
+/// one), naming it as listed (relative to `base_dir`).
+fn confine_files(root: &std::path::Path, base_dir: &std::path::Path, files: &[ObjectMeta], store_url: &ObjectStoreUrl, place: &str) -> Result<()> {
+    if store_url.as_str() != "file:///" {
+        return Err(Error::invalid_model(place, format!("{} is not on the local file system of the tenant's data root", store_url.as_str())));
+    }
+    let local = LocalFileSystem::new();
+    for file in files {
+        let listed = local.path_to_filesystem(&file.location).unwrap_or_else(|_| std::path::PathBuf::from(format!("/{}", file.location)));
+        let inside = listed.canonicalize().is_ok_and(|real| real.starts_with(root));
+        if !inside {
+            let shown = listed.strip_prefix(base_dir).unwrap_or(&listed);
+            return Err(Error::invalid_model(
+                place,
+                format!("{:?} is a link that leads out of the tenant's data root (or cannot be resolved): refused", shown.display().to_string()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves a source path against the model's base directory into a listing URL.
 fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUrl, bool), String> {
     if path.contains("://") {
@@ -264,6 +285,9 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
         )));
     }
     files.sort_by(|a, b| a.location.cmp(&b.location));
+    if let Some(root) = &model.confinement {
+        confine_files(root, &model.base_dir, &files, &store_url, &format!("{place}.source.path"))?;
+    }
     let bytes = files.iter().map(|f| f.size).sum();
 
     let (source_schema, rows) = match def.source.format {

@@ -151,6 +151,9 @@ pub struct Model {
     pub guardrails: Guardrails,
     /// The directory relative source paths are resolved against.
     pub base_dir: PathBuf,
+    /// The data root every file a source lists must stay inside (canonical), once
+    /// [`Model::confined_to`] has checked the paths; `None` for models of the command line.
+    pub confinement: Option<PathBuf>,
     object_index: HashMap<String, usize>,
 }
 
@@ -223,12 +226,14 @@ impl Model {
             Some(g) => parse_guardrails(g)?,
         };
 
-        Ok(Model { objects, relationships, guardrails, base_dir: base_dir.to_path_buf(), object_index })
+        Ok(Model { objects, relationships, guardrails, base_dir: base_dir.to_path_buf(), confinement: None, object_index })
     }
 
     /// Checks that every source stays inside `root` (for models sent by tenants): no absolute
-    /// paths, no URLs, no `..`, and no symbolic link that leads out of it.
-    pub fn confined_to(&self, root: &Path) -> Result<&Self> {
+    /// paths, no URLs, no `..`, and no symbolic link that leads out of it. The model keeps the
+    /// root: [`crate::Catalog::load`] then checks every file a source lists (a link inside a
+    /// listed folder, or matched by a glob, that resolves outside the root is refused).
+    pub fn confined_to(mut self, root: &Path) -> Result<Self> {
         let root = root.canonicalize().map_err(|e| {
             Error::invalid_model("", format!("the data root {} is not usable: {e}", root.display()))
         })?;
@@ -253,6 +258,7 @@ impl Model {
                 }
             }
         }
+        self.confinement = Some(root);
         Ok(self)
     }
 

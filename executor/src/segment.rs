@@ -836,7 +836,8 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 fn duration(value: &Value, place: &str) -> Result<i64> {
     let bad = || Error::invalid_segment(place, format!("{} is not a duration like \"30d\", \"12h\", \"15m\" or \"90s\"", describe(value)));
     let s = value.as_str().ok_or_else(bad)?;
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    // The unit is the last character, however many bytes it takes.
+    let (digits, unit) = s.split_at(s.char_indices().next_back().map_or(0, |(i, _)| i));
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::alerts::{add_receiver, config, failing_tenant, receive, settled};
-use crate::server::{ADMIN, AS_OF, Api, Backend, Server, TestStore, backends, datagen, setup_tenant};
+use crate::server::{ADMIN, AS_OF, Api, Backend, Server, TestStore, datagen, postgres, setup_tenant};
 
 const JOBS: usize = 2000;
 const TENANTS: [&str; 2] = ["r0", "r1"];
@@ -60,13 +60,7 @@ async fn the_evaluator(bases: &[String], alive: &[usize]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_work_and_a_killed_one_loses_nothing() {
-    let Some(url) = backends().into_iter().find_map(|b| match b {
-        Backend::Postgres(url) => Some(url),
-        Backend::Sqlite => None,
-    }) else {
-        println!("skipping the replicas test: it needs PostgreSQL (COHORT_TEST_DATABASE_URL)");
-        return;
-    };
+    let Some(url) = postgres() else { return };
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     for (i, t) in TENANTS.iter().enumerate() {

@@ -25,14 +25,35 @@ impl Backend {
     }
 }
 
+/// Whether the tests run in CI (`CI=true`), where a test that cannot run fails.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// What a test that cannot run here does: under CI it fails, saying why; elsewhere it
+/// prints why it skipped.
+pub fn cannot_run(why: &str) {
+    assert!(!under_ci(), "{why} (with CI=true a test that cannot run fails instead of passing)");
+    println!("SKIPPED: {why}");
+}
+
 /// SQLite always; PostgreSQL when `COHORT_TEST_DATABASE_URL` names a server (CI sets it).
 pub fn backends() -> Vec<Backend> {
     let mut out = vec![Backend::Sqlite];
     match std::env::var("COHORT_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => out.push(Backend::Postgres(url)),
-        _ => println!("skipping PostgreSQL: COHORT_TEST_DATABASE_URL is not set (.ci/run sets it)"),
+        _ => cannot_run("the PostgreSQL half of this test needs COHORT_TEST_DATABASE_URL (.ci/run sets it)"),
     }
     out
+}
+
+/// The PostgreSQL server of `COHORT_TEST_DATABASE_URL`, for tests that need one; `None`
+/// (skipped outside CI, failed under it) without.
+pub fn postgres() -> Option<String> {
+    backends().into_iter().find_map(|b| match b {
+        Backend::Postgres(url) => Some(url),
+        Backend::Sqlite => None,
+    })
 }
 
 /// A fresh store for one test: a SQLite file in `dir`, or a new PostgreSQL database (dropped
@@ -51,7 +72,9 @@ impl TestStore {
                 use sqlx::Connection;
                 sqlx::any::install_default_drivers();
                 let name = format!("cohort_test_{:016x}", rand_u64());
-                let mut conn = sqlx::AnyConnection::connect(url).await.expect("PostgreSQL at COHORT_TEST_DATABASE_URL answers");
+                let mut conn = sqlx::AnyConnection::connect(url)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at COHORT_TEST_DATABASE_URL={url} does not answer: {e}"));
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
                 let _ = conn.close().await;
                 let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("the URL names a database");

@@ -252,6 +252,11 @@ async fn a_two_phase_job_has_one_trace_with_the_documented_span_tree() {
 
 // ---- the built-in dashboard in a browser
 
+/// The program `name` as `PATH` finds it.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
 /// A WebDriver session on a chromedriver of our own.
 struct Browser {
     driver: std::process::Child,
@@ -261,13 +266,15 @@ struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium; None (with the reason printed) where
-    /// either is missing.
+    /// Starts chromedriver and a headless Chromium, found on `PATH`; None (skipped outside
+    /// CI, failed under it) where either is missing.
     async fn start() -> Option<Browser> {
-        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
-        let driver = ["/usr/bin/chromedriver"].into_iter().find(|p| Path::new(p).exists());
+        let chromium = ["chromium", "chromium-browser"].into_iter().find_map(on_path);
+        let driver = on_path("chromedriver");
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
-            eprintln!("SKIPPED: the browser test needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver); .ci/run installs them");
+            crate::server::cannot_run(
+                "the browser test needs Chromium and ChromeDriver on PATH (Debian's chromium and chromium-driver; .ci/run installs them)",
+            );
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
@@ -400,12 +407,13 @@ async fn the_dashboard_shows_jobs_charts_and_alerts_in_a_browser() {
     let firing = tokio::time::timeout(Duration::from_secs(60), hooks.recv()).await.expect("the alert within a minute").expect("hook");
     assert_eq!(firing["status"], "firing", "{firing}");
 
-    // Signed in (the admin cookie), the overview shows jobs, charts and the alert.
+    // Signed in through the form (a session cookie), the overview shows jobs, charts and the alert.
     browser.open(&server.url("/ui/login")).await;
     assert!(browser.source().await.contains("admin token"), "the login form");
-    browser
-        .call(reqwest::Method::POST, "/cookie", Some(json!({"cookie": {"name": "cohort_admin", "value": ADMIN, "path": "/"}})))
-        .await;
+    let input = browser.find("input[name='token']").await;
+    browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), Some(json!({"text": ADMIN}))).await;
+    let button = browser.find("form button[type='submit']").await;
+    browser.call(reqwest::Method::POST, &format!("/element/{button}/click"), Some(json!({}))).await;
     browser.open(&server.url("/")).await;
     let page = browser.source().await;
     assert!(page.contains("<h1>Overview</h1>"), "{page}");

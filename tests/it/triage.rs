@@ -153,6 +153,23 @@ async fn labelled_failures(dir: &Path, database_url: &str) {
         assert_eq!(view["status"], "failed", "{tenant}: every injected cause fails its job: {view:?}");
     }
 
+    // Sixteen tenants failing in ten minutes raise the global failure alert. The report links
+    // failures to alerts in the store, so it is read once the alert is there: its firing
+    // notification has reached the receiver (on PostgreSQL the evaluator takes finished jobs
+    // from the store some time after they end).
+    loop {
+        let hook = tokio::time::timeout(Duration::from_secs(60), webhooks.recv())
+            .await
+            .expect("the global failure alert within a minute")
+            .expect("receiver");
+        let global_firing = hook.body["alerts"]
+            .as_array()
+            .is_some_and(|alerts| alerts.iter().any(|a| a["status"] == "firing" && a["labels"]["scope"] == "global" && a["labels"]["alertname"] != "TriageReport"));
+        if global_firing {
+            break;
+        }
+    }
+
     // The report: every failed attempt of the hour.
     let report = admin.get("/v1/triage?since=1h").await;
     assert_eq!(report.status, 200, "{:?}", report.body);

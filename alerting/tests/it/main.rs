@@ -221,7 +221,7 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
         // Resolved before anything of this window failed: fed by nothing here.
         FiredAlert { id: "al-old".into(), scope: "global".into(), key: "global".into(), started: -hour, resolved: Some(0) },
     ];
-    let r = report(&failures, hour, 2 * hour, 1, &alerts, 600_000);
+    let r = report(&failures, hour, 2 * hour, 1, &alerts, 600_000, None);
     assert_eq!(r.failures, 4);
     assert_eq!(r.signatures.len(), 2);
     let new = &r.signatures[0];
@@ -236,6 +236,15 @@ fn a_report_puts_new_signatures_first_with_their_reach() {
     assert_eq!(new.alerts, Vec::<String>::new(), "c1 is in region r-c: no alert of its own");
     let md = cohort_alerting::triage::markdown(&r);
     assert!(md.contains("## NEW source_unavailable"), "{md}");
+    assert!(r.signatures.iter().all(|s| !s.alerts_pending), "nothing said of the evaluator: nothing pending");
+
+    // Made while the evaluator has taken in failures up to hour + 35 only: c1's final failure
+    // (hour + 40) may still raise alerts; a2's (hour + 30) has been evaluated.
+    let r = report(&failures, hour, 2 * hour, 1, &alerts, 600_000, Some(hour + 35));
+    assert_eq!(r.alerts_evaluated_until, Some(hour + 35));
+    assert!(r.signatures[0].alerts_pending, "{:?}", r.signatures[0]);
+    assert!(!r.signatures[1].alerts_pending, "{:?}", r.signatures[1]);
+    assert!(cohort_alerting::triage::markdown(&r).contains("still being evaluated"));
 }
 
 /// The same out-of-memory error over data with duplicate keys is a data-quality signature,
@@ -264,7 +273,7 @@ fn data_findings_make_a_signature_of_their_own() {
         oom("HashJoinInput[1]", vec![dup.clone()]),
         oom("ExternalSorter[0]", vec![dup]),
     ];
-    let r = report(&failures, 0, 100, 1, &[], 600_000);
+    let r = report(&failures, 0, 100, 1, &[], 600_000, None);
     assert_eq!(r.signatures.len(), 2, "{:#?}", r.signatures);
     let by = |c: Category| r.signatures.iter().find(|s| s.category == c).unwrap_or_else(|| panic!("no {c:?}"));
     let data = by(Category::DataQuality);

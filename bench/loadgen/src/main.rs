@@ -65,7 +65,9 @@ async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, to
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
-async fn succeeded_and_failed(client: &reqwest::Client, base: &str) -> Result<(u64, u64), String> {
+/// Jobs succeeded, failed (or cancelled), and attempts that executed (a job that rode on
+/// another's execution runs none), from the service's own counts.
+async fn succeeded_and_failed(client: &reqwest::Client, base: &str) -> Result<(u64, u64, u64), String> {
     // A failing /metrics must end the benchmark, not keep it waiting for counts forever.
     let response = client.get(format!("{base}/metrics")).send().await.and_then(reqwest::Response::error_for_status);
     let text = response.map_err(|e| format!("/metrics: {e}"))?.text().await.map_err(|e| e.to_string())?;
@@ -73,7 +75,13 @@ async fn succeeded_and_failed(client: &reqwest::Client, base: &str) -> Result<(u
         let prefix = format!("cohort_jobs{{status=\"{status}\"}} ");
         text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
-    Ok((count("succeeded"), count("failed") + count("cancelled")))
+    // Every executed attempt is observed once in the duration histogram, per tenant series.
+    let executed: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("cohort_job_duration_seconds_count"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+        .sum();
+    Ok((count("succeeded"), count("failed") + count("cancelled"), executed as u64))
 }
 
 /// The instant job `i` asks for: one for all, or its own (2026-11-01 plus `i` seconds).
@@ -122,7 +130,7 @@ async fn main() -> Result<(), String> {
     if targets.is_empty() {
         return Err(format!("no tenant folders (with model.json) in {}", a.data.display()));
     }
-    let (done_before, failed_before) = succeeded_and_failed(&client, &a.base).await?;
+    let (done_before, failed_before, executed_before) = succeeded_and_failed(&client, &a.base).await?;
 
     let started = Instant::now();
     let targets = &targets;
@@ -150,17 +158,17 @@ async fn main() -> Result<(), String> {
     }
     ok.sort();
     // Wait until every job is final, reading the service's own counts.
-    let (succeeded, failed) = loop {
-        let (done, failed) = succeeded_and_failed(&client, &a.base).await?;
+    let (succeeded, failed, executed) = loop {
+        let (done, failed, executed) = succeeded_and_failed(&client, &a.base).await?;
         let (done, failed) = (done - done_before, failed - failed_before);
         if done + failed >= a.jobs as u64 {
-            break (done, failed);
+            break (done, failed, executed - executed_before);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let total = started.elapsed();
     println!(
-        "| {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
+        "| {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
         a.label,
         a.jobs,
         targets.len(),
@@ -170,7 +178,8 @@ async fn main() -> Result<(), String> {
         percentile(&ok, 0.99).as_secs_f64() * 1e3,
         submitted_in.as_secs_f64(),
         succeeded,
-        failed
+        failed,
+        executed
     );
     Ok(())
 }

@@ -58,6 +58,17 @@ pub struct AppState {
     pub alerting: Arc<crate::alerts::Alerting>,
     /// How triage reports are made.
     pub triage: Arc<crate::triage::TriageSettings>,
+    /// The dashboard's sign-ins.
+    pub sessions: SessionSettings,
+}
+
+/// How the built-in dashboard's sign-ins work.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// How long a sign-in lasts.
+    pub lifetime: std::time::Duration,
+    /// Whether the cookie is `Secure` (the service's external URL is https).
+    pub secure: bool,
 }
 
 /// The router: the API, health, metrics, the OpenAPI document and the dashboard.
@@ -65,7 +76,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     let v1 = Router::new()
         .route("/tenants", post(create_tenant).get(list_tenants))
         .route("/tenants/{tenant}", get(get_tenant))
-        .route("/tenants/{tenant}/tokens", post(create_token))
+        .route("/tenants/{tenant}/tokens", post(create_token).get(list_tokens))
+        .route("/tenants/{tenant}/tokens/{token}", axum::routing::delete(revoke_token))
         .route("/tenants/{tenant}/model", get(get_model).put(put_model))
         .route("/tenants/{tenant}/segments", get(list_segments))
         .route("/tenants/{tenant}/segments/{segment}", get(get_segment).put(put_segment).delete(delete_segment))
@@ -265,6 +277,24 @@ pub struct TenantCreated {
 pub struct TokenCreated {
     /// The token. Only its hash is stored: keep it.
     pub token: String,
+    /// Its id, which lists and revokes it.
+    pub id: String,
+}
+
+/// A tenant's token as listed (never the token itself).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenView {
+    /// Its id (`tok_` and the first hex digits of its hash): `DELETE …/tokens/{id}` revokes it.
+    pub id: String,
+    /// When it was made.
+    pub created_at: String,
+}
+
+/// A tenant's tokens.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// Oldest first.
+    pub items: Vec<TokenView>,
 }
 
 /// A page of tenants.
@@ -735,8 +765,33 @@ async fn get_tenant(State(s): State<AppState>, caller: Caller, ApiPath(tenant): 
 async fn create_token(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Response, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     let token = new_token("ct_");
-    s.store.add_token(&tenant.id, &stored_token(&token)).await?;
-    Ok((StatusCode::CREATED, Json(TokenCreated { token })).into_response())
+    let hash = stored_token(&token);
+    s.store.add_token(&tenant.id, &hash).await?;
+    Ok((StatusCode::CREATED, Json(TokenCreated { token, id: crate::store::token_id(&hash) })).into_response())
+}
+
+/// A tenant's tokens, by id (the tokens themselves are never shown again).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "tenants", params(("tenant" = String, Path)),
+    responses((status = 200, body = TokenList), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_tokens(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>) -> Result<Json<TokenList>, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    let items = s.store.tokens(&tenant.id).await?.into_iter().map(|t| TokenView { id: t.id, created_at: rfc3339(t.created_at) }).collect();
+    Ok(Json(TokenList { items }))
+}
+
+/// Revokes one of a tenant's tokens: refused from now on by this process, and by every other
+/// process on the store within one lease period.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{token}", tag = "tenants",
+    params(("tenant" = String, Path), ("token" = String, Path, description = "The token's id, as listed")),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn revoke_token(State(s): State<AppState>, caller: Caller, ApiPath((tenant, id)): ApiPath<(String, String)>) -> Result<StatusCode, ApiError> {
+    let tenant = caller.tenant(&s.store, &tenant).await?;
+    if s.store.revoke_token(&tenant.id, &id).await? {
+        tracing::info!(tenant = %tenant.id, token = %id, "token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("tenant {:?} has no token {id:?}", tenant.id)))
+    }
 }
 
 // ---- models
@@ -745,8 +800,7 @@ async fn create_token(State(s): State<AppState>, caller: Caller, ApiPath(tenant)
 /// found and its schema agreeing with the model.
 pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog, ApiError> {
     let root = FsPath::new(&tenant.data_root);
-    let model = Model::from_value(definition, root)?;
-    model.confined_to(root)?;
+    let model = Model::from_value(definition, root)?.confined_to(root)?;
     Ok(Catalog::load(model, &SessionContext::new()).await?)
 }
 
@@ -1675,12 +1729,12 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "Cohort", description = "The Cohort control plane: tenants, data models, segments, runs and memberships."),
     paths(
-        create_tenant, list_tenants, get_tenant, create_token, put_model, get_model, put_segment, get_segment,
+        create_tenant, list_tenants, get_tenant, create_token, list_tokens, revoke_token, put_model, get_model, put_segment, get_segment,
         delete_segment, list_segments, enqueue_run, list_runs, get_run, cancel_run, get_members, get_history,
         get_history_record, get_estimator, refit_estimator, list_alerts, get_alert, create_silence, list_silences,
         expire_silence, create_receiver, list_receivers, delete_receiver, get_triage, list_triage_reports, get_triage_report
     ),
-    components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TenantPage, ModelView, PutSegment,
+    components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TokenView, TokenList, TenantPage, ModelView, PutSegment,
         SegmentView, SegmentPage, EnqueueRun, JobView, Transition, WaitingView, AttemptView, JobPage, MembersPage, HistoryRecord, HistoryPage,
         KeyChange, HistoryDetail, JobStatus, CreateTenant, EstimatorStatus, RegimeStatus, Accuracy, EstimateView,
         AlertView, AlertEventView, AlertPage, SilenceView, CreateSilence, ReceiverView, CreateReceiver, TriageReportPage,

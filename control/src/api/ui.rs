@@ -3,8 +3,9 @@
 //!
 //! Pages: the overview (`/`), regions, tenants (searchable, paged), a tenant's segments and
 //! jobs, a job's timeline, alerts and silences. They refresh themselves. Every page is for
-//! the admin: the admin token is accepted as a bearer token, or as the `cohort_admin` cookie
-//! that `/ui/login` sets.
+//! the admin: the admin token is accepted as a bearer token, or the `cohort_session` cookie
+//! that `/ui/login` sets (a random session id; the store keeps only its hash, and the session
+//! ends at `/ui/logout` or after `ui_session_seconds`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -21,7 +22,7 @@ use cohort_dashboards::svg::{Bar, Series, line_chart, timeline};
 
 use cohort_alerting::triage::Report;
 
-use super::{AppState, token_hash};
+use super::{AppState, new_token, stored_token, token_hash};
 use crate::{now_micros, rfc3339};
 
 /// The overview's window.
@@ -30,17 +31,32 @@ const WINDOW_MICROS: i64 = 3_600_000_000;
 const BUCKETS: usize = 60;
 /// Tenants on one page of the tenant list.
 const TENANTS_PER_PAGE: i64 = 50;
-/// The cookie that carries the admin token.
-const COOKIE: &str = "cohort_admin";
+/// The cookie that carries a signed-in admin's session id (the store keeps only its hash).
+const COOKIE: &str = "cohort_session";
 
-/// Whether the request carries the admin token (bearer or cookie).
-fn is_admin(s: &AppState, headers: &HeaderMap) -> bool {
-    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    let cookie = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+/// The session id a request's cookie carries.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
         let (name, value) = c.trim().split_once('=')?;
         (name == COOKIE).then_some(value)
-    });
-    [bearer, cookie].into_iter().flatten().any(|token| bool::from(token_hash(token).ct_eq(&s.admin_hash)))
+    })
+}
+
+/// Whether the request is the admin's: the admin token as a bearer token, or the cookie of a
+/// live session.
+async fn is_admin(s: &AppState, headers: &HeaderMap) -> bool {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    if bearer.is_some_and(|token| bool::from(token_hash(token).ct_eq(&s.admin_hash))) {
+        return true;
+    }
+    let Some(id) = session_cookie(headers) else { return false };
+    match s.store.session_live(&stored_token(id)).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!(error = %e, "a dashboard session could not be checked");
+            false
+        }
+    }
 }
 
 fn login_page(error: Option<&str>) -> (StatusCode, Html<String>) {
@@ -61,19 +77,36 @@ pub(super) struct Login {
     token: String,
 }
 
-/// Checks the token and sets the cookie.
+/// The cookie's attributes: `HttpOnly`, `SameSite=Strict`, and `Secure` behind https.
+fn cookie_attributes(s: &AppState, max_age: u64) -> String {
+    format!("Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}", if s.sessions.secure { "; Secure" } else { "" })
+}
+
+/// Checks the token, starts a session and sets its cookie.
 pub(super) async fn login(State(s): State<AppState>, Form(form): Form<Login>) -> Response {
     let token = form.token.trim();
     if !bool::from(token_hash(token).ct_eq(&s.admin_hash)) {
         return login_page(Some("That is not the admin token.")).into_response();
     }
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    let id = new_token("cs_");
+    let lifetime = s.sessions.lifetime;
+    let expires = now_micros().saturating_add(i64::try_from(lifetime.as_micros()).unwrap_or(i64::MAX));
+    if let Err(e) = s.store.create_session(&stored_token(&id), expires).await {
+        tracing::warn!(error = %e, "a dashboard session could not be stored");
+        return error_page(StatusCode::SERVICE_UNAVAILABLE, "the session could not be stored; try again");
+    }
+    let cookie = format!("{COOKIE}={id}; {}", cookie_attributes(&s, lifetime.as_secs()));
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-/// Signs out (clears the cookie).
-pub(super) async fn logout() -> Response {
-    ([(header::SET_COOKIE, format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"))], Redirect::to("/")).into_response()
+/// Signs out: ends the session and clears the cookie.
+pub(super) async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers)
+        && let Err(e) = s.store.end_session(&stored_token(id)).await
+    {
+        tracing::warn!(error = %e, "a dashboard session could not be ended");
+    }
+    ([(header::SET_COOKIE, format!("{COOKIE}=; {}", cookie_attributes(&s, 0)))], Redirect::to("/")).into_response()
 }
 
 fn page(title: &str, active: &str, body: &str) -> Response {
@@ -351,7 +384,7 @@ fn alerts_table(alerts: &[crate::alerts::AlertView]) -> String {
 
 /// `/`: the overview.
 pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let now = now_micros();
@@ -431,7 +464,7 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
 
 /// `/ui/regions`.
 pub(super) async fn regions(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let since = now_micros() - WINDOW_MICROS;
@@ -478,7 +511,7 @@ pub(super) struct TenantQuery {
 
 /// `/ui/tenants`: searchable (id prefix or part), filterable by region, paged.
 pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query(query): Query<TenantQuery>) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let q = query.q.unwrap_or_default();
@@ -546,7 +579,7 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
 
 /// `/ui/tenants/{tenant}`: its segments and recent jobs.
 pub(super) async fn tenant(State(s): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let tenant = match s.store.tenant(&id).await {
@@ -605,7 +638,7 @@ struct StoredPhase {
 
 /// `/ui/jobs/{job}`: the job's timeline.
 pub(super) async fn job(State(s): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let job = match s.store.job_by_id(&id).await {
@@ -688,7 +721,7 @@ fn timeline_svg(job: &crate::store::JobRow, attempts: &[crate::store::AttemptRow
 
 /// `/ui/alerts`: firing alerts, recent resolved ones, silences.
 pub(super) async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let (firing, resolved, silences) = match tokio::try_join!(s.store.alerts(Some("firing"), None, 200), s.store.alerts(Some("resolved"), None, 25), s.store.silences()) {
@@ -751,7 +784,7 @@ pub(super) struct TriageView {
 /// `/ui/triage`: the report over the last day (or `?since=`), and the stored reports;
 /// `?format=json|markdown` gives the report as the API does, for the signed-in admin.
 pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<TriageView>) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let format = match super::ReportFormat::parse(q.format.as_deref().or(Some("html"))) {
@@ -803,7 +836,7 @@ pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(
 
 /// `/ui/triage/reports/{id}`: a stored report.
 pub(super) async fn triage_report(State(s): State<AppState>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Response {
-    if !is_admin(&s, &headers) {
+    if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
     let json = match crate::triage::stored_report(&s.store, &id).await {

@@ -100,6 +100,35 @@ async fn paths_outside_the_data_root_are_refused_when_confined() {
         let model = Model::from_json(&text, &case_dir()).expect("parses");
         assert_invalid(model.confined_to(&case_dir()), "objects[0].source.path", path);
     }
+    // Every file a folder or a glob lists is checked: a link inside the root to a file
+    // outside it is refused, named as listed; a link that stays inside the root is read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+    std::fs::create_dir_all(root.join("person")).expect("person folder");
+    std::fs::create_dir_all(&outside).expect("outside");
+    for entry in std::fs::read_dir(case_dir()).expect("case-00").flatten() {
+        if entry.path().extension().is_some_and(|x| x == "csv") {
+            std::fs::copy(entry.path(), root.join(entry.file_name())).expect("copy");
+        }
+    }
+    std::fs::rename(root.join("person.csv"), root.join("person/part-0.csv")).expect("move");
+    std::fs::copy(root.join("person/part-0.csv"), outside.join("secret.csv")).expect("copy");
+    std::os::unix::fs::symlink(root.join("person/part-0.csv"), root.join("person/part-1.csv")).expect("link inside");
+    let load = |path: &'static str| {
+        let text = edited(|m| m["objects"][0]["source"]["path"] = json!(path));
+        let root = root.clone();
+        async move { Catalog::load(Model::from_json(&text, &root)?.confined_to(&root)?, &Default::default()).await }
+    };
+    assert!(load("person/").await.is_ok(), "a link inside the root is read");
+    std::os::unix::fs::symlink(outside.join("secret.csv"), root.join("person/part-2.csv")).expect("link out");
+    for path in ["person/", "person/*.csv", "person/part-[0-9].csv"] {
+        assert_invalid(load(path).await, "objects[0].source.path: \"person/part-2.csv\" is a link that leads out", path);
+    }
+    // A folder behind a link inside a listed folder: its files are outside too.
+    std::fs::remove_file(root.join("person/part-2.csv")).expect("unlink");
+    std::os::unix::fs::symlink(&outside, root.join("person/more")).expect("folder link");
+    assert_invalid(load("person/").await, "\"person/more/secret.csv\" is a link that leads out", "person/ with a folder link");
+
     // Unconfined (the command line), a missing file is unreadable data: exit 1, not a panic.
     let text = edited(|m| m["objects"][0]["source"]["path"] = json!("../no-such-dir/person.csv"));
     let err = load_model_text(&text).await.expect_err("missing source");
