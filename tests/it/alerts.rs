@@ -77,7 +77,7 @@ pub async fn failing_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> 
     api
 }
 
-async fn fail_once(api: &Api, tenant: &str) {
+pub async fn fail_once(api: &Api, tenant: &str) {
     let run = api.post(&format!("/v1/tenants/{tenant}/segments/lapsed_buyers/runs"), &json!({"as_of": AS_OF})).await;
     assert_eq!(run.status, 202, "{:?}", run.body);
     let id = run.body["id"].as_str().expect("id").to_string();

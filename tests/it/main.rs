@@ -17,3 +17,4 @@ mod simulate;
 mod telemetry;
 mod tokens;
 mod triage;
+mod webhooks;

@@ -134,6 +134,8 @@ impl Server {
             .env("COHORT_LOG", "warn")
             // No daily triage report in the middle of a test that counts webhooks, unless it asks.
             .env("COHORT_TRIAGE_SCHEDULE", "")
+            // The tests' webhook receivers listen on loopback.
+            .env("COHORT_WEBHOOK_ALLOW_LOOPBACK", "true")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
