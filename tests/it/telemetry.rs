@@ -54,6 +54,75 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
+/// The series a scrape has samples of, by family (a histogram's `_bucket`, `_sum` and
+/// `_count` lines count for its family), each with the label sets seen.
+fn sampled(scrape: &str) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let end = line.find(|c: char| c == '{' || c == ' ').unwrap_or(line.len());
+        let name = &line[..end];
+        let labels = line[end..].split(' ').next().unwrap_or("").to_string();
+        out.entry(name.to_string()).or_default().push(labels.clone());
+        if let Some(family) = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)) {
+            out.entry(family.to_string()).or_default().push(labels);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_a_dashboard_or_rule_reads_has_a_sample_before_any_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("cohort.db").display());
+    let root = dir.path().join("acme");
+    std::fs::create_dir_all(&root).expect("root");
+    // A tenant made before the process that is scraped started: known from the store.
+    {
+        let server = Server::start(&dir.path().join("data"), &db, 1);
+        let admin = Api::new(&server.base, ADMIN);
+        let root = root.canonicalize().expect("root");
+        let created = admin.post("/v1/tenants", &json!({"id": "acme", "region": "eu-west", "data_root": root})).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let server = Server::start(&dir.path().join("data"), &db, 1);
+    let scrape = reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
+    let samples = sampled(&scrape);
+    let mut read = BTreeSet::new();
+    for folder in ["dashboards/grafana", "dashboards/prometheus"] {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+        for entry in std::fs::read_dir(&folder).expect("dashboards") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // The rules' unit tests feed series of their own.
+            if name.ends_with(".test.yml") || !(name.ends_with(".json") || name.ends_with(".yml")) {
+                continue;
+            }
+            read.extend(metric_names(&std::fs::read_to_string(&path).expect("read")));
+        }
+    }
+    assert!(read.len() > 15, "only {} metric names found in dashboards/: {read:?}", read.len());
+    let mut missing = Vec::new();
+    for name in &read {
+        match samples.get(name) {
+            None => missing.push(format!("{name}: no series")),
+            // Series labelled by tenant show the known tenant, at 0.
+            Some(series) if series.iter().any(|l| l.contains("tenant=")) && !series.iter().any(|l| l.contains("tenant=\"acme\"")) => {
+                missing.push(format!("{name}: no series for tenant acme"))
+            }
+            Some(series) if series.iter().any(|l| l.contains("region=")) && !series.iter().any(|l| l.contains("region=\"eu-west\"")) => {
+                missing.push(format!("{name}: no series for region eu-west"))
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(missing.is_empty(), "series a dashboard or rule reads are absent from a fresh service's /metrics:\n{}", missing.join("\n"));
+    // The failure rules' `increase()` sees a tenant's first failures: the series is there at 0.
+    assert!(
+        scrape.lines().any(|l| l.starts_with("cohort_jobs_finished_total{") && l.contains("tenant=\"acme\"") && l.contains("outcome=\"failed\"") && l.ends_with(" 0")),
+        "no failed-jobs series at 0 for acme"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_names_a_metric_the_service_exports() {
     let dir = tempfile::tempdir().expect("tempdir");
