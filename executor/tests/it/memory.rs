@@ -64,3 +64,51 @@ async fn a_pool_too_small_fails_cleanly_and_enough_succeeds() {
         assert!(limited.peak_memory_bytes <= enough, "{plan:?}: peak {} above the limit {enough}", limited.peak_memory_bytes);
     }
 }
+
+/// 300,000 people with nine-character keys, and a segment of twelve branches that each keep
+/// every one of them: a phased run holds twelve phase tables of every key (and the final
+/// batches, and the member list) while its operators each need far less.
+async fn wide_or(dir: &std::path::Path, limit: Option<usize>) -> Result<cohort_executor::RunReport, Error> {
+    let model = Model::from_file(&dir.join("model.json"))?;
+    let catalog = Catalog::load(model, &Default::default()).await?;
+    let branches: Vec<serde_json::Value> = (0..12).map(|i| json!({"field": "age", "op": "ge", "value": -i})).collect();
+    let segment = Segment::from_json(&json!({"root": "person", "filter": {"or": branches}}).to_string(), &catalog)?;
+    let mut options = RunOptions::new(0);
+    options.memory_limit_bytes = limit;
+    options.plan = PlanChoice::Phased;
+    run_segment(&catalog, &segment, &options).await
+}
+
+#[tokio::test]
+async fn phase_tables_final_batches_and_members_count_against_the_memory_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let people = 300_000i64;
+    crate::write_parquet(&dir.path().join("person"), vec![
+        ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
+        ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
+    ]);
+    crate::write_parquet(&dir.path().join("event"), vec![
+        ("event_id", Arc::new(Int64Array::from_iter_values(0..1))),
+        ("person_id", Arc::new(StringArray::from_iter_values(["P00000000".to_string()]))),
+        ("amount", Arc::new(Int64Array::from_iter_values(0..1))),
+    ]);
+    crate::write_person_event_model(dir.path());
+
+    let unlimited = wide_or(dir.path(), None).await.expect("runs without a limit");
+    assert_eq!(unlimited.members.len(), people as usize);
+    assert_eq!(unlimited.phases.len(), 12);
+    // What the run holds at its end, at the least: every phase table (a nine-byte key, its
+    // four-byte offset and an eight-byte age per row), and the members' strings (24 bytes of
+    // header and nine of text each).
+    let tables: usize = unlimited.phases.iter().map(|p| p.rows * (9 + 4 + 8)).sum();
+    let members = unlimited.members.len() * (24 + 9);
+    assert!(
+        unlimited.peak_memory_bytes >= tables + members,
+        "peak {} leaves out what the run held: phase tables of at least {tables} bytes and members of at least {members}",
+        unlimited.peak_memory_bytes
+    );
+    // A limit below the phase tables alone is caught by the pool.
+    let below = tables * 9 / 10;
+    let err = wide_or(dir.path(), Some(below)).await.expect_err("the phase tables alone exceed the limit");
+    assert!(matches!(err, Error::ResourcesExhausted { .. }), "want ResourcesExhausted under {below} bytes, got {err}");
+}
