@@ -278,6 +278,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         subscriber.init();
     }
+    if args.demo {
+        // The demo's receivers, if any are added, run on this machine.
+        config.webhook_allow_loopback = true;
+    }
     let hook: Option<cohort_control::server::Hook> = if args.demo {
         let tenants = demo::prepare(&config.data_dir, args.demo_tenants.max(1))?;
         let data_dir = config.data_dir.clone();

@@ -65,6 +65,8 @@ pub struct AlertSettings {
     pub give_up_after: Duration,
     /// One delivery attempt's time limit.
     pub timeout: Duration,
+    /// Which addresses webhooks may reach.
+    pub egress: crate::egress::EgressPolicy,
     /// This service's URL, for `externalURL` and `generatorURL`.
     pub external_url: String,
 }
@@ -148,7 +150,7 @@ struct Change {
 impl Alerting {
     /// The alerting of one process over `store`.
     pub fn new(store: Store, settings: AlertSettings) -> Arc<Alerting> {
-        let client = reqwest::Client::builder().timeout(settings.timeout).build().unwrap_or_default();
+        let client = settings.egress.client(settings.timeout);
         let evaluating = IntGauge::new(EVALUATING, "1 while this process evaluates the alert rules (one process at a time on a shared store).")
             .expect("a constant, valid metric name");
         Arc::new(Alerting { store, settings, wake: Notify::new(), client, counts: DeliveryCounts::default(), evaluating })
@@ -815,6 +817,10 @@ impl Alerting {
                 body
             }
         };
+        if let Err(why) = reqwest::Url::parse(&d.url).map_err(|e| e.to_string()).and_then(|url| self.settings.egress.check_url(&url)) {
+            tracing::warn!(receiver = %d.receiver, error = %why, "webhook address refused");
+            return self.finish(&d, "dead", Some(&format!("webhook address refused: {why}"))).await;
+        }
         let timestamp = now / 1_000_000;
         let signature = notify::sign(&d.secret, &d.id, timestamp, body.as_bytes());
         let answer = self
@@ -856,10 +862,14 @@ impl Alerting {
             }
             Ok(a) => {
                 let retry_after = a.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| notify::retry_after(v, now / 1000));
-                let why = format!("HTTP {}", a.status());
+                let why = if a.status().is_redirection() {
+                    format!("HTTP {}: redirects are not followed", a.status())
+                } else {
+                    format!("HTTP {}", a.status())
+                };
                 self.retry(&d, &why, retry_after).await?;
             }
-            Err(e) => self.retry(&d, &format!("{e}"), None).await?,
+            Err(e) => self.retry(&d, &error_chain(&e), None).await?,
         }
         Ok(())
     }
@@ -1564,4 +1574,19 @@ mod tests {
         assert_eq!(feed.cursor, read_at);
         assert_eq!(feed.seen.keys().collect::<Vec<_>>(), ["counted"]);
     }
+}
+
+/// An error with its causes, so a refused address says which and why.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }

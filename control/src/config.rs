@@ -111,6 +111,13 @@ pub struct Config {
     pub webhook_give_up_seconds: f64,
     /// One delivery attempt's time limit (`COHORT_WEBHOOK_TIMEOUT_SECONDS`).
     pub webhook_timeout_seconds: f64,
+    /// Webhooks may reach private addresses: 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+    /// (`COHORT_WEBHOOK_ALLOW_PRIVATE`; default false). Link-local and metadata addresses
+    /// are refused whatever this says.
+    pub webhook_allow_private: bool,
+    /// Webhooks may reach loopback addresses, 127/8 and ::1 (`COHORT_WEBHOOK_ALLOW_LOOPBACK`;
+    /// default false; `serve --demo` allows them).
+    pub webhook_allow_loopback: bool,
     /// This service's URL as people reach it, for links in notifications
     /// (`COHORT_EXTERNAL_URL`); default: the listening address. When it is https, the
     /// dashboard's session cookie is `Secure`.
@@ -194,6 +201,8 @@ impl Default for Config {
             webhook_retry_max_seconds: 300.0,
             webhook_give_up_seconds: 24.0 * 3600.0,
             webhook_timeout_seconds: 10.0,
+            webhook_allow_private: false,
+            webhook_allow_loopback: false,
             external_url: None,
             ui_session_seconds: 12.0 * 3600.0,
             metrics_top_tenants: 50,
@@ -268,6 +277,8 @@ impl Config {
             "COHORT_WEBHOOK_RETRY_MS" => self.webhook_retry_ms = value.parse().map_err(|_| bad("expected milliseconds"))?,
             "COHORT_WEBHOOK_RETRY_MAX_SECONDS" => self.webhook_retry_max_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_WEBHOOK_GIVE_UP_SECONDS" => self.webhook_give_up_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_WEBHOOK_ALLOW_PRIVATE" => self.webhook_allow_private = value.parse().map_err(|_| bad("expected true or false"))?,
+            "COHORT_WEBHOOK_ALLOW_LOOPBACK" => self.webhook_allow_loopback = value.parse().map_err(|_| bad("expected true or false"))?,
             "COHORT_WEBHOOK_TIMEOUT_SECONDS" => self.webhook_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_EXTERNAL_URL" => self.external_url = Some(value.into()),
             "COHORT_UI_SESSION_SECONDS" => self.ui_session_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
@@ -422,6 +433,7 @@ impl Config {
             retry_max: Duration::from_secs_f64(self.webhook_retry_max_seconds),
             give_up_after: Duration::from_secs_f64(self.webhook_give_up_seconds),
             timeout: Duration::from_secs_f64(self.webhook_timeout_seconds),
+            egress: crate::egress::EgressPolicy { allow_private: self.webhook_allow_private, allow_loopback: self.webhook_allow_loopback },
             external_url: self.external_url.clone().unwrap_or_else(|| format!("http://{listening}")),
         }
     }

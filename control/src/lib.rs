@@ -17,6 +17,7 @@
 pub mod alerts;
 pub mod api;
 pub mod config;
+pub mod egress;
 pub mod estimates;
 pub mod jobs;
 pub mod membership;

@@ -1597,6 +1597,7 @@ async fn create_receiver(State(s): State<AppState>, caller: Caller, ApiJson(body
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::bad_request("invalid_receiver", "url: http:// or https:// only"));
     }
+    s.alerting.settings().egress.check_url(&url).map_err(|why| ApiError::bad_request("invalid_receiver", format!("url: {why}")))?;
     let matchers = body
         .matchers
         .iter()
