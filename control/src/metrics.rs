@@ -226,7 +226,17 @@ impl Metrics {
         let mut families: Vec<Family> = FAMILIES.iter().map(|(n, h, kind)| Family::new(n, h, *kind)).collect();
         for (tenant, region, s) in &all {
             let base = [("tenant", tenant.as_str()), ("region", region.as_str())];
+            // Every outcome a job can end with, at 0 until it happens (the failure rules
+            // `increase()` these).
+            let known = [("succeeded", "none"), ("cancelled", "none")].into_iter().chain(FAILURE_CLASSES.map(|c| ("failed", c)));
+            for (outcome, class) in known.clone() {
+                let n = s.finished.get(&(outcome.to_string(), class.to_string())).copied().unwrap_or(0);
+                families[0].sample(&[base[0], base[1], ("outcome", outcome), ("error_class", class)], n as f64);
+            }
             for ((outcome, class), n) in &s.finished {
+                if known.clone().any(|(o, c)| o == outcome && c == class) {
+                    continue;
+                }
                 families[0].sample(&[base[0], base[1], ("outcome", outcome), ("error_class", class)], *n as f64);
                 if outcome == "failed" && !FAILURE_CLASSES.contains(&class.as_str()) {
                     families[9].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
@@ -236,26 +246,26 @@ impl Metrics {
                 let n = s.finished.get(&("failed".to_string(), class.to_string())).copied().unwrap_or(0);
                 families[9].sample(&[base[0], base[1], ("error_class", class)], n as f64);
             }
-            for (class, n) in &s.retries {
+            // Every series a dashboard or rule reads exists, at 0, for every known tenant,
+            // so its first event is an increase Prometheus sees and panels show 0, not "No data".
+            for class in FAILURE_CLASSES {
+                families[1].sample(&[base[0], base[1], ("error_class", class)], s.retries.get(class).copied().unwrap_or(0) as f64);
+            }
+            for (class, n) in s.retries.iter().filter(|(c, _)| !FAILURE_CLASSES.contains(&c.as_str())) {
                 families[1].sample(&[base[0], base[1], ("error_class", class)], *n as f64);
             }
-            for (reason, n) in &s.rejections {
+            for reason in crate::scheduler::Wait::ALL.map(crate::scheduler::Wait::as_str) {
+                families[2].sample(&[base[0], base[1], ("reason", reason)], s.rejections.get(reason).copied().unwrap_or(0) as f64);
+            }
+            for (reason, n) in s.rejections.iter().filter(|(r, _)| !crate::scheduler::Wait::ALL.iter().any(|w| w.as_str() == r.as_str())) {
                 families[2].sample(&[base[0], base[1], ("reason", reason)], *n as f64);
             }
-            if s.duration.count > 0 {
-                families[3].histogram(&base, &s.duration);
-            }
-            if s.wait.count > 0 {
-                families[4].histogram(&base, &s.wait);
-            }
-            if s.attempts_measured > 0 {
-                families[5].sample(&base, s.granted_bytes);
-                families[6].sample(&base, s.peak_bytes);
-                families[7].sample(&base, s.attempts_measured as f64);
-            }
-            if s.under_grants > 0 {
-                families[8].sample(&base, s.under_grants as f64);
-            }
+            families[3].histogram(&base, &s.duration);
+            families[4].histogram(&base, &s.wait);
+            families[5].sample(&base, s.granted_bytes);
+            families[6].sample(&base, s.peak_bytes);
+            families[7].sample(&base, s.attempts_measured as f64);
+            families[8].sample(&base, s.under_grants as f64);
         }
         families.into_iter().map(Family::into_proto).collect()
     }

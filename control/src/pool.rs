@@ -104,6 +104,8 @@ const PROBED_CLASSES: &[&str] = &["resources_exhausted", "execution"];
 
 /// How long the data probe of a failed attempt may take.
 const PROBE_TIME: Duration = Duration::from_secs(10);
+/// The memory a data probe asks to be lent (it samples at most 200,000 rows an object).
+const PROBE_MEMORY: u64 = 256 << 20;
 
 /// How failed attempts are retried, by failure class.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -980,7 +982,7 @@ impl Pool {
                     error_class: Some("timeout".into()),
                     error_message: Some(message.clone()),
                     elapsed_micros: Some(micros(started.elapsed())),
-                    data_quality: self.probe(&job).await,
+                    data_quality: self.probe(&job, grant).await,
                     ..Default::default()
                 };
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
@@ -1048,13 +1050,18 @@ impl Pool {
 
     /// Measures the data a failed attempt read (a sample of its key fields) for triage: JSON
     /// findings, `None` when it could not be measured within [`PROBE_TIME`].
-    async fn probe(&self, job: &JobRow) -> Option<String> {
+    async fn probe(&self, job: &JobRow, grant: u64) -> Option<String> {
+        // The probe runs in the job's name while its grant is still held (its attempt's memory
+        // is free again), with what the budget can lend it besides: within the budget.
+        let limit = lock(&self.sched).core.lend(&job.id, PROBE_MEMORY.max(grant));
+        let limit = if limit == 0 { grant } else { limit };
+        let options = ProbeOptions { memory_limit_bytes: usize::try_from(limit).unwrap_or(usize::MAX), ..ProbeOptions::default() };
         let store = self.store.clone();
         let catalogs = Arc::clone(&self.catalogs);
         let (tenant, segment) = (job.tenant_id.clone(), job.segment_id.clone());
         let probe = self.executor.spawn(async move {
             let (catalog, segment) = prepare(&store, &catalogs, &tenant, &segment).await.map_err(|e| e.describe().1)?;
-            probe_data(&catalog, &segment, &ProbeOptions::default()).await.map_err(|e| e.to_string())
+            probe_data(&catalog, &segment, &options).await.map_err(|e| e.to_string())
         });
         let abort = probe.abort_handle();
         match tokio::time::timeout(PROBE_TIME, probe).await {
@@ -1078,7 +1085,7 @@ impl Pool {
     /// Records a failed attempt and retries the job or fails it, by the failure's class.
     async fn failed(&self, job: &JobRow, attempt: i64, grant: u64, failure: &ExecError, elapsed: Duration) -> Result<()> {
         let (class, message) = failure.describe();
-        let probed = if PROBED_CLASSES.contains(&class.as_str()) { self.probe(job).await } else { None };
+        let probed = if PROBED_CLASSES.contains(&class.as_str()) { self.probe(job, grant).await } else { None };
         let measured = AttemptOutcome {
             outcome: "failed".into(),
             error_class: Some(class.clone()),

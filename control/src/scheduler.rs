@@ -94,6 +94,10 @@ pub enum Wait {
 }
 
 impl Wait {
+    /// Every reason, for the metrics that show each at 0 before it happens.
+    pub const ALL: [Wait; 8] =
+        [Wait::Slot, Wait::Memory, Wait::TenantCap, Wait::Quota, Wait::RateLimit, Wait::FairShare, Wait::Reservation, Wait::Behind];
+
     /// The reason as shown in the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -368,6 +372,22 @@ impl Core {
             t.usage = (t.usage + r.grant as f64 * (real - expected) / 1e6).max(0.0);
         }
         self.reorder(&r.tenant);
+    }
+
+    /// Lends a running job more memory, up to `wanted` in all, from what the budget has free,
+    /// for work the service does in its name after its attempt (the data probe of triage, which
+    /// a tenant's quota does not bound); returns its grant now (0 when it does not run here).
+    /// It counts as used, and as its tenant's, until [`Core::finish`] frees it all.
+    pub fn lend(&mut self, job_id: &str, wanted: u64) -> u64 {
+        let free = self.config.budget.saturating_sub(self.used);
+        let Some(r) = self.running.get_mut(job_id) else { return 0 };
+        let more = wanted.saturating_sub(r.grant).min(free);
+        r.grant += more;
+        self.used += more;
+        if let Some(t) = self.tenants.get_mut(r.tenant.as_str()) {
+            t.memory += more;
+        }
+        r.grant
     }
 
     /// Undoes the start of a job that could not begin after all (another process took it,

@@ -105,6 +105,19 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         None => crate::traces::Traces::off(),
     };
     let telemetry = crate::Telemetry::new(config.metrics_top_tenants, traces);
+    // Every tenant in the store is known to the metrics from the start: its series show 0
+    // before its first job.
+    let mut after = String::new();
+    loop {
+        let page = store.tenants(&after, 1000).await?;
+        for t in &page {
+            telemetry.metrics.set_region(&t.id, &t.region);
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last.id.clone(),
+            _ => break,
+        }
+    }
     let pool = Pool::new(store.clone(), files.clone(), settings, executor, Arc::clone(&telemetry));
     let sizer = Arc::new(SizeRule {
         min_bytes: config.min_grant,

@@ -1096,11 +1096,13 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
     }
 
-    /// Jobs waiting (queued or waiting to retry), by their tenant's region.
+    /// Jobs waiting (queued or waiting to retry), by their tenant's region: every region that
+    /// has a tenant, 0 where none wait.
     pub async fn queue_depth_by_region(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT t.region, COUNT(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
-             WHERE j.status IN ('queued', 'retrying') GROUP BY t.region ORDER BY t.region",
+            "SELECT t.region, COUNT(j.id) FROM tenants t \
+             LEFT JOIN jobs j ON j.tenant_id = t.id AND j.status IN ('queued', 'retrying') \
+             GROUP BY t.region ORDER BY t.region",
         )
         .fetch_all(&self.pool)
         .await?;

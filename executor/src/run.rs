@@ -399,6 +399,9 @@ async fn run_observed(
                     rows_scanned: costs.rows_scanned,
                 });
                 totals.add(&costs);
+                // The phase's rows stay in memory until the run ends: held in the run's pool.
+                let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+                held.try_grow(bytes).map_err(|e| Error::from_datafusion(e, limit))?;
                 let schema = batches
                     .first()
                     .map(|b| b.schema())
@@ -473,7 +476,16 @@ async fn run_observed(
         .field(&root.primary_key)
         .map(|f| f.field_type)
         .ok_or_else(|| Error::Internal("root primary key vanished".into()))?;
+    // The members' batches, then their strings, are held in the pool too, so the limit and
+    // the reported peak cover everything the run holds.
+    let final_bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    held.try_grow(final_bytes).map_err(|e| Error::from_datafusion(e, limit))?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let text: usize = batches.iter().map(|b| b.column(0).get_buffer_memory_size()).sum();
+    held.try_grow(rows * std::mem::size_of::<String>() + text).map_err(|e| Error::from_datafusion(e, limit))?;
     let members = member_strings(&batches)?;
+    drop(batches);
+    held.shrink(final_bytes.min(held.size()));
     Ok(RunReport {
         members,
         key_type,

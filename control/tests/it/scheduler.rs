@@ -362,3 +362,33 @@ fn without_fair_share_the_oldest_job_goes_first_across_tenants() {
     let last_heavy = (0..20).map(|i| fifo.starts[&format!("heavy-{i:02}")]).max().expect("heavy jobs");
     assert!(fifo.starts["light"] >= last_heavy, "first come, first served: light started at {} before heavy's last at {last_heavy}", fifo.starts["light"]);
 }
+
+/// The data probe of a failed job runs within the budget: the core lends the job what the
+/// budget has free, counts it as used (and as its tenant's), and frees it with the job.
+#[test]
+fn memory_lent_to_a_running_job_stays_within_the_budget() {
+    let config = CoreConfig { slots: 3, budget: 100, ..CoreConfig::default() };
+    let mut core = Core::new(config);
+    let open = TenantPolicy { max_concurrent: 10, memory_quota: u64::MAX, jobs_per_minute: 600.0, burst: 10.0, weight: 1.0 };
+    core.set_tenant("a", open.clone(), 0);
+    core.set_tenant("q", TenantPolicy { memory_quota: 40, ..open }, 0);
+    core.submit(on_demand("a1", "a", 30), 0);
+    core.submit(on_demand("q1", "q", 20), 0);
+    assert_eq!(core.decide(0).len(), 2);
+    assert_eq!(core.used(), 50);
+    // a1 asks for 80 in all; 50 are free.
+    assert_eq!(core.lend("a1", 80), 80);
+    assert_eq!(core.used(), 100);
+    assert_eq!(core.tenant_usage("a"), Some((1, 80)));
+    // Nothing is left to lend; a job keeps what it has.
+    assert_eq!(core.lend("q1", 60), 20);
+    core.finish("a1", SECOND);
+    assert_eq!(core.used(), 20);
+    // A loan is the service's, within the budget: beyond the tenant's quota of 40.
+    assert_eq!(core.lend("q1", 60), 60);
+    assert_eq!(core.tenant_usage("q"), Some((1, 60)));
+    assert_eq!(core.lend("gone", 10), 0);
+    core.finish("q1", 2 * SECOND);
+    assert_eq!(core.used(), 0);
+    assert_eq!(core.tenant_usage("q"), Some((0, 0)));
+}
