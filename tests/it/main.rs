@@ -17,4 +17,5 @@ mod simulate;
 mod telemetry;
 mod tokens;
 mod triage;
+mod upgrade;
 mod webhooks;
