@@ -1725,6 +1725,40 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The error answers any operation can give, documented on every one: 400 for parameters or a
+/// body that do not parse, 401 without a valid token, 403 for a token of the wrong scope, 404 for
+/// what does not exist, and 413 for a body over `max_body` where there is a body.
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        let error = |what: &str| {
+            let mut r = Response::new(what);
+            r.content.insert("application/json".into(), Content::new(Some(Ref::from_schema_name("ErrorBody"))));
+            RefOr::T(r)
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let mut common = vec![
+                    ("400", "Parameters or a body that do not parse"),
+                    ("401", "No valid bearer token"),
+                    ("403", "The token may not do this"),
+                    ("404", "Not found"),
+                ];
+                if operation.request_body.is_some() {
+                    common.push(("413", "The body is larger than max_body"));
+                    common.push(("415", "The body is not JSON"));
+                }
+                for (status, what) in common {
+                    operation.responses.responses.entry(status.into()).or_insert_with(|| error(what));
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document of the API.
 #[derive(OpenApi, Debug)]
 #[openapi(
@@ -1740,6 +1774,6 @@ impl utoipa::Modify for BearerAuth {
         KeyChange, HistoryDetail, JobStatus, CreateTenant, EstimatorStatus, RegimeStatus, Accuracy, EstimateView,
         AlertView, AlertEventView, AlertPage, SilenceView, CreateSilence, ReceiverView, CreateReceiver, TriageReportPage,
         crate::triage::StoredReport)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
