@@ -10,7 +10,7 @@ use cohort_alerting::notify::verify;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::server::{ADMIN, AS_OF, Api, Server, backends, datagen, setup_tenant, watch};
+use crate::server::{ADMIN, AS_OF, Api, Server, backends, datagen, setup_tenant, setup_tenant_with, watch};
 
 pub const SECRET: &str = "whsec_Y29ob3J0LXRlc3QtcmVjZWl2ZXItc2VjcmV0";
 
@@ -22,15 +22,15 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    fn status(&self) -> &str {
+    pub fn status(&self) -> &str {
         self.body["status"].as_str().unwrap_or("")
     }
 
-    fn label(&self, name: &str) -> &str {
+    pub fn label(&self, name: &str) -> &str {
         self.body["alerts"][0]["labels"][name].as_str().unwrap_or("")
     }
 
-    fn annotation(&self, name: &str) -> &str {
+    pub fn annotation(&self, name: &str) -> &str {
         self.body["alerts"][0]["annotations"][name].as_str().unwrap_or("")
     }
 }
@@ -61,7 +61,7 @@ pub async fn receive(listener: tokio::net::TcpListener) -> mpsc::UnboundedReceiv
     rx
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Webhook>) -> Webhook {
+pub async fn next(rx: &mut mpsc::UnboundedReceiver<Webhook>) -> Webhook {
     tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("a webhook within a minute").expect("receiver running")
 }
 
@@ -84,6 +84,64 @@ pub async fn fail_once(api: &Api, tenant: &str) {
     let view = watch(api, tenant, &id, |v| ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or(""))).await;
     assert_eq!(view["status"], "failed", "{view:?}");
 }
+
+/// A tenant whose runs succeed, one at a time (`max_concurrent_jobs` 1): a run queued behind
+/// its other runs is slow end to end.
+pub async fn healthy_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> Api {
+    let root = dir.join(id);
+    datagen("retail", 200, 12, &root);
+    setup_tenant_with(admin, id, region, &root, &["lapsed_buyers", "engaged_email_openers"], json!({"max_concurrent_jobs": 1})).await
+}
+
+/// Queues a run of `segment` (its own as-of, so it rides on no other run); its id.
+pub async fn submit(api: &Api, tenant: &str, segment: &str, as_of: &str) -> String {
+    let run = api.post(&format!("/v1/tenants/{tenant}/segments/{segment}/runs"), &json!({"as_of": as_of})).await;
+    assert_eq!(run.status, 202, "{:?}", run.body);
+    run.body["id"].as_str().expect("id").to_string()
+}
+
+/// Waits for a run to succeed; its view.
+pub async fn succeeded(api: &Api, tenant: &str, id: &str) -> Value {
+    let view = watch(api, tenant, id, |v| ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or(""))).await;
+    assert_eq!(view["status"], "succeeded", "{view:?}");
+    view
+}
+
+/// `n` runs of `lapsed_buyers`, one after the other: its runtime baseline.
+pub async fn baseline(api: &Api, tenant: &str, n: usize) {
+    for i in 0..n {
+        let id = submit(api, tenant, "lapsed_buyers", &format!("2026-10-{:02}T00:00:00Z", i + 1)).await;
+        succeeded(api, tenant, &id).await;
+    }
+}
+
+/// A run of `lapsed_buyers` queued behind `behind` runs of another segment of its tenant (one
+/// runs at a time): most of its end-to-end time is queue wait. Its view.
+pub async fn slow_run(api: &Api, tenant: &str, behind: usize) -> Value {
+    let mut ahead = Vec::new();
+    for i in 0..behind {
+        ahead.push(submit(api, tenant, "engaged_email_openers", &format!("2026-09-{:02}T00:00:00Z", i + 1)).await);
+    }
+    let slow = submit(api, tenant, "lapsed_buyers", "2026-08-01T00:00:00Z").await;
+    for id in &ahead {
+        succeeded(api, tenant, id).await;
+    }
+    succeeded(api, tenant, &slow).await
+}
+
+/// Seconds between two RFC 3339 times of a run's view.
+pub fn seconds_between(view: &Value, from: &str, to: &str) -> f64 {
+    let at = |field: &str| {
+        let text = view[field].as_str().unwrap_or_else(|| panic!("{field} in {view:?}"));
+        chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{field} {text:?}: {e}")).timestamp_micros()
+    };
+    (at(to) - at(from)) as f64 / 1e6
+}
+
+/// The rules of a runtime test: only the runtime rule fires (3× a 3-run median, over 0.1 s).
+pub const RUNTIME_ONLY: &str = "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 1000\n\
+     [alerts.failures.global]\nthreshold = 1000\n[alerts.burn_rate]\nenabled = false\n\
+     [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n";
 
 pub fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("cohort.toml");
@@ -264,5 +322,47 @@ async fn alerts_raised_while_the_receiver_is_down_or_the_service_is_killed_arriv
     // Whatever arrived twice (none here) shares its webhook-id.
     while let Ok(again) = hooks.try_recv() {
         assert_eq!(again.id, hook.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_links_to_its_alert_and_a_slow_run_says_how_much_it_waited_and_executed() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::server::TestStore::new(&backend, dir.path()).await;
+        let rules = config(dir.path(), RUNTIME_ONLY);
+        let server = Server::start_with(&dir.path().join("data"), &store.url, 2, &[("COHORT_CONFIG", &rules)]);
+        let admin = Api::new(&server.base, ADMIN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let mut hooks = receive(listener).await;
+        add_receiver(&admin, &url).await;
+        let bee = healthy_tenant(&admin, dir.path(), "bee", "us-east").await;
+        baseline(&bee, "bee", 3).await;
+        let slow = slow_run(&bee, "bee", 10).await;
+
+        let hook = next(&mut hooks).await;
+        assert_eq!((hook.status(), hook.label("alertname"), hook.label("segment")), ("firing", "CohortSegmentRuntimeHigh", "lapsed_buyers"), "{:?}", hook.body);
+        // Its generatorURL is the alert, as the API serves it.
+        let link = hook.body["alerts"][0]["generatorURL"].as_str().expect("generatorURL").to_string();
+        assert!(link.starts_with(&server.base), "{link}");
+        let opened = admin.get(&link[server.base.len()..]).await;
+        assert_eq!(opened.status, 200, "{link}: {:?}", opened.body);
+        assert_eq!(opened.body["fingerprint"], hook.body["alerts"][0]["fingerprint"], "{:?}", opened.body);
+        assert_eq!(opened.body["rule"], "runtime");
+        // Measured end to end, from submission to the end, and split into queue wait and
+        // execution, each as the run's own view tells it.
+        assert_eq!(hook.annotation("run"), slow["id"].as_str().expect("id"), "{:?}", hook.body);
+        let annotation = |name: &str| -> f64 { hook.annotation(name).parse().unwrap_or_else(|_| panic!("{name} in {:?}", hook.body)) };
+        let (total, queued, executing) = (annotation("seconds"), annotation("queued_seconds"), annotation("executing_seconds"));
+        assert!((total - seconds_between(&slow, "created_at", "finished_at")).abs() < 0.05, "{total} vs {slow:?}");
+        assert!((queued - seconds_between(&slow, "created_at", "started_at")).abs() < 0.05, "{queued} vs {slow:?}");
+        assert!((queued + executing - total).abs() < 0.002, "{queued} + {executing} != {total}");
+        assert!(queued > executing, "it waited behind ten runs: {:?}", hook.body);
+        let summary = hook.annotation("summary");
+        assert!(summary.contains("queued") && summary.contains("executing"), "{summary}");
+
+        drop(server);
+        store.drop_database().await;
     }
 }
