@@ -21,6 +21,9 @@ pub struct Alert {
     pub starts_at: i64,
     /// When it resolved, if it has.
     pub ends_at: Option<i64>,
+    /// The path, under the service's external URL, of what raised it (`/v1/alerts/{id}`):
+    /// its `generatorURL`.
+    pub link: String,
 }
 
 impl Alert {
@@ -74,7 +77,7 @@ pub fn payload(receiver: &str, external_url: &str, alerts: &[Alert]) -> serde_js
                 "annotations": a.annotations,
                 "startsAt": format_time(a.starts_at),
                 "endsAt": a.ends_at.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), format_time),
-                "generatorURL": format!("{}/v1/alerts/{}", external_url.trim_end_matches('/'), a.fingerprint()),
+                "generatorURL": format!("{}{}", external_url.trim_end_matches('/'), a.link),
                 "fingerprint": a.fingerprint(),
             })
         })

@@ -383,6 +383,7 @@ impl Alerting {
         // A success says what it needs; a failure is read back (its time exactly as stored).
         Ok(Some(match &event.succeeded {
             Some(s) => Outcome {
+                job_id: event.job_id.clone(),
                 failed,
                 tenant_id: s.tenant_id.clone(),
                 segment_id: s.segment_id.clone(),
@@ -392,6 +393,7 @@ impl Alerting {
             None => {
                 let Some(job) = self.store.job_by_id(&event.job_id).await? else { return Ok(None) };
                 Outcome {
+                    job_id: event.job_id.clone(),
                     failed,
                     tenant_id: job.tenant_id,
                     segment_id: job.segment_id,
@@ -424,26 +426,20 @@ impl Alerting {
         if self.settings.rules.runtime.enabled {
             let seconds = (finished - outcome.created_at) as f64 / 1e6;
             if let Some(t) = live.runtime.observe(tenant_id, &outcome.segment_id, seconds, !failed) {
-                let mut labels = live.labels("CohortSegmentRuntimeHigh", Scope::Tenant, &t.tenant, "ticket");
-                labels.insert("segment".to_string(), t.segment.clone());
-                let mut annotations = BTreeMap::new();
-                annotations.insert(
-                    "summary".to_string(),
-                    format!("segment {} of tenant {} took {:.1} s, its recent median is {:.1} s", t.segment, t.tenant, t.seconds, t.baseline_seconds),
-                );
-                changes.push(Change {
-                    rule: RUNTIME,
-                    scope: Scope::Tenant,
-                    key: format!("{}/{}", t.tenant, t.segment),
-                    state: t.state,
-                    at: finished,
-                    failures: 0,
-                    labels,
-                    annotations,
-                });
+                let started = self.started_at(&outcome.job_id).await?;
+                changes.push(live.runtime_change(&t, outcome, started));
             }
         }
         Ok(())
+    }
+
+    /// When a job's last attempt started (microseconds), if it did.
+    async fn started_at(&self, job: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT started_at FROM jobs WHERE id = $1").bind(job).fetch_optional(self.store.pool()).await?;
+        Ok(match row {
+            Some(row) => row.try_get::<Option<i64>, _>(0)?,
+            None => None,
+        })
     }
 
     /// Rebuilds the evaluators from the failures in the store inside the windows (instants
@@ -930,7 +926,13 @@ impl Alerting {
         if !inhibited.is_empty() {
             annotations.insert("inhibited".to_string(), inhibited.join(","));
         }
-        let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: started / 1000, ends_at: resolved.map(|r| r / 1000) };
+        let alert = notify::Alert {
+            labels: labels.clone(),
+            annotations,
+            starts_at: started / 1000,
+            ends_at: resolved.map(|r| r / 1000),
+            link: format!("/v1/alerts/{id}"),
+        };
         Ok(Some((labels, alert)))
     }
 
@@ -981,6 +983,7 @@ async fn still_leads(tx: &mut sqlx::Transaction<'_, sqlx::Any>, lead: &Term) -> 
 /// A finished job as the evaluator takes it.
 #[derive(Debug, Clone)]
 struct Outcome {
+    job_id: String,
     failed: bool,
     tenant_id: String,
     segment_id: String,
@@ -1038,6 +1041,7 @@ impl Feed {
             }
             let finished_at: i64 = row.try_get(5)?;
             let outcome = Outcome {
+                job_id: id.clone(),
                 failed: row.try_get::<String, _>(1)? == JobStatus::Failed.as_str(),
                 tenant_id: row.try_get(2)?,
                 segment_id: row.try_get(3)?,
@@ -1179,6 +1183,42 @@ impl Live {
             at: t.at.saturating_mul(1000),
             failures: 0,
             labels: self.labels("CohortSuccessRateBurn", t.scope, &t.key, "page"),
+            annotations,
+        }
+    }
+}
+
+impl Live {
+    /// A runtime transition of the run `outcome` (its last attempt started at `started`):
+    /// measured end to end, from submission to its end, and split into the wait before its
+    /// last attempt started (queued, admitted, retries' backoff) and that attempt's execution.
+    fn runtime_change(&self, t: &cohort_alerting::slo::RuntimeTransition, outcome: &Outcome, started: Option<i64>) -> Change {
+        let mut labels = self.labels("CohortSegmentRuntimeHigh", Scope::Tenant, &t.tenant, "ticket");
+        labels.insert("segment".to_string(), t.segment.clone());
+        let started = started.unwrap_or(outcome.finished_at).clamp(outcome.created_at, outcome.finished_at);
+        let queued = (started - outcome.created_at) as f64 / 1e6;
+        let executing = (outcome.finished_at - started) as f64 / 1e6;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "summary".to_string(),
+            format!(
+                "segment {} of tenant {} took {:.3} s end to end ({queued:.3} s queued, {executing:.3} s executing), its recent median is {:.3} s",
+                t.segment, t.tenant, t.seconds, t.baseline_seconds
+            ),
+        );
+        annotations.insert("run".to_string(), outcome.job_id.clone());
+        annotations.insert("seconds".to_string(), format!("{:.3}", t.seconds));
+        annotations.insert("queued_seconds".to_string(), format!("{queued:.3}"));
+        annotations.insert("executing_seconds".to_string(), format!("{executing:.3}"));
+        annotations.insert("baseline_seconds".to_string(), format!("{:.3}", t.baseline_seconds));
+        Change {
+            rule: RUNTIME,
+            scope: Scope::Tenant,
+            key: format!("{}/{}", t.tenant, t.segment),
+            state: t.state,
+            at: outcome.finished_at,
+            failures: 0,
+            labels,
             annotations,
         }
     }
@@ -1548,7 +1588,7 @@ mod tests {
     use super::*;
 
     fn outcome(finished_at: i64) -> Outcome {
-        Outcome { failed: true, tenant_id: "t".into(), segment_id: "s".into(), created_at: 0, finished_at }
+        Outcome { job_id: "j".into(), failed: true, tenant_id: "t".into(), segment_id: "s".into(), created_at: 0, finished_at }
     }
 
     #[test]

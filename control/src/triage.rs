@@ -253,7 +253,7 @@ pub async fn make_scheduled(store: &Store, settings: &TriageSettings, to: i64) -
         );
         annotations.insert("description".to_string(), markdown.clone());
         annotations.insert("report".to_string(), format!("{}/v1/triage/reports/{id}", settings.external_url.trim_end_matches('/')));
-        let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: to / 1000, ends_at: None };
+        let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: to / 1000, ends_at: None, link: format!("/v1/triage/reports/{id}") };
         let mut body = notify::payload(&receiver, &settings.external_url, &[alert]);
         body["triage"] = json.clone();
         sqlx::query(
