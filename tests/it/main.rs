@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod docs;
 mod estimator;
+mod fencing;
 mod prometheus;
 mod replicas;
 mod retries;
