@@ -1,10 +1,12 @@
 //! Segment memberships on disk: one Parquet file of members per committed run, and one of the
 //! keys each run added and removed.
 //!
-//! Files are written under the run's id before the run is committed in the store (to a
-//! temporary name, synced, then renamed), so a crash leaves either nothing or a complete file
-//! that the re-run overwrites with the same content. The store decides which run is a
-//! segment's latest; the file of a run that never committed is never read.
+//! Each attempt of a job writes its files under a name of its own (`<run>.attempt-<n>`, see
+//! [`attempt_files`]) before it commits (to a temporary name, synced, then renamed); the
+//! commit records that name in the run's history record, and only then are they the run's.
+//! An attempt that does not commit (its lease ran out and another attempt committed, or a
+//! crash) never touches the files of the one that did. The store decides which run is a
+//! segment's latest and which files are a run's; files no commit names are never read.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::{Error, Result};
 
-/// Where memberships live: `<root>/<tenant>/<segment>/<run>.members.parquet` and
-/// `<run>.changes.parquet`.
+/// Where memberships live: `<root>/<tenant>/<segment>/<files>.members.parquet` and
+/// `<files>.changes.parquet`, `<files>` being the name a run's history record gives
+/// ([`crate::store::RunRow::files`]; the run id for runs committed before names were
+/// recorded).
 #[derive(Debug, Clone)]
 pub struct MembershipFiles {
     root: PathBuf,
@@ -43,6 +47,11 @@ impl Change {
     }
 }
 
+/// The name of the files attempt `attempt` of run `run` writes.
+pub fn attempt_files(run: &str, attempt: i64) -> String {
+    format!("{run}.attempt-{attempt}")
+}
+
 impl MembershipFiles {
     /// Memberships under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -53,21 +62,22 @@ impl MembershipFiles {
         self.root.join(tenant).join(segment)
     }
 
-    /// The members file of a run.
-    pub fn members_path(&self, tenant: &str, segment: &str, run: &str) -> PathBuf {
-        self.folder(tenant, segment).join(format!("{run}.members.parquet"))
+    /// The members file named `files`.
+    pub fn members_path(&self, tenant: &str, segment: &str, files: &str) -> PathBuf {
+        self.folder(tenant, segment).join(format!("{files}.members.parquet"))
     }
 
-    /// The changes file of a run.
-    pub fn changes_path(&self, tenant: &str, segment: &str, run: &str) -> PathBuf {
-        self.folder(tenant, segment).join(format!("{run}.changes.parquet"))
+    /// The changes file named `files`.
+    pub fn changes_path(&self, tenant: &str, segment: &str, files: &str) -> PathBuf {
+        self.folder(tenant, segment).join(format!("{files}.changes.parquet"))
     }
 
-    /// Writes a run's members (sorted keys, text form) and its changes.
-    pub fn write_run(&self, tenant: &str, segment: &str, run: &str, members: &[String], added: &[String], removed: &[String]) -> Result<()> {
+    /// Writes an attempt's members (sorted keys, text form) and its changes under the name
+    /// `files` (see [`attempt_files`]).
+    pub fn write_run(&self, tenant: &str, segment: &str, files: &str, members: &[String], added: &[String], removed: &[String]) -> Result<()> {
         let folder = self.folder(tenant, segment);
         std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
-        write_keys(&self.members_path(tenant, segment, run), members, None)?;
+        write_keys(&self.members_path(tenant, segment, files), members, None)?;
         let mut keys = Vec::with_capacity(added.len() + removed.len());
         let mut changes = Vec::with_capacity(keys.capacity());
         for key in added {
@@ -78,39 +88,36 @@ impl MembershipFiles {
             keys.push(key.clone());
             changes.push(Change::Removed.as_str());
         }
-        write_keys(&self.changes_path(tenant, segment, run), &keys, Some(&changes))?;
+        write_keys(&self.changes_path(tenant, segment, files), &keys, Some(&changes))?;
         sync_dir(&folder);
         Ok(())
     }
 
-    /// Gives run `to` the members file of run `from` (a hard link: no copy), for a run that
-    /// found the same members; written before `to` commits, as any run's files are.
-    pub fn link_members(&self, tenant: &str, segment: &str, from: &str, to: &str) -> Result<()> {
-        let (source, target) = (self.members_path(tenant, segment, from), self.members_path(tenant, segment, to));
-        // A crash may have left the link of an earlier try.
-        let _ = std::fs::remove_file(&target);
-        std::fs::hard_link(&source, &target).map_err(|e| io(&target, e))?;
-        sync_dir(&self.folder(tenant, segment));
-        Ok(())
-    }
-
-    /// The members of a committed run, sorted ('' run: none).
-    pub fn read_members(&self, tenant: &str, segment: &str, run: &str) -> Result<Vec<String>> {
-        if run.is_empty() {
+    /// The members in the files named `files`, sorted ('': none).
+    pub fn read_members(&self, tenant: &str, segment: &str, files: &str) -> Result<Vec<String>> {
+        if files.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(read_keys(&self.members_path(tenant, segment, run))?.into_iter().map(|(k, _)| k).collect())
+        Ok(read_keys(&self.members_path(tenant, segment, files))?.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// The changes of a committed run: (key, `added` | `removed`).
-    pub fn read_changes(&self, tenant: &str, segment: &str, run: &str) -> Result<Vec<(String, String)>> {
-        read_keys(&self.changes_path(tenant, segment, run))
+    /// The changes in the files named `files`: (key, `added` | `removed`).
+    pub fn read_changes(&self, tenant: &str, segment: &str, files: &str) -> Result<Vec<(String, String)>> {
+        read_keys(&self.changes_path(tenant, segment, files))
     }
 
-    /// Deletes the members file of a run that is no longer any segment's latest.
-    pub fn forget_members(&self, tenant: &str, segment: &str, run: &str) {
-        if !run.is_empty() {
-            let _ = std::fs::remove_file(self.members_path(tenant, segment, run));
+    /// Deletes the members file named `files`, once no segment's latest run has it.
+    pub fn forget_members(&self, tenant: &str, segment: &str, files: &str) {
+        if !files.is_empty() {
+            let _ = std::fs::remove_file(self.members_path(tenant, segment, files));
+        }
+    }
+
+    /// Deletes the files an attempt wrote that did not commit.
+    pub fn forget_attempt(&self, tenant: &str, segment: &str, files: &str) {
+        self.forget_members(tenant, segment, files);
+        if !files.is_empty() {
+            let _ = std::fs::remove_file(self.changes_path(tenant, segment, files));
         }
     }
 }

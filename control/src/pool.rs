@@ -24,9 +24,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::estimates::{Estimates, run_options};
 use crate::jobs::JobStatus;
-use crate::membership::{MembershipFiles, diff};
+use crate::membership::{MembershipFiles, attempt_files, diff};
 use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, TenantPolicy, Wait};
-use crate::store::{AttemptOutcome, Commit, CommitResult, JobEstimate, JobRow, ModelRow, SegmentRow, Store, Tenant};
+use crate::store::{AttemptOutcome, Commit, CommitResult, Fence, JobEstimate, JobRow, ModelRow, SegmentRow, Store, Tenant};
 use crate::traces::{AttemptSpans, JobLabels, PhaseSpan, system_time};
 use crate::{Error, Result, Telemetry, now_micros, rfc3339};
 
@@ -900,10 +900,12 @@ impl Pool {
     async fn work(self: Arc<Self>, job: JobRow, grant: u64, cancel: Arc<Notify>, riders: Vec<JobRow>) -> Result<()> {
         let mut riders = Riders { pool: &self, jobs: riders };
         let admitted = SystemTime::now();
-        let attempt = job.attempts + 1;
-        if !self.store.start_running(&job.id, attempt, i64::try_from(grant).unwrap_or(i64::MAX)).await? {
+        let Some(attempt) = self.store.start_running(&job.id, &self.settings.instance, i64::try_from(grant).unwrap_or(i64::MAX)).await? else {
             return Ok(());
-        }
+        };
+        // Every move of the job out of `running` below is this attempt's only while this
+        // process still holds the job's lease for it.
+        let fence = Fence { owner: &self.settings.instance, attempt };
         let started_at = now_micros();
         self.announce(&job.id, JobStatus::Running);
         let store = self.store.clone();
@@ -962,12 +964,12 @@ impl Pool {
                 if self.stopping.load(Ordering::SeqCst) {
                     // Shutting down: the job goes back to the queue for the next start.
                     self.store.finish_attempt(&job.id, attempt, &AttemptOutcome { outcome: "interrupted".into(), ..Default::default() }).await?;
-                    if self.store.transition(&job.id, JobStatus::Running, JobStatus::Queued, "shutdown: queued again", None).await? {
+                    if self.store.end_attempt(&job.id, fence, JobStatus::Queued, "shutdown: queued again", None).await? {
                         self.announce(&job.id, JobStatus::Queued);
                     }
                 } else {
                     self.store.finish_attempt(&job.id, attempt, &AttemptOutcome { outcome: "cancelled".into(), ..Default::default() }).await?;
-                    if self.store.transition(&job.id, JobStatus::Running, JobStatus::Cancelled, "cancelled by request", None).await? {
+                    if self.store.end_attempt(&job.id, fence, JobStatus::Cancelled, "cancelled by request", None).await? {
                         self.settle(&job, JobStatus::Cancelled);
                         self.record_attempt(&job, &mut spans, started.elapsed(), false);
                         self.ended(&job, "cancelled", None);
@@ -988,7 +990,7 @@ impl Pool {
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
                 spans.error = Some(("timeout".into(), message.clone()));
                 self.record_attempt(&job, &mut spans, started.elapsed(), false);
-                if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &message, Some(("timeout", &message))).await? {
+                if self.store.end_attempt(&job.id, fence, JobStatus::Failed, &message, Some(("timeout", &message))).await? {
                     self.settle(&job, JobStatus::Failed);
                     self.ended(&job, "failed", Some(("timeout", &message)));
                 }
@@ -1007,11 +1009,16 @@ impl Pool {
                 spans.plan_mode = Some(report.plan_mode.to_string());
                 spans.peak = Some(report.peak_memory_bytes as u64);
                 let commit_began = SystemTime::now();
-                let committed = self.commit(&job, report.members, report.key_type.name()).await?;
+                let committed = self.commit(&job, fence, report.members, report.key_type.name()).await?;
                 spans.commit = Some((commit_began, SystemTime::now()));
+                if let Committed::Refused(why) = &committed {
+                    // What it found is not the run's: another attempt's commit is (or none).
+                    measured.outcome = "superseded".into();
+                    measured.error_message = Some(why.clone());
+                }
                 self.store.finish_attempt(&job.id, attempt, &measured).await?;
                 self.record_attempt(&job, &mut spans, started.elapsed(), false);
-                if let Some(members) = committed {
+                if let Committed::Run { members, files } = committed {
                     self.settle(&job, JobStatus::Succeeded);
                     self.ended(&job, "succeeded", None);
                     let leader = Commit {
@@ -1023,6 +1030,9 @@ impl Pool {
                         added: 0,
                         removed: 0,
                         key_type: report.key_type.name(),
+                        attempt,
+                        owner: &self.settings.instance,
+                        files: &files,
                     };
                     riders.commit(&leader, started_at).await?;
                 }
@@ -1031,7 +1041,7 @@ impl Pool {
                 let (class, message) = failure.describe();
                 spans.error = Some((class.clone(), message));
                 self.record_attempt(&job, &mut spans, started.elapsed(), class == "resources_exhausted");
-                self.failed(&job, attempt, grant, &failure, started.elapsed()).await?;
+                self.failed(&job, fence, grant, &failure, started.elapsed()).await?;
             }
         }
         if let Some(learner) = self.learner.get() {
@@ -1083,7 +1093,8 @@ impl Pool {
     }
 
     /// Records a failed attempt and retries the job or fails it, by the failure's class.
-    async fn failed(&self, job: &JobRow, attempt: i64, grant: u64, failure: &ExecError, elapsed: Duration) -> Result<()> {
+    async fn failed(&self, job: &JobRow, fence: Fence<'_>, grant: u64, failure: &ExecError, elapsed: Duration) -> Result<()> {
+        let attempt = fence.attempt;
         let (class, message) = failure.describe();
         let probed = if PROBED_CLASSES.contains(&class.as_str()) { self.probe(job, grant).await } else { None };
         let measured = AttemptOutcome {
@@ -1113,14 +1124,14 @@ impl Pool {
             ),
             Retry::No(why) => {
                 let detail = format!("attempt {attempt} failed: {why}");
-                if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, &detail, Some((&class, &message))).await? {
+                if self.store.end_attempt(&job.id, fence, JobStatus::Failed, &detail, Some((&class, &message))).await? {
                     self.settle(job, JobStatus::Failed);
                     self.ended(job, "failed", Some((&class, &message)));
                 }
                 return Ok(());
             }
         };
-        if self.store.retry(&job.id, (&class, &message), not_before, i64::try_from(next_grant).unwrap_or(i64::MAX), &detail).await? {
+        if self.store.retry(&job.id, fence, (&class, &message), not_before, i64::try_from(next_grant).unwrap_or(i64::MAX), &detail).await? {
             self.settle(job, JobStatus::Retrying);
             self.telemetry.metrics.retried(&job.tenant_id, &class);
             self.next_retry.fetch_min(not_before, Ordering::SeqCst);
@@ -1129,24 +1140,39 @@ impl Pool {
         Ok(())
     }
 
-    /// Writes the run's files and commits it; retries the diff if another run of the same
-    /// segment committed meanwhile. False if the job was no longer running.
-    async fn commit(&self, job: &JobRow, mut members: Vec<String>, key_type: &str) -> Result<Option<i64>> {
+    /// Writes the attempt's files and commits the run with them, if this process still holds
+    /// the job's lease for this attempt; retries the diff if another run of the same segment
+    /// committed meanwhile.
+    async fn commit(&self, job: &JobRow, fence: Fence<'_>, mut members: Vec<String>, key_type: &str) -> Result<Committed> {
         members.sort_unstable();
         members.dedup();
         let members = Arc::new(members);
+        let own = attempt_files(&job.id, fence.attempt);
+        let refused = |why: String| {
+            // Files no commit names: never read, deleted here.
+            self.files.forget_attempt(&job.tenant_id, &job.segment_id, &own);
+            Ok(Committed::Refused(why))
+        };
         let mut previous = match self.store.segment(&job.tenant_id, &job.segment_id).await? {
             Some(s) => s.latest_run_id,
-            None => return self.fail_commit(job, "the segment was deleted while it ran").await,
+            None => return self.fail_commit(job, fence, "the segment was deleted while it ran").await,
         };
         for _ in 0..16 {
+            // The files of the latest run, as its history record names them.
+            let previous_files = match previous.as_str() {
+                "" => String::new(),
+                run => match self.store.run(&job.tenant_id, run).await? {
+                    Some(r) => r.files,
+                    None => return Err(Error::Internal(format!("the latest run {run} has no history record"))),
+                },
+            };
             let files = self.files.clone();
-            let (tenant, segment, run, prev, current) =
-                (job.tenant_id.clone(), job.segment_id.clone(), job.id.clone(), previous.clone(), Arc::clone(&members));
+            let (tenant, segment, name, prev, current) =
+                (job.tenant_id.clone(), job.segment_id.clone(), own.clone(), previous_files.clone(), Arc::clone(&members));
             let written = tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
                 let before = files.read_members(&tenant, &segment, &prev)?;
                 let (added, removed) = diff(&before, &current);
-                files.write_run(&tenant, &segment, &run, &current, &added, &removed)?;
+                files.write_run(&tenant, &segment, &name, &current, &added, &removed)?;
                 Ok((added.len() as i64, removed.len() as i64))
             })
             .await
@@ -1163,7 +1189,7 @@ impl Pool {
                             continue;
                         }
                         Some(_) => return Err(e),
-                        None => return self.fail_commit(job, "the segment was deleted while it ran").await,
+                        None => return self.fail_commit(job, fence, "the segment was deleted while it ran").await,
                     }
                 }
             };
@@ -1176,30 +1202,39 @@ impl Pool {
                 added,
                 removed,
                 key_type,
+                attempt: fence.attempt,
+                owner: fence.owner,
+                files: &own,
             };
             match self.store.commit_run(&commit).await? {
                 CommitResult::Committed => {
-                    self.files.forget_members(&job.tenant_id, &job.segment_id, &previous);
-                    return Ok(Some(members.len() as i64));
+                    self.files.forget_members(&job.tenant_id, &job.segment_id, &previous_files);
+                    return Ok(Committed::Run { members: members.len() as i64, files: own });
                 }
                 CommitResult::LatestMoved(_) => {
                     previous = match self.store.segment(&job.tenant_id, &job.segment_id).await? {
                         Some(s) => s.latest_run_id,
-                        None => return self.fail_commit(job, "the segment was deleted while it ran").await,
+                        None => return self.fail_commit(job, fence, "the segment was deleted while it ran").await,
                     };
                 }
-                CommitResult::NotRunning | CommitResult::AlreadyCommitted => return Ok(None),
+                CommitResult::NotRunning => return refused("not committed: the job was no longer running".into()),
+                CommitResult::AlreadyCommitted => return refused("not committed: another attempt's run was committed".into()),
+                CommitResult::Superseded => {
+                    tracing::warn!(job = %job.id, attempt = fence.attempt, "this attempt's lease ran out and another attempt runs the job: nothing committed");
+                    return refused(format!("not committed: the lease of process {} ran out and another attempt runs the job", fence.owner));
+                }
             }
         }
-        self.fail_commit(job, "the segment's latest run kept changing; the commit gave up").await
+        self.fail_commit(job, fence, "the segment's latest run kept changing; the commit gave up").await
     }
 
-    async fn fail_commit(&self, job: &JobRow, why: &str) -> Result<Option<i64>> {
-        if self.store.transition(&job.id, JobStatus::Running, JobStatus::Failed, why, Some(("commit", why))).await? {
+    async fn fail_commit(&self, job: &JobRow, fence: Fence<'_>, why: &str) -> Result<Committed> {
+        self.files.forget_attempt(&job.tenant_id, &job.segment_id, &attempt_files(&job.id, fence.attempt));
+        if self.store.end_attempt(&job.id, fence, JobStatus::Failed, why, Some(("commit", why))).await? {
             self.settle(job, JobStatus::Failed);
             self.ended(job, "failed", Some(("commit", why)));
         }
-        Ok(None)
+        Ok(Committed::Failed)
     }
 
     /// Stops admitting; waits up to `grace` for running jobs, then interrupts the rest, which
@@ -1234,6 +1269,17 @@ impl Pool {
     }
 }
 
+/// How an attempt's commit ended.
+#[derive(Debug)]
+enum Committed {
+    /// The run is committed with this many members, in the attempt's files of this name.
+    Run { members: i64, files: String },
+    /// Nothing committed, and the job is not this attempt's to end (why, in words).
+    Refused(String),
+    /// Nothing committed: the job failed (or was no longer this attempt's to fail).
+    Failed,
+}
+
 /// The jobs riding on one execution. Whatever does not commit them (a failure, an
 /// interruption, an error of the store) queues them again when this is dropped.
 struct Riders<'a> {
@@ -1248,26 +1294,14 @@ impl Riders<'_> {
             return Ok(());
         }
         let ids: Vec<&str> = self.jobs.iter().map(|j| j.id.as_str()).collect();
-        let files = self.pool.files.clone();
-        let linked = std::sync::Mutex::new(None::<String>);
-        let link = |last: &str| {
-            files.link_members(leader.tenant_id, leader.segment_id, leader.job_id, last)?;
-            *lock(&linked) = Some(last.to_string());
-            Ok(())
-        };
-        let (committed, finished_at) = self.pool.store.commit_riders(leader, started_at, &ids, link).await?;
+        // Their history records name the leader's files: the last one, the latest run now,
+        // has its members file.
+        let (committed, finished_at) = self.pool.store.commit_riders(leader, started_at, &ids).await?;
         let committed: HashSet<String> = committed.into_iter().collect();
         if committed.is_empty() {
-            // Nothing committed (the segment moved on after the leader): the members file
-            // made for the last rider will never be read.
-            if let Some(last) = lock(&linked).take() {
-                self.pool.files.forget_members(leader.tenant_id, leader.segment_id, &last);
-            }
             // Still queued in the store: dropping `self` queues them here again.
             return Ok(());
         }
-        // The last rider is the latest run now, with its own name for the members file.
-        self.pool.files.forget_members(leader.tenant_id, leader.segment_id, leader.job_id);
         let jobs = std::mem::take(&mut self.jobs);
         let mut sched = lock(&self.pool.sched);
         for job in &jobs {

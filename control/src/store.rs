@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_leases.sql")),
     (9, include_str!("../migrations/0009_alert_evaluator.sql")),
     (10, include_str!("../migrations/0010_backend.sql")),
+    (11, include_str!("../migrations/0011_run_files.sql")),
     (12, include_str!("../migrations/0012_ui_sessions.sql")),
 ];
 
@@ -304,6 +305,8 @@ pub struct RunRow {
     pub key_type: String,
     /// When it was committed (microseconds).
     pub committed_at: i64,
+    /// The name of its membership files (see [`crate::membership::MembershipFiles`]).
+    pub files: String,
 }
 
 /// What a finished attempt measured.
@@ -400,6 +403,23 @@ pub struct Commit<'a> {
     pub removed: i64,
     /// `string` or `int`.
     pub key_type: &'a str,
+    /// The attempt that found the members: the job's attempt count when it started.
+    pub attempt: i64,
+    /// The process that holds the job's lease for that attempt.
+    pub owner: &'a str,
+    /// The name of the files the attempt wrote (they become the run's by the commit).
+    pub files: &'a str,
+}
+
+/// The attempt of a job a process runs: what its transitions out of `running` are
+/// conditioned on, besides the status (a lease that ran out, the job queued again and started
+/// by another process or by this one, leaves an attempt that can no longer move the job).
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    /// The process holding the lease.
+    pub owner: &'a str,
+    /// The job's attempt count when this attempt started.
+    pub attempt: i64,
 }
 
 /// How a membership commit ended.
@@ -412,6 +432,9 @@ pub enum CommitResult {
     LatestMoved(String),
     /// The job is no longer running (cancelled, or recovered by a restart): nothing committed.
     NotRunning,
+    /// The job runs, but not this attempt of this process (its lease ran out and the job was
+    /// queued and started again): nothing committed.
+    Superseded,
     /// This run was committed before (a re-run after a crash): nothing committed again.
     AlreadyCommitted,
 }
@@ -1112,38 +1135,45 @@ impl Store {
     /// Moves a job from `from` to `to` if it is still in `from`; false if it was not.
     /// Starting to run counts an attempt; a final state records its time, error and counts.
     pub async fn transition(&self, job_id: &str, from: JobStatus, to: JobStatus, detail: &str, failure: Option<(&str, &str)>) -> Result<bool> {
+        self.transition_fenced(job_id, from, to, detail, failure, None).await
+    }
+
+    /// Moves a running job to `to` for the attempt `fence` runs, if the job is still running
+    /// that attempt under that process's lease; false if not (the job moved on, or its lease
+    /// ran out and another attempt runs it).
+    pub async fn end_attempt(&self, job_id: &str, fence: Fence<'_>, to: JobStatus, detail: &str, failure: Option<(&str, &str)>) -> Result<bool> {
+        self.transition_fenced(job_id, JobStatus::Running, to, detail, failure, Some(fence)).await
+    }
+
+    async fn transition_fenced(
+        &self,
+        job_id: &str,
+        from: JobStatus,
+        to: JobStatus,
+        detail: &str,
+        failure: Option<(&str, &str)>,
+        fence: Option<Fence<'_>>,
+    ) -> Result<bool> {
         let now = now_micros();
         let mut tx = self.begin().await?;
-        let done = if to == JobStatus::Running {
-            sqlx::query("UPDATE jobs SET status = $1, updated_at = $2, started_at = $2, attempts = attempts + 1 WHERE id = $3 AND status = $4")
-                .bind(to.as_str())
-                .bind(now)
-                .bind(job_id)
-                .bind(from.as_str())
-                .execute(&mut *tx)
-                .await?
+        let (set, next) = if to == JobStatus::Running {
+            (", started_at = $2, attempts = attempts + 1", 3)
         } else if to.is_final() {
-            sqlx::query(
-                "UPDATE jobs SET status = $1, updated_at = $2, finished_at = $2, error_class = $3, error_message = $4 \
-                 WHERE id = $5 AND status = $6",
-            )
-            .bind(to.as_str())
-            .bind(now)
-            .bind(failure.map(|f| f.0.to_string()))
-            .bind(failure.map(|f| f.1.to_string()))
-            .bind(job_id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
+            (", finished_at = $2, error_class = $3, error_message = $4", 5)
         } else {
-            sqlx::query("UPDATE jobs SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-                .bind(to.as_str())
-                .bind(now)
-                .bind(job_id)
-                .bind(from.as_str())
-                .execute(&mut *tx)
-                .await?
+            ("", 3)
         };
+        let fenced = if fence.is_some() { format!(" AND lease_owner = ${} AND attempts = ${}", next + 2, next + 3) } else { String::new() };
+        let sql = format!("UPDATE jobs SET status = $1, updated_at = $2{set} WHERE id = ${next} AND status = ${}{fenced}", next + 1);
+        let mut query = sqlx::query(&sql).bind(to.as_str()).bind(now);
+        if to.is_final() {
+            query = query.bind(failure.map(|f| f.0.to_string())).bind(failure.map(|f| f.1.to_string()));
+        }
+        query = query.bind(job_id).bind(from.as_str());
+        if let Some(fence) = fence {
+            query = query.bind(fence.owner).bind(fence.attempt);
+        }
+        let done = query.execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -1239,12 +1269,13 @@ impl Store {
 
     /// A failed attempt that will be retried: `running → retrying`, with the failure, the
     /// time it may be queued again and the grant of the next attempt.
-    pub async fn retry(&self, job_id: &str, failure: (&str, &str), not_before: i64, grant_bytes: i64, detail: &str) -> Result<bool> {
+    /// Only the attempt `fence` runs moves the job.
+    pub async fn retry(&self, job_id: &str, fence: Fence<'_>, failure: (&str, &str), not_before: i64, grant_bytes: i64, detail: &str) -> Result<bool> {
         let now = now_micros();
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE jobs SET status = $1, updated_at = $2, error_class = $3, error_message = $4, not_before = $5, grant_bytes = $6 \
-             WHERE id = $7 AND status = $8",
+             WHERE id = $7 AND status = $8 AND lease_owner = $9 AND attempts = $10",
         )
         .bind(JobStatus::Retrying.as_str())
         .bind(now)
@@ -1254,6 +1285,8 @@ impl Store {
         .bind(grant_bytes)
         .bind(job_id)
         .bind(JobStatus::Running.as_str())
+        .bind(fence.owner)
+        .bind(fence.attempt)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -1468,21 +1501,28 @@ impl Store {
 
     // ---- attempts
 
-    /// Moves an admitted job to running and records the start of its attempt `attempt`
-    /// under `grant_bytes`, in one transaction; false if it was no longer admitted.
-    pub async fn start_running(&self, job_id: &str, attempt: i64, grant_bytes: i64) -> Result<bool> {
+    /// Moves a job admitted for process `owner` to running and records the start of its next
+    /// attempt under `grant_bytes`, in one transaction. Returns the attempt's number (the
+    /// job's attempt count now, what its commit is conditioned on); `None` if the job was no
+    /// longer admitted for `owner`.
+    pub async fn start_running(&self, job_id: &str, owner: &str, grant_bytes: i64) -> Result<Option<i64>> {
         let now = now_micros();
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE jobs SET status = $1, updated_at = $2, started_at = $2, attempts = attempts + 1 WHERE id = $3 AND status = $4")
-            .bind(JobStatus::Running.as_str())
-            .bind(now)
-            .bind(job_id)
-            .bind(JobStatus::Admitted.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
+        let started = sqlx::query(
+            "UPDATE jobs SET status = $1, updated_at = $2, started_at = $2, attempts = attempts + 1 \
+             WHERE id = $3 AND status = $4 AND lease_owner = $5 RETURNING attempts",
+        )
+        .bind(JobStatus::Running.as_str())
+        .bind(now)
+        .bind(job_id)
+        .bind(JobStatus::Admitted.as_str())
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(started) = started else {
+            return Ok(None);
+        };
+        let attempt: i64 = started.try_get(0)?;
         insert_event(&mut tx, job_id, now, JobStatus::Admitted.as_str(), JobStatus::Running.as_str(), "started").await?;
         // A crash may have left this attempt's row behind: replace it.
         sqlx::query("DELETE FROM attempts WHERE job_id = $1 AND attempt = $2").bind(job_id).bind(attempt).execute(&mut *tx).await?;
@@ -1494,7 +1534,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(attempt))
     }
 
     /// Records how attempt `attempt` of a job ended.
@@ -1531,14 +1571,19 @@ impl Store {
 
     // ---- membership runs
 
-    /// Commits a successful run in one transaction: its history record, the segment's latest
-    /// run and count, and the job's final state.
+    /// Commits a successful run in one transaction: its history record (naming the files its
+    /// attempt wrote), the segment's latest run and count, and the job's final state. Only
+    /// the attempt `c.attempt` of the process `c.owner` holding the job's lease commits.
     pub async fn commit_run(&self, c: &Commit<'_>) -> Result<CommitResult> {
         let now = now_micros();
         let mut tx = self.begin().await?;
         let seen = sqlx::query("SELECT run_id FROM runs WHERE run_id = $1").bind(c.job_id).fetch_optional(&mut *tx).await?;
         if seen.is_some() {
             return Ok(CommitResult::AlreadyCommitted);
+        }
+        let fence = Fence { owner: c.owner, attempt: c.attempt };
+        if let Some(refused) = fenced_out(&mut tx, c.job_id, fence).await? {
+            return Ok(refused);
         }
         let latest = sqlx::query("SELECT latest_run_id FROM segments WHERE tenant_id = $1 AND id = $2")
             .bind(c.tenant_id)
@@ -1552,9 +1597,11 @@ impl Store {
         if latest != c.previous_run_id {
             return Ok(CommitResult::LatestMoved(latest));
         }
+        // The fence again, in the statement that ends the job: a process that queued the job
+        // again meanwhile (PostgreSQL, read committed) makes this touch no row.
         let job = sqlx::query(
             "UPDATE jobs SET status = $1, updated_at = $2, finished_at = $2, members = $3, added = $4, removed = $5, \
-             error_class = NULL, error_message = NULL WHERE id = $6 AND status = $7",
+             error_class = NULL, error_message = NULL WHERE id = $6 AND status = $7 AND lease_owner = $8 AND attempts = $9",
         )
         .bind(JobStatus::Succeeded.as_str())
         .bind(now)
@@ -1563,16 +1610,18 @@ impl Store {
         .bind(c.removed)
         .bind(c.job_id)
         .bind(JobStatus::Running.as_str())
+        .bind(c.owner)
+        .bind(c.attempt)
         .execute(&mut *tx)
         .await?;
         if job.rows_affected() == 0 {
-            return Ok(CommitResult::NotRunning);
+            return Ok(fenced_out(&mut tx, c.job_id, fence).await?.unwrap_or(CommitResult::NotRunning));
         }
         insert_event(&mut tx, c.job_id, now, JobStatus::Running.as_str(), JobStatus::Succeeded.as_str(), "membership committed").await?;
         settle_estimate(&mut tx, c.job_id, now).await?;
         sqlx::query(
-            "INSERT INTO runs (run_id, tenant_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO runs (run_id, tenant_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at, files) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(c.job_id)
         .bind(c.tenant_id)
@@ -1583,6 +1632,7 @@ impl Store {
         .bind(c.removed)
         .bind(c.key_type)
         .bind(now)
+        .bind(c.files)
         .execute(&mut *tx)
         .await?;
         // Conditional on the latest run read above: a concurrent commit of the same segment
@@ -1608,17 +1658,11 @@ impl Store {
     /// Commits the jobs that rode on run `leader` (committed, with `members` members, still
     /// its segment's latest): each one still queued moves through admitted and running to
     /// succeeded, with an attempt that names the leader, and a history record that added and
-    /// removed nothing, chained after the leader in the order of their ids; the last becomes
-    /// the segment's latest run, once `link_latest` gave it its members file. One
-    /// transaction. Returns the ids committed: none if the latest run moved meanwhile (they
-    /// are still queued then), else those still queued; and the time they finished at.
-    pub async fn commit_riders(
-        &self,
-        leader: &Commit<'_>,
-        started_at: i64,
-        riders: &[&str],
-        link_latest: impl FnOnce(&str) -> Result<()>,
-    ) -> Result<(Vec<String>, i64)> {
+    /// removed nothing and names the leader's files, chained after the leader in the order of
+    /// their ids; the last becomes the segment's latest run. One transaction. Returns the ids
+    /// committed: none if the latest run moved meanwhile (they are still queued then), else
+    /// those still queued; and the time they finished at.
+    pub async fn commit_riders(&self, leader: &Commit<'_>, started_at: i64, riders: &[&str]) -> Result<(Vec<String>, i64)> {
         let now = now_micros();
         let mut tx = self.begin().await?;
         let mut moved = Vec::with_capacity(riders.len());
@@ -1685,8 +1729,8 @@ impl Store {
             query.execute(&mut *tx).await?;
 
             let sql = format!(
-                "INSERT INTO runs (run_id, previous_run_id, tenant_id, segment_id, members, key_type, committed_at, added, removed) VALUES {}",
-                rows_of(7, chunk.len(), ", 0, 0")
+                "INSERT INTO runs (run_id, previous_run_id, tenant_id, segment_id, members, key_type, committed_at, files, added, removed) VALUES {}",
+                rows_of(8, chunk.len(), ", 0, 0")
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {
@@ -1697,11 +1741,11 @@ impl Store {
                     .bind(leader.segment_id)
                     .bind(leader.members)
                     .bind(leader.key_type)
-                    .bind(now);
+                    .bind(now)
+                    .bind(leader.files);
             }
             query.execute(&mut *tx).await?;
         }
-        link_latest(&last)?;
         let latest = sqlx::query("UPDATE segments SET latest_run_id = $1 WHERE tenant_id = $2 AND id = $3 AND latest_run_id = $4")
             .bind(&last)
             .bind(leader.tenant_id)
@@ -1857,7 +1901,7 @@ const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, ov
 const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
      error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at, not_before, \
      expected_micros, deadline_micros, due_at, trace_link, backend";
-const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at";
+const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at, COALESCE(files, run_id)";
 
 fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
     Ok(Tenant {
@@ -1937,6 +1981,7 @@ fn run_from_row(r: &AnyRow) -> Result<RunRow> {
         removed: r.try_get(5)?,
         key_type: r.try_get(6)?,
         committed_at: r.try_get(7)?,
+        files: r.try_get(8)?,
     })
 }
 
@@ -1996,6 +2041,21 @@ fn placeholders(first: usize, n: usize) -> String {
 /// with no parameters) at the end of every row.
 fn rows_of(width: usize, rows: usize, tail: &str) -> String {
     (0..rows).map(|r| format!("({}{tail})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
+}
+
+/// Why attempt `fence` may no longer move job `job_id` out of `running`, if it may not: the
+/// job is not running (`NotRunning`), or runs under another lease or attempt (`Superseded`).
+async fn fenced_out(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job_id: &str, fence: Fence<'_>) -> Result<Option<CommitResult>> {
+    let row = sqlx::query("SELECT status, lease_owner, attempts FROM jobs WHERE id = $1").bind(job_id).fetch_optional(&mut **tx).await?;
+    let Some(row) = row else { return Ok(Some(CommitResult::NotRunning)) };
+    let (status, owner, attempts): (String, Option<String>, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    Ok(if status != JobStatus::Running.as_str() {
+        Some(CommitResult::NotRunning)
+    } else if owner.as_deref() != Some(fence.owner) || attempts != fence.attempt {
+        Some(CommitResult::Superseded)
+    } else {
+        None
+    })
 }
 
 /// Marks a job's estimate as one of a finished job (from now on a record the estimator

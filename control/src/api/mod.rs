@@ -510,7 +510,9 @@ pub struct AttemptView {
     pub started_at: String,
     /// Ended.
     pub finished_at: Option<String>,
-    /// `succeeded`, `failed`, `cancelled` or `interrupted` (the service stopped).
+    /// `succeeded`, `failed`, `cancelled`, `interrupted` (the service stopped) or `superseded`
+    /// (it finished after its process's lease ran out and another attempt took the job over:
+    /// nothing of it was committed).
     pub outcome: Option<String>,
     /// The failure class: `resources_exhausted`, `source_unavailable`, `execution`, `timeout`,
     /// `invalid`, `schema_mismatch`, `internal`.
@@ -1235,7 +1237,7 @@ async fn get_members(
     }
     let run = s.store.run(&tenant.id, &row.latest_run_id).await?.ok_or_else(|| ApiError::internal("latest run without a history record"))?;
     let files = s.files.clone();
-    let (t, seg, r) = (tenant.id.clone(), segment.clone(), row.latest_run_id.clone());
+    let (t, seg, r) = (tenant.id.clone(), segment.clone(), run.files.clone());
     let members = tokio::task::spawn_blocking(move || files.read_members(&t, &seg, &r))
         .await
         .map_err(ApiError::internal)??;
@@ -1284,7 +1286,7 @@ async fn get_history_record(
         .filter(|r| r.segment_id == segment)
         .ok_or_else(|| ApiError::not_found(format!("no run {run:?} in the history of {segment:?}")))?;
     let files = s.files.clone();
-    let (t, seg, r) = (tenant.id.clone(), segment.clone(), run.clone());
+    let (t, seg, r) = (tenant.id.clone(), segment.clone(), row.files.clone());
     // A run that changed nothing may have no file (a job that rode on another's execution).
     let changes = if row.added == 0 && row.removed == 0 {
         Vec::new()

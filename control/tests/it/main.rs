@@ -8,7 +8,7 @@ mod simulation;
 mod unicode;
 
 use cohort_control::jobs::JobStatus;
-use cohort_control::store::{Commit, CommitResult, JobRow, SegmentRow, Store, Tenant};
+use cohort_control::store::{Commit, CommitResult, Fence, JobRow, SegmentRow, Store, Tenant};
 use cohort_control::{new_id, now_micros};
 
 struct Scratch {
@@ -148,8 +148,9 @@ async fn a_run_commits_once_and_the_history_chains() {
         let mut previous = String::new();
         for members in [3i64, 5, 4] {
             let (j, _) = store.insert_job(&job(None)).await.expect("insert");
-            store.transition(&j.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
-            store.transition(&j.id, JobStatus::Admitted, JobStatus::Running, "", None).await.expect("t");
+            assert!(store.admit(&j.id, "p", i64::MAX, "").await.expect("admit"));
+            let attempt = store.start_running(&j.id, "p", 1 << 20).await.expect("start").expect("admitted");
+            let files = format!("{}.attempt-{attempt}", j.id);
             let commit = Commit {
                 job_id: &j.id,
                 tenant_id: "acme",
@@ -159,6 +160,9 @@ async fn a_run_commits_once_and_the_history_chains() {
                 added: members,
                 removed: 0,
                 key_type: "string",
+                attempt,
+                owner: "p",
+                files: &files,
             };
             // A stale view of the latest run is refused.
             let stale = Commit { previous_run_id: "run_stale", ..commit.clone() };
@@ -173,6 +177,7 @@ async fn a_run_commits_once_and_the_history_chains() {
         let history = store.runs("acme", "vip", "", 10).await.expect("runs");
         assert_eq!(history.len(), 3);
         assert_eq!(history[0].run_id, previous);
+        assert_eq!(history[0].files, format!("{previous}.attempt-1"), "the record names the files of the attempt that committed");
         assert_eq!(history[0].previous_run_id, history[1].run_id);
         assert_eq!(history[2].previous_run_id, "");
         let segment = store.segment("acme", "vip").await.expect("get").expect("segment");
@@ -191,26 +196,32 @@ async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
             ids.push(store.insert_job(&job(None)).await.expect("insert").0.id);
         }
         let (leader, riders) = (ids[0].clone(), ids[1..].to_vec());
-        store.transition(&leader, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
-        assert!(store.start_running(&leader, 1, 1 << 20).await.expect("start"));
-        assert!(!store.start_running(&leader, 1, 1 << 20).await.expect("start"), "no longer admitted");
-        let commit = Commit { job_id: &leader, tenant_id: "acme", segment_id: "vip", previous_run_id: "", members: 7, added: 7, removed: 0, key_type: "string" };
+        assert!(store.admit(&leader, "p", i64::MAX, "").await.expect("admit"));
+        assert_eq!(store.start_running(&leader, "p", 1 << 20).await.expect("start"), Some(1));
+        assert_eq!(store.start_running(&leader, "p", 1 << 20).await.expect("start"), None, "no longer admitted");
+        let files = format!("{leader}.attempt-1");
+        let commit = Commit {
+            job_id: &leader,
+            tenant_id: "acme",
+            segment_id: "vip",
+            previous_run_id: "",
+            members: 7,
+            added: 7,
+            removed: 0,
+            key_type: "string",
+            attempt: 1,
+            owner: "p",
+            files: &files,
+        };
         assert_eq!(store.commit_run(&commit).await.expect("commit"), CommitResult::Committed);
         // One rider was cancelled meanwhile: it stays cancelled, the others commit.
         assert!(store.transition(&riders[1], JobStatus::Queued, JobStatus::Cancelled, "", None).await.expect("t"));
-        let linked = std::sync::Mutex::new(Vec::new());
         let refs: Vec<&str> = riders.iter().rev().map(String::as_str).collect();
-        let (committed, _) = store
-            .commit_riders(&commit, now_micros(), &refs, |last| {
-                linked.lock().expect("lock").push(last.to_string());
-                Ok(())
-            })
-            .await
-            .expect("riders");
+        let (committed, _) = store.commit_riders(&commit, now_micros(), &refs).await.expect("riders");
         let expected = vec![riders[0].clone(), riders[2].clone(), riders[3].clone()];
         assert_eq!(committed, expected);
-        assert_eq!(*linked.lock().expect("lock"), vec![riders[3].clone()], "the last rider gets the members file");
         let history = store.runs("acme", "vip", "", 10).await.expect("runs");
+        assert!(history.iter().all(|r| r.files == files), "riders' records name their leader's files");
         let chain: Vec<(&str, &str, i64, i64, i64)> =
             history.iter().map(|r| (r.run_id.as_str(), r.previous_run_id.as_str(), r.members, r.added, r.removed)).collect();
         assert_eq!(
@@ -234,22 +245,64 @@ async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
             assert_eq!(to, ["queued", "admitted", "running", "succeeded"]);
         }
         // Committed riders do not commit again.
-        let (again, _) = store.commit_riders(&commit, now_micros(), &refs, |_| Ok(())).await.expect("again");
+        let (again, _) = store.commit_riders(&commit, now_micros(), &refs).await.expect("again");
         assert!(again.is_empty(), "{again:?}");
 
         // When the segment moved on after the leader, no rider commits: they stay queued.
         let (late_leader, _) = store.insert_job(&job(None)).await.expect("insert");
         let (late_rider, _) = store.insert_job(&job(None)).await.expect("insert");
-        store.transition(&late_leader.id, JobStatus::Queued, JobStatus::Admitted, "", None).await.expect("t");
-        assert!(store.start_running(&late_leader.id, 1, 1 << 20).await.expect("start"));
+        assert!(store.admit(&late_leader.id, "p", i64::MAX, "").await.expect("admit"));
+        assert_eq!(store.start_running(&late_leader.id, "p", 1 << 20).await.expect("start"), Some(1));
         let stale = Commit { job_id: &late_leader.id, previous_run_id: &riders[3], ..commit.clone() };
         assert_eq!(store.commit_run(&stale).await.expect("commit"), CommitResult::Committed);
         let moved_on = Commit { job_id: &leader, ..commit.clone() };
-        let (none, _) = store.commit_riders(&moved_on, now_micros(), &[late_rider.id.as_str()], |_| Ok(())).await.expect("riders");
+        let (none, _) = store.commit_riders(&moved_on, now_micros(), &[late_rider.id.as_str()]).await.expect("riders");
         assert!(none.is_empty());
         let row = store.job("acme", &late_rider.id).await.expect("get").expect("job");
         assert_eq!((row.status, row.attempts), (JobStatus::Queued, 0));
         assert!(store.runs("acme", "vip", "", 10).await.expect("runs").iter().all(|r| r.run_id != late_rider.id));
+        finish(s).await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_attempt_holding_the_lease_commits_or_ends_a_running_job() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let (j, _) = store.insert_job(&job(None)).await.expect("insert");
+        // Process p1 admits and starts attempt 1; its lease runs out and p2 takes the job over.
+        assert!(store.admit(&j.id, "p1", now_micros() - 1, "").await.expect("admit"));
+        assert_eq!(store.start_running(&j.id, "p1", 1 << 20).await.expect("start"), Some(1));
+        assert_eq!(store.requeue_expired(now_micros(), None, "p2").await.expect("requeue"), vec![j.id.clone()]);
+        assert!(store.admit(&j.id, "p2", i64::MAX, "").await.expect("admit"));
+        assert_eq!(store.start_running(&j.id, "p1", 1 << 20).await.expect("start"), None, "admitted for p2, not p1");
+        assert_eq!(store.start_running(&j.id, "p2", 1 << 20).await.expect("start"), Some(2));
+        let commit = |owner, attempt, files| Commit {
+            job_id: &j.id,
+            tenant_id: "acme",
+            segment_id: "vip",
+            previous_run_id: "",
+            members: 2,
+            added: 2,
+            removed: 0,
+            key_type: "string",
+            attempt,
+            owner,
+            files,
+        };
+        let stale = Fence { owner: "p1", attempt: 1 };
+        assert_eq!(store.commit_run(&commit("p1", 1, "stale")).await.expect("commit"), CommitResult::Superseded);
+        assert_eq!(store.commit_run(&commit("p2", 1, "stale")).await.expect("commit"), CommitResult::Superseded);
+        assert!(!store.end_attempt(&j.id, stale, JobStatus::Failed, "timeout", Some(("timeout", "late"))).await.expect("end"));
+        assert!(!store.retry(&j.id, stale, ("io", "late"), 0, 1 << 20, "retry").await.expect("retry"));
+        assert_eq!(store.job("acme", &j.id).await.expect("get").expect("job").status, JobStatus::Running);
+        assert_eq!(store.commit_run(&commit("p2", 2, "fresh")).await.expect("commit"), CommitResult::Committed);
+        assert_eq!(store.commit_run(&commit("p1", 1, "stale")).await.expect("commit"), CommitResult::AlreadyCommitted);
+        let runs = store.runs("acme", "vip", "", 10).await.expect("runs");
+        assert_eq!(runs.iter().map(|r| (r.run_id.as_str(), r.files.as_str())).collect::<Vec<_>>(), vec![(j.id.as_str(), "fresh")]);
+        let to: Vec<String> = store.job_events(&j.id).await.expect("events").into_iter().map(|e| e.2).collect();
+        assert_eq!(to, ["queued", "admitted", "running", "queued", "admitted", "running", "succeeded"]);
         finish(s).await;
     }
 }
