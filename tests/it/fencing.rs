@@ -90,7 +90,7 @@ async fn a_replica_past_its_lease_commits_nothing_and_leaves_the_committed_run_s
         transitions.iter().any(|t| t["detail"].as_str().unwrap_or_default().contains("the lease of process replica-a ran out")),
         "replica-b did not take the job over from replica-a: {view}"
     );
-    let attempts = view["attempts"].as_array().expect("attempts");
+    let attempts = view["attempt_history"].as_array().expect("attempts");
     assert!(attempts.len() >= 2, "{view}");
     let frozen_attempt = attempts[0]["attempt"].as_i64().expect("attempt");
     assert!(attempts[0]["finished_at"].is_null(), "replica-a's attempt finished while it was frozen: {view}");
@@ -104,7 +104,7 @@ async fn a_replica_past_its_lease_commits_nothing_and_leaves_the_committed_run_s
     let deadline = Instant::now() + Duration::from_secs(120);
     let view = loop {
         let view = on_second.get(&format!("/v1/tenants/{TENANT}/runs/{id}")).await.body;
-        let attempt = view["attempts"].as_array().and_then(|a| a.iter().find(|a| a["attempt"] == frozen_attempt).cloned());
+        let attempt = view["attempt_history"].as_array().and_then(|a| a.iter().find(|a| a["attempt"] == frozen_attempt).cloned());
         if attempt.is_some_and(|a| !a["finished_at"].is_null()) {
             break view;
         }
