@@ -10,6 +10,7 @@
 //! factor = 3.0
 //! [alerts.burn_rate]             # multi-window burn-rate alerts on the success-rate SLO
 //! slo = 0.9995
+//! windows = [{ long = "1h", short = "5m", factor = 14.4 }, { long = "6h", short = "30m", factor = 6.0 }]
 //! ```
 
 use serde::{Deserialize, Deserializer};
@@ -53,6 +54,20 @@ impl AlertRules {
         }
         if !(self.burn_rate.slo > 0.0 && self.burn_rate.slo < 1.0) {
             return Err("alerts.burn_rate.slo must be between 0 and 1".into());
+        }
+        if self.burn_rate.windows.is_empty() {
+            return Err("alerts.burn_rate.windows needs at least one {long, short, factor}".into());
+        }
+        for (i, w) in self.burn_rate.windows.iter().enumerate() {
+            if w.short < 50 || w.short > w.long {
+                return Err(format!("alerts.burn_rate.windows[{i}]: short must be at least 50ms and at most long"));
+            }
+            if w.long > 7 * 86_400_000 {
+                return Err(format!("alerts.burn_rate.windows[{i}]: long must be at most 7d"));
+            }
+            if !(w.factor > 0.0 && w.factor.is_finite()) {
+                return Err(format!("alerts.burn_rate.windows[{i}]: factor must be above 0"));
+            }
         }
         Ok(())
     }
@@ -122,8 +137,8 @@ impl Default for RuntimeRule {
     }
 }
 
-/// Multi-window burn-rate alerts on the success rate at each scope (the SRE workbook's
-/// 1h/5m at 14.4× and 6h/30m at 6× the error budget).
+/// Multi-window burn-rate alerts on the success rate at each scope (by default the SRE
+/// workbook's 1h/5m at 14.4× and 6h/30m at 6× the error budget).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BurnRateRule {
@@ -132,11 +147,52 @@ pub struct BurnRateRule {
     pub slo: f64,
     /// Outcomes a long window needs before it may fire (a handful of runs proves nothing).
     pub min_outcomes: u64,
+    /// Fires while, over one of these pairs, both the long and the short window's error ratio
+    /// are above `factor × (1 - slo)`.
+    pub windows: Vec<BurnWindow>,
 }
 
 impl Default for BurnRateRule {
     fn default() -> Self {
-        BurnRateRule { enabled: true, slo: 0.9995, min_outcomes: 20 }
+        BurnRateRule { enabled: true, slo: 0.9995, min_outcomes: 20, windows: BurnWindow::workbook() }
+    }
+}
+
+/// One pair of burn-rate windows (durations: `1h`, `5m`, `30s`) and its burn factor.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnWindow {
+    /// Milliseconds.
+    #[serde(deserialize_with = "de_duration_ms")]
+    pub long: i64,
+    /// Milliseconds; at most `long`.
+    #[serde(deserialize_with = "de_duration_ms")]
+    pub short: i64,
+    /// How many times faster than the budget allows failures must come.
+    pub factor: f64,
+}
+
+impl BurnWindow {
+    /// The SRE workbook's pairs: 1h and 5m above 14.4×, 6h and 30m above 6×.
+    pub fn workbook() -> Vec<BurnWindow> {
+        vec![
+            BurnWindow { long: 3_600_000, short: 300_000, factor: 14.4 },
+            BurnWindow { long: 21_600_000, short: 1_800_000, factor: 6.0 },
+        ]
+    }
+}
+
+impl BurnRateRule {
+    /// The width of the buckets outcomes are counted in: a fifth of the shortest window, at
+    /// most a minute (a minute with the default windows), at least 10 ms.
+    pub fn bucket_ms(&self) -> i64 {
+        let shortest = self.windows.iter().map(|w| w.short).min().unwrap_or(300_000);
+        (shortest / 5).clamp(10, 60_000)
+    }
+
+    /// The longest window (milliseconds): how far back outcomes matter.
+    pub fn longest_ms(&self) -> i64 {
+        self.windows.iter().map(|w| w.long).max().unwrap_or(0)
     }
 }
 

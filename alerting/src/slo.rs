@@ -4,14 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::{BurnRateRule, RuntimeRule};
+#[cfg(test)]
+use crate::config::BurnWindow;
 use crate::rule::{GLOBAL, Scope, State};
 
+#[cfg(test)]
 const MINUTE_MS: i64 = 60_000;
-/// Minutes kept per key: the longest window (6 h).
-const KEPT: usize = 360;
-
-/// The two alerting windows of the SRE workbook: (long, short) minutes and the burn factor.
-pub const BURN_WINDOWS: [(usize, usize, f64); 2] = [(60, 5, 14.4), (360, 30, 6.0)];
 
 /// A burn-rate change of state.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,73 +23,98 @@ pub struct BurnTransition {
 }
 
 #[derive(Debug, Default)]
-struct Minutes {
-    /// (minute, outcomes, failures), oldest first, at most [`KEPT`] minutes old.
+struct Buckets {
+    /// (bucket, outcomes, failures), oldest first, none older than the longest window.
     buckets: VecDeque<(i64, u64, u64)>,
     firing: bool,
 }
 
-impl Minutes {
-    fn add(&mut self, minute: i64, failed: bool) {
+impl Buckets {
+    fn add(&mut self, bucket: i64, failed: bool) {
         match self.buckets.back_mut() {
-            Some(b) if b.0 == minute => {
+            Some(b) if b.0 == bucket => {
                 b.1 += 1;
                 b.2 += u64::from(failed);
             }
-            _ => self.buckets.push_back((minute, 1, u64::from(failed))),
+            // Outcomes arrive in finishing order; one a little older than the newest bucket
+            // (another process's late commit) counts in that bucket.
+            Some(b) if b.0 > bucket => {
+                b.1 += 1;
+                b.2 += u64::from(failed);
+            }
+            _ => self.buckets.push_back((bucket, 1, u64::from(failed))),
         }
     }
 
-    fn trim(&mut self, now_minute: i64) {
-        while self.buckets.front().is_some_and(|b| b.0 <= now_minute - KEPT as i64) {
+    fn trim(&mut self, now_bucket: i64, kept: i64) {
+        while self.buckets.front().is_some_and(|b| b.0 <= now_bucket - kept) {
             self.buckets.pop_front();
         }
     }
 
-    /// (outcomes, failures) over the last `minutes` minutes up to `now_minute`.
-    fn over(&self, now_minute: i64, minutes: usize) -> (u64, u64) {
+    /// (outcomes, failures) over the last `buckets` buckets up to `now_bucket`.
+    fn over(&self, now_bucket: i64, buckets: i64) -> (u64, u64) {
         self.buckets
             .iter()
             .rev()
-            .take_while(|b| b.0 > now_minute - minutes as i64)
+            .take_while(|b| b.0 > now_bucket - buckets)
             .fold((0, 0), |(n, f), b| (n + b.1, f + b.2))
     }
 }
 
-/// Burn-rate alerts: fires when, over both a long and a short window, failures eat the error
-/// budget (`1 - slo`) faster than the window's factor.
+/// Burn-rate alerts: fires when, over both a long and a short window of one of the rule's
+/// pairs, failures eat the error budget (`1 - slo`) faster than the pair's factor. Outcomes
+/// are counted in buckets of [`BurnRateRule::bucket_ms`] (a minute by default).
 #[derive(Debug)]
 pub struct BurnRate {
     rule: BurnRateRule,
-    keys: HashMap<(Scope, String), Minutes>,
+    bucket_ms: i64,
+    /// (long, short) windows in buckets, and the factor.
+    windows: Vec<(i64, i64, f64)>,
+    /// Buckets kept per key: the longest window.
+    kept: i64,
+    keys: HashMap<(Scope, String), Buckets>,
 }
 
 impl BurnRate {
     pub fn new(rule: BurnRateRule) -> BurnRate {
-        BurnRate { rule, keys: HashMap::new() }
+        let bucket_ms = rule.bucket_ms().max(1);
+        let buckets = |ms: i64| ((ms + bucket_ms - 1) / bucket_ms).max(1);
+        let windows: Vec<(i64, i64, f64)> = rule.windows.iter().map(|w| (buckets(w.long), buckets(w.short), w.factor)).collect();
+        let kept = windows.iter().map(|w| w.0.max(w.1)).max().unwrap_or(1);
+        BurnRate { rule, bucket_ms, windows, kept, keys: HashMap::new() }
     }
 
     /// One outcome; returns the transitions it causes.
     pub fn observe(&mut self, at: i64, tenant: &str, region: &str, failed: bool) -> Vec<BurnTransition> {
-        let minute = at.div_euclid(MINUTE_MS);
+        let bucket = at.div_euclid(self.bucket_ms);
         let mut out = Vec::new();
         for (scope, key) in [(Scope::Global, GLOBAL), (Scope::Region, region), (Scope::Tenant, tenant)] {
             let entry = self.keys.entry((scope, key.to_string())).or_default();
-            entry.add(minute, failed);
-            if let Some(t) = decide(&self.rule, at, scope, key, entry) {
+            entry.add(bucket, failed);
+            if let Some(t) = decide(&self.rule, &self.windows, self.bucket_ms, at, scope, key, entry) {
                 out.push(t);
             }
         }
         out
     }
 
+    /// One outcome counted without deciding anything (rebuilding from stored outcomes, in
+    /// finishing order); [`BurnRate::tick`] decides once they are all in.
+    pub fn load(&mut self, at: i64, tenant: &str, region: &str, failed: bool) {
+        let bucket = at.div_euclid(self.bucket_ms);
+        for (scope, key) in [(Scope::Global, GLOBAL), (Scope::Region, region), (Scope::Tenant, tenant)] {
+            self.keys.entry((scope, key.to_string())).or_default().add(bucket, failed);
+        }
+    }
+
     /// Time passes: resolves what has cooled down and forgets keys with nothing left.
     pub fn tick(&mut self, now: i64) -> Vec<BurnTransition> {
         let mut out = Vec::new();
-        let minute = now.div_euclid(MINUTE_MS);
+        let bucket = now.div_euclid(self.bucket_ms);
         for ((scope, key), entry) in &mut self.keys {
-            entry.trim(minute);
-            if let Some(t) = decide(&self.rule, now, *scope, key, entry) {
+            entry.trim(bucket, self.kept);
+            if let Some(t) = decide(&self.rule, &self.windows, self.bucket_ms, now, *scope, key, entry) {
                 out.push(t);
             }
         }
@@ -99,16 +122,32 @@ impl BurnRate {
         out.sort_by(|a, b| (a.scope, &a.key).cmp(&(b.scope, &b.key)));
         out
     }
+
+    /// The keys that fire now (as of the last decision).
+    pub fn firing(&self) -> Vec<(Scope, String)> {
+        let mut out: Vec<(Scope, String)> = self.keys.iter().filter(|(_, e)| e.firing).map(|(k, _)| k.clone()).collect();
+        out.sort();
+        out
+    }
+
+    /// The error ratio over the longest window of a key, now.
+    pub fn error_ratio(&self, now: i64, scope: Scope, key: &str) -> f64 {
+        let bucket = now.div_euclid(self.bucket_ms);
+        self.keys.get(&(scope, key.to_string())).map_or(0.0, |e| {
+            let (n, f) = e.over(bucket, self.kept);
+            if n == 0 { 0.0 } else { f as f64 / n as f64 }
+        })
+    }
 }
 
-fn decide(rule: &BurnRateRule, at: i64, scope: Scope, key: &str, entry: &mut Minutes) -> Option<BurnTransition> {
-    let minute = at.div_euclid(MINUTE_MS);
+fn decide(rule: &BurnRateRule, windows: &[(i64, i64, f64)], bucket_ms: i64, at: i64, scope: Scope, key: &str, entry: &mut Buckets) -> Option<BurnTransition> {
+    let bucket = at.div_euclid(bucket_ms);
     let budget = 1.0 - rule.slo;
     let mut firing = false;
     let mut ratio = 0.0;
-    for (long, short, factor) in BURN_WINDOWS {
-        let (n_long, f_long) = entry.over(minute, long);
-        let (n_short, f_short) = entry.over(minute, short);
+    for &(long, short, factor) in windows {
+        let (n_long, f_long) = entry.over(bucket, long);
+        let (n_short, f_short) = entry.over(bucket, short);
         let long_ratio = if n_long == 0 { 0.0 } else { f_long as f64 / n_long as f64 };
         let short_ratio = if n_short == 0 { 0.0 } else { f_short as f64 / n_short as f64 };
         ratio = f64::max(ratio, long_ratio);
@@ -184,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_burst_burns_both_windows_and_cools_down() {
-        let rule = BurnRateRule { enabled: true, slo: 0.999, min_outcomes: 20 };
+        let rule = BurnRateRule { enabled: true, slo: 0.999, min_outcomes: 20, ..BurnRateRule::default() };
         let mut burn = BurnRate::new(rule);
         let t0 = 1_000 * MINUTE_MS;
         let mut fired = Vec::new();
@@ -196,6 +235,33 @@ mod tests {
         // An hour of silence later the short window is empty: resolved.
         let later = burn.tick(t0 + 61 * MINUTE_MS);
         assert!(later.iter().all(|t| t.state == State::Resolved) && later.len() == 3, "{later:?}");
+    }
+
+    #[test]
+    fn burn_windows_are_settings_and_seconds_long_ones_decide_in_seconds() {
+        let rule = BurnRateRule { enabled: true, slo: 0.9, min_outcomes: 3, windows: vec![BurnWindow { long: 20_000, short: 5_000, factor: 2.0 }] };
+        let mut burn = BurnRate::new(rule);
+        let t0 = 1_000_000_000;
+        let mut fired = Vec::new();
+        for i in 0..3 {
+            fired.extend(burn.observe(t0 + i * 100, "a", "r", true));
+        }
+        assert_eq!(fired.iter().filter(|t| t.state == State::Firing).count(), 3, "{fired:?}");
+        // Six seconds later the short window is empty: resolved.
+        assert_eq!(burn.tick(t0 + 6_000).len(), 3);
+        assert!(burn.firing().is_empty());
+    }
+
+    #[test]
+    fn burn_outcomes_loaded_decide_at_the_next_tick() {
+        let rule = BurnRateRule { enabled: true, slo: 0.9, min_outcomes: 3, windows: vec![BurnWindow { long: 20_000, short: 5_000, factor: 2.0 }] };
+        let mut burn = BurnRate::new(rule);
+        for i in 0..3 {
+            burn.load(1_000_000_000 + i * 100, "a", "r", true);
+        }
+        assert!(burn.firing().is_empty());
+        assert_eq!(burn.tick(1_000_001_000).len(), 3);
+        assert_eq!(burn.firing().len(), 3);
     }
 
     #[test]

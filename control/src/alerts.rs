@@ -123,7 +123,8 @@ const FEED_POLL: Duration = Duration::from_millis(250);
 /// A job whose final state became visible up to this long (microseconds) after its
 /// `finished_at` (a slow commit, another host's clock) is still read.
 const LOOKBACK_MICROS: i64 = 3_000_000;
-/// How often burn-rate alerts are decided again as time passes.
+/// How often burn-rate alerts are decided again as time passes, at most (more often with
+/// buckets narrower than this).
 const BURN_TICK: Duration = Duration::from_secs(15);
 /// The gauge of the evaluating process.
 const EVALUATING: &str = "cohort_alert_evaluator_leader";
@@ -159,6 +160,13 @@ impl Alerting {
     /// How it runs.
     pub fn settings(&self) -> &AlertSettings {
         &self.settings
+    }
+
+    /// How often burn-rate alerts are decided again: every bucket of the rule's windows, at
+    /// least every 100 ms and at most every [`BURN_TICK`].
+    fn burn_tick(&self) -> Duration {
+        let bucket = u64::try_from(self.settings.rules.burn_rate.bucket_ms()).unwrap_or(60_000);
+        Duration::from_millis(bucket).clamp(Duration::from_millis(100), BURN_TICK)
     }
 
     /// Wakes the delivery task (a receiver was added, an alert raised).
@@ -256,7 +264,7 @@ impl Alerting {
             let now_ms = now_micros() / 1000;
             live.close(now_ms - settle, &mut changes);
             if tokio::time::Instant::now() >= next_tick {
-                next_tick = tokio::time::Instant::now() + BURN_TICK;
+                next_tick = tokio::time::Instant::now() + self.burn_tick();
                 live.tick_burn(now_ms, &mut changes);
             }
             if let Err(e) = self.apply_all(changes, None).await {
@@ -344,7 +352,7 @@ impl Alerting {
         }
         live.close(now_ms - hold_ms, &mut changes);
         if tokio::time::Instant::now() >= *next_tick {
-            *next_tick = tokio::time::Instant::now() + BURN_TICK;
+            *next_tick = tokio::time::Instant::now() + self.burn_tick();
             live.tick_burn(now_ms, &mut changes);
         }
         self.apply_all(changes, Some(lead)).await
