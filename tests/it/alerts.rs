@@ -90,7 +90,8 @@ pub async fn fail_once(api: &Api, tenant: &str) {
 pub async fn healthy_tenant(admin: &Api, dir: &Path, id: &str, region: &str) -> Api {
     let root = dir.join(id);
     datagen("retail", 200, 12, &root);
-    setup_tenant_with(admin, id, region, &root, &["lapsed_buyers", "engaged_email_openers"], json!({"max_concurrent_jobs": 1})).await
+    let segments = ["lapsed_buyers"].into_iter().chain(BEHIND);
+    setup_tenant_with(admin, id, region, &root, &segments.collect::<Vec<_>>(), json!({"max_concurrent_jobs": 1})).await
 }
 
 /// Queues a run of `segment` (its own as-of, so it rides on no other run); its id.
@@ -107,20 +108,25 @@ pub async fn succeeded(api: &Api, tenant: &str, id: &str) -> Value {
     view
 }
 
-/// `n` runs of `lapsed_buyers`, one after the other: its runtime baseline.
-pub async fn baseline(api: &Api, tenant: &str, n: usize) {
-    for i in 0..n {
-        let id = submit(api, tenant, "lapsed_buyers", &format!("2026-10-{:02}T00:00:00Z", i + 1)).await;
+/// `n` runs of `lapsed_buyers`, one after the other (as of day `first` of October and the
+/// days after): its runtime baseline.
+pub async fn baseline(api: &Api, tenant: &str, first: usize, n: usize) {
+    for i in first..first + n {
+        let id = submit(api, tenant, "lapsed_buyers", &format!("2026-10-{i:02}T00:00:00Z")).await;
         succeeded(api, tenant, &id).await;
     }
 }
 
-/// A run of `lapsed_buyers` queued behind `behind` runs of another segment of its tenant (one
-/// runs at a time): most of its end-to-end time is queue wait. Its view.
-pub async fn slow_run(api: &Api, tenant: &str, behind: usize) -> Value {
+/// The segments a slow run waits behind: three runs of each at most, so none of them has
+/// the baseline its own runtime alert needs.
+const BEHIND: [&str; 3] = ["engaged_email_openers", "recent_electronics_buyers", "multi_category_shoppers"];
+
+/// A run of `lapsed_buyers` queued behind nine runs of other segments of its tenant (one runs
+/// at a time): most of its end-to-end time is queue wait. Its view.
+pub async fn slow_run(api: &Api, tenant: &str) -> Value {
     let mut ahead = Vec::new();
-    for i in 0..behind {
-        ahead.push(submit(api, tenant, "engaged_email_openers", &format!("2026-09-{:02}T00:00:00Z", i + 1)).await);
+    for i in 0..9 {
+        ahead.push(submit(api, tenant, BEHIND[i % 3], &format!("2026-09-{:02}T00:00:00Z", i + 1)).await);
     }
     let slow = submit(api, tenant, "lapsed_buyers", "2026-08-01T00:00:00Z").await;
     for id in &ahead {
@@ -338,8 +344,8 @@ async fn a_notification_links_to_its_alert_and_a_slow_run_says_how_much_it_waite
         let mut hooks = receive(listener).await;
         add_receiver(&admin, &url).await;
         let bee = healthy_tenant(&admin, dir.path(), "bee", "us-east").await;
-        baseline(&bee, "bee", 3).await;
-        let slow = slow_run(&bee, "bee", 10).await;
+        baseline(&bee, "bee", 1, 3).await;
+        let slow = slow_run(&bee, "bee").await;
 
         let hook = next(&mut hooks).await;
         assert_eq!((hook.status(), hook.label("alertname"), hook.label("segment")), ("firing", "CohortSegmentRuntimeHigh", "lapsed_buyers"), "{:?}", hook.body);
@@ -358,10 +364,131 @@ async fn a_notification_links_to_its_alert_and_a_slow_run_says_how_much_it_waite
         assert!((total - seconds_between(&slow, "created_at", "finished_at")).abs() < 0.05, "{total} vs {slow:?}");
         assert!((queued - seconds_between(&slow, "created_at", "started_at")).abs() < 0.05, "{queued} vs {slow:?}");
         assert!((queued + executing - total).abs() < 0.002, "{queued} + {executing} != {total}");
-        assert!(queued > executing, "it waited behind ten runs: {:?}", hook.body);
+        assert!(queued > executing, "it waited behind nine runs: {:?}", hook.body);
         let summary = hook.annotation("summary");
         assert!(summary.contains("queued") && summary.contains("executing"), "{summary}");
 
+        drop(server);
+        store.drop_database().await;
+    }
+}
+
+/// Webhooks until one says `status`; every one before it must be about the same alert.
+async fn until_status(hooks: &mut mpsc::UnboundedReceiver<Webhook>, alertname: &str, status: &str) -> Webhook {
+    loop {
+        let hook = tokio::time::timeout(Duration::from_secs(60), hooks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {status} {alertname} webhook within a minute"))
+            .expect("receiver running");
+        assert_eq!(hook.label("alertname"), alertname, "{:?}", hook.body);
+        if hook.status() == status {
+            return hook;
+        }
+    }
+}
+
+/// The one alert of `rule` at `scope` once it is in `state`, with its history.
+async fn alert_in(admin: &Api, rule: &str, scope: &str, state: &str) -> Value {
+    let list = admin.get("/v1/alerts?state=all&limit=100").await;
+    let items = list.body["items"].as_array().expect("items");
+    let matching: Vec<&Value> = items.iter().filter(|a| a["rule"] == rule && a["scope"] == scope).collect();
+    assert_eq!(matching.len(), 1, "one {rule} alert at {scope}: {items:?}");
+    assert_eq!(matching[0]["state"], state, "{items:?}");
+    let one = admin.get(&format!("/v1/alerts/{}", matching[0]["id"].as_str().expect("id"))).await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    one.body
+}
+
+fn kinds(alert: &Value) -> Vec<String> {
+    alert["history"].as_array().expect("history").iter().filter_map(|e| e["kind"].as_str().map(str::to_string)).collect()
+}
+
+/// Every webhook still on its way once the outbox is empty: none may be a resolution.
+async fn no_other_resolution(admin: &Api, hooks: &mut mpsc::UnboundedReceiver<Webhook>) {
+    settled(admin).await;
+    while let Ok(hook) = hooks.try_recv() {
+        assert_ne!(hook.status(), "resolved", "resolved once only: {:?}", hook.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burn_rate_alert_firing_at_a_restart_resolves_once_when_the_rate_recovers() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::server::TestStore::new(&backend, dir.path()).await;
+        // Only the burn rate fires: every run fails against a 50% objective, over windows of
+        // a minute and 15 seconds (the short one empties 15 s after the last failure).
+        let rules = config(
+            dir.path(),
+            "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 1000\n\
+             [alerts.failures.global]\nthreshold = 1000\n[alerts.runtime]\nenabled = false\n\
+             [alerts.burn_rate]\nslo = 0.5\nmin_outcomes = 3\nwindows = [{ long = \"60s\", short = \"15s\", factor = 1.5 }]\n",
+        );
+        let data = dir.path().join("data");
+        let env = [("COHORT_CONFIG", rules.as_str())];
+        let mut server = Server::start_with(&data, &store.url, 2, &env);
+        let admin = Api::new(&server.base, ADMIN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let mut hooks = receive(listener).await;
+        add_receiver(&admin, &url).await;
+        let acme = failing_tenant(&admin, dir.path(), "acme", "us-east").await;
+        for _ in 0..3 {
+            fail_once(&acme, "acme").await;
+        }
+        // The global alert pages (the region's and the tenant's are inhibited under it).
+        let firing = until_status(&mut hooks, "CohortSuccessRateBurn", "firing").await;
+        assert_eq!(firing.label("scope"), "global", "{:?}", firing.body);
+
+        // Restarted while it fires; it resolves once its short window has no failure left.
+        assert!(server.terminate().success());
+        let server = Server::start_with(&data, &store.url, 2, &env);
+        let admin = Api::new(&server.base, ADMIN);
+        let resolved = until_status(&mut hooks, "CohortSuccessRateBurn", "resolved").await;
+        assert_eq!(resolved.label("scope"), "global", "{:?}", resolved.body);
+        assert_eq!(resolved.body["alerts"][0]["fingerprint"], firing.body["alerts"][0]["fingerprint"]);
+        no_other_resolution(&admin, &mut hooks).await;
+        let global = alert_in(&admin, "burn_rate", "global", "resolved").await;
+        assert_eq!(kinds(&global).iter().filter(|k| *k == "resolved").count(), 1, "{global:?}");
+        for scope in ["region", "tenant"] {
+            alert_in(&admin, "burn_rate", scope, "resolved").await;
+        }
+        drop(server);
+        store.drop_database().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_alert_firing_at_a_restart_resolves_once_at_the_next_normal_run() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::server::TestStore::new(&backend, dir.path()).await;
+        let rules = config(dir.path(), RUNTIME_ONLY);
+        let data = dir.path().join("data");
+        let env = [("COHORT_CONFIG", rules.as_str())];
+        let mut server = Server::start_with(&data, &store.url, 2, &env);
+        let admin = Api::new(&server.base, ADMIN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let mut hooks = receive(listener).await;
+        add_receiver(&admin, &url).await;
+        let bee = healthy_tenant(&admin, dir.path(), "bee", "us-east").await;
+        baseline(&bee, "bee", 1, 3).await;
+        slow_run(&bee, "bee").await;
+        let firing = until_status(&mut hooks, "CohortSegmentRuntimeHigh", "firing").await;
+        assert_eq!(firing.label("segment"), "lapsed_buyers", "{:?}", firing.body);
+
+        // Restarted while it fires; the next run as fast as the baseline resolves it, once.
+        assert!(server.terminate().success());
+        let server = Server::start_with(&data, &store.url, 2, &env);
+        let admin = Api::new(&server.base, ADMIN);
+        let bee = Api::new(&server.base, &bee.token);
+        baseline(&bee, "bee", 10, 1).await;
+        let resolved = until_status(&mut hooks, "CohortSegmentRuntimeHigh", "resolved").await;
+        assert_eq!(resolved.body["alerts"][0]["fingerprint"], firing.body["alerts"][0]["fingerprint"]);
+        no_other_resolution(&admin, &mut hooks).await;
+        let alert = alert_in(&admin, "runtime", "tenant", "resolved").await;
+        assert_eq!(kinds(&alert), ["fired", "notified", "resolved", "notified"], "{alert:?}");
         drop(server);
         store.drop_database().await;
     }
