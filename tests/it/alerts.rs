@@ -441,6 +441,7 @@ async fn a_burn_rate_alert_firing_at_a_restart_resolves_once_when_the_rate_recov
         assert_eq!(firing.label("scope"), "global", "{:?}", firing.body);
 
         // Restarted while it fires; it resolves once its short window has no failure left.
+        settled(&admin).await;
         assert!(server.terminate().success());
         let server = Server::start_with(&data, &store.url, 2, &env);
         let admin = Api::new(&server.base, ADMIN);
@@ -478,7 +479,9 @@ async fn a_runtime_alert_firing_at_a_restart_resolves_once_at_the_next_normal_ru
         let firing = until_status(&mut hooks, "CohortSegmentRuntimeHigh", "firing").await;
         assert_eq!(firing.label("segment"), "lapsed_buyers", "{:?}", firing.body);
 
-        // Restarted while it fires; the next run as fast as the baseline resolves it, once.
+        // Restarted while it fires (its notification recorded); the next run as fast as the
+        // baseline resolves it, once.
+        settled(&admin).await;
         assert!(server.terminate().success());
         let server = Server::start_with(&data, &store.url, 2, &env);
         let admin = Api::new(&server.base, ADMIN);
