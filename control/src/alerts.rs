@@ -7,9 +7,11 @@
 //!   An instant is closed once the clock is `settle` past it (a failure committed in the same
 //!   millisecond by another worker still counts). Each transition is one store transaction:
 //!   the alert row, its history, inhibition, and the outbox rows of its notifications. At
-//!   start (and whenever it may have missed events) the evaluator is rebuilt from the failures
-//!   in the store inside the windows and reconciled with the alerts the store says fire, so a
-//!   crash between a job's failure and its alert loses nothing.
+//!   start (and whenever it may have missed events) the evaluators are rebuilt from the store
+//!   (failures inside the failure windows, outcomes inside the longest burn-rate window, each
+//!   segment's last runs for its runtime baseline) and reconciled with the alerts of every
+//!   rule the store says fire, so a crash between a job's outcome and its alert loses
+//!   nothing, and an alert that recovered meanwhile resolves.
 //!
 //!   With several processes on one PostgreSQL store, one of them evaluates: the holder of the
 //!   claim on the `alert_evaluator` row (a lease renewed from the loop every third of
@@ -126,6 +128,9 @@ const LOOKBACK_MICROS: i64 = 3_000_000;
 /// How often burn-rate alerts are decided again as time passes, at most (more often with
 /// buckets narrower than this).
 const BURN_TICK: Duration = Duration::from_secs(15);
+/// A rebuild replays each segment's runs finished within this long (microseconds: 7 days)
+/// for its runtime baseline.
+const RUNTIME_LOOKBACK_MICROS: i64 = 7 * 86_400 * 1_000_000;
 /// The gauge of the evaluating process.
 const EVALUATING: &str = "cohort_alert_evaluator_leader";
 
@@ -223,10 +228,15 @@ impl Alerting {
         let mut live = Live::new(&self.settings.rules);
         let mut stale = true;
         let mut next_tick = tokio::time::Instant::now();
+        // Jobs the last rebuild counted whose events may still be on their way.
+        let mut counted: HashMap<String, i64> = HashMap::new();
         loop {
             if stale {
                 match self.rebuild(&mut live, None, settle).await {
-                    Ok(_) => stale = false,
+                    Ok(rebuilt) => {
+                        counted = rebuilt.map(|r| r.recent()).unwrap_or_default();
+                        stale = false;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "alert evaluator: cannot read recent failures; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -241,7 +251,7 @@ impl Alerting {
             let mut changes = Vec::new();
             tokio::select! {
                 event = events.recv() => match event {
-                    Ok(event) if event.status.is_final() => {
+                    Ok(event) if event.status.is_final() && counted.remove(&event.job_id).is_none() => {
                         let observed = match self.outcome_of(&event).await {
                             Ok(Some(outcome)) => self.observe(&mut live, &outcome, &mut changes).await,
                             Ok(None) => Ok(()),
@@ -450,63 +460,150 @@ impl Alerting {
         })
     }
 
-    /// Rebuilds the evaluators from the failures in the store inside the windows (instants
-    /// closed up to `settle_ms` ago), and makes the store's firing failure alerts agree with
+    /// Rebuilds the evaluators from the store and makes the store's firing alerts agree with
     /// them. `None` when `lead` no longer holds the claim on the evaluator.
+    ///
+    /// - failure rule: the failures inside its windows, instants closed up to `settle_ms` ago;
+    /// - burn rate: the outcomes inside its longest window, decided as of now;
+    /// - runtime: each segment's last runs (of the last [`RUNTIME_LOOKBACK_MICROS`]).
+    ///
+    /// What fires in the store but not in the rebuilt evaluators (its failures expired, its
+    /// rate recovered while the service was down, or its rule is off now) resolves now; what
+    /// fires in them but not in the store (a crash between an outcome and its transition)
+    /// fires now.
     async fn rebuild(&self, live: &mut Live, lead: Option<&Term>, settle_ms: i64) -> Result<Option<Rebuilt>> {
         *live = Live::new(&self.settings.rules);
-        let rule = self.settings.rules.failure_rule();
+        let rules = &self.settings.rules;
+        let rule = rules.failure_rule();
         let longest = Scope::ALL.iter().map(|s| rule.at(*s).window_ms).max().unwrap_or(600_000);
         let read_at = now_micros();
-        let since = read_at - longest.saturating_mul(1000);
+        let now_ms = read_at / 1000;
+        let failures_since = read_at - longest.saturating_mul(1000);
+        let since = if rules.burn_rate.enabled { failures_since.min(read_at - rules.burn_rate.longest_ms().saturating_mul(1000)) } else { failures_since };
         let rows = sqlx::query(
-            "SELECT j.finished_at, j.tenant_id, t.region, j.id FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
-             WHERE j.status = 'failed' AND j.finished_at > $1 ORDER BY j.finished_at",
+            "SELECT j.finished_at, j.tenant_id, t.region, j.id, j.status FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+             WHERE j.status IN ('succeeded', 'failed') AND j.finished_at > $1 ORDER BY j.finished_at",
         )
         .bind(since)
         .fetch_all(self.store.pool())
         .await?;
         let mut changes = Vec::new();
+        // Resolutions go narrowest first, so none frees a narrower alert resolving with it.
+        let mut resolutions = Vec::new();
+        let mut firings = Vec::new();
         let mut transitions = Vec::new();
-        let mut failures = Vec::new();
+        let mut outcomes = Vec::new();
         for row in rows {
-            let (finished, tenant, region, id): (i64, String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let (finished, tenant, region, id, status): (i64, String, String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
+            let failed = status == JobStatus::Failed.as_str();
             live.regions.insert(tenant.clone(), region.clone());
-            live.failures.fail(finished.div_euclid(1000), &tenant, &region, &mut transitions);
-            failures.push((id, finished));
+            if failed && finished > failures_since {
+                live.failures.fail(finished.div_euclid(1000), &tenant, &region, &mut transitions);
+            }
+            if rules.burn_rate.enabled {
+                live.burn.load(finished.div_euclid(1000), &tenant, &region, failed);
+            }
+            outcomes.push((id, finished));
         }
-        live.failures.advance(now_micros() / 1000 - settle_ms, &mut transitions);
+        live.failures.advance(now_ms - settle_ms, &mut transitions);
         for t in &transitions {
             changes.push(live.failure_change(t));
         }
         // Transitions already recorded are no-ops; what fires in the store but no longer in
         // the evaluator (its failures expired while the service was down) resolves now.
-        let firing_now: Vec<(String, String)> = live.failures.firing().into_iter().map(|(s, k, _)| (s.as_str().to_string(), k)).collect();
-        let stored = sqlx::query("SELECT scope, alert_key FROM alerts WHERE state = 'firing' AND rule = $1")
-            .bind(FAILURES)
-            .fetch_all(self.store.pool())
-            .await?;
-        for row in stored {
-            let (scope, key): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            if !firing_now.contains(&(scope.clone(), key.clone())) {
-                let scope = Scope::parse(&scope).unwrap_or(Scope::Tenant);
+        let firing_now: Vec<(Scope, String)> = live.failures.firing().into_iter().map(|(s, k, _)| (s, k)).collect();
+        for (scope, key) in self.stored_firing(FAILURES).await? {
+            if !firing_now.contains(&(scope, key.clone())) {
                 let failures = i64::from(live.failures.failures(scope, &key));
-                changes.push(Change {
-                    rule: FAILURES,
-                    scope,
-                    key,
-                    state: State::Resolved,
-                    at: now_micros(),
-                    failures,
-                    labels: BTreeMap::new(),
-                    annotations: BTreeMap::new(),
-                });
+                resolutions.push(resolution(FAILURES, scope, key, read_at, failures));
             }
         }
+
+        // Burn rate: decided as of now over what was loaded.
+        let burning = if rules.burn_rate.enabled {
+            let _ = live.burn.tick(now_ms);
+            live.burn.firing()
+        } else {
+            Vec::new()
+        };
+        let stored = self.stored_firing(BURN_RATE).await?;
+        for (scope, key) in &stored {
+            if !burning.contains(&(*scope, key.clone())) {
+                resolutions.push(resolution(BURN_RATE, *scope, key.clone(), read_at, 0));
+            }
+        }
+        for (scope, key) in burning {
+            if !stored.contains(&(scope, key.clone())) {
+                let ratio = live.burn.error_ratio(now_ms, scope, &key);
+                let t = cohort_alerting::slo::BurnTransition { at: now_ms, scope, key, state: State::Firing, error_ratio: ratio };
+                firings.push(live.burn_change(&t));
+            }
+        }
+
+        // Runtime: each segment's last runs replayed, its baseline and state as they were.
+        let mut slow: HashMap<String, Change> = HashMap::new();
+        if rules.runtime.enabled {
+            let runs = sqlx::query(
+                "SELECT id, status, tenant_id, segment_id, created_at, started_at, finished_at FROM \
+                 (SELECT id, status, tenant_id, segment_id, created_at, started_at, finished_at, \
+                  ROW_NUMBER() OVER (PARTITION BY tenant_id, segment_id ORDER BY finished_at DESC, id DESC) AS n \
+                  FROM jobs WHERE status IN ('succeeded', 'failed') AND finished_at > $1) recent \
+                 WHERE n <= $2 ORDER BY finished_at, id",
+            )
+            .bind(read_at - RUNTIME_LOOKBACK_MICROS)
+            .bind(i64::try_from(rules.runtime.baseline_runs.saturating_mul(3)).unwrap_or(i64::MAX))
+            .fetch_all(self.store.pool())
+            .await?;
+            for row in runs {
+                let outcome = Outcome {
+                    job_id: row.try_get(0)?,
+                    failed: row.try_get::<String, _>(1)? == JobStatus::Failed.as_str(),
+                    tenant_id: row.try_get(2)?,
+                    segment_id: row.try_get(3)?,
+                    created_at: row.try_get(4)?,
+                    finished_at: row.try_get(6)?,
+                };
+                let started: Option<i64> = row.try_get(5)?;
+                let seconds = (outcome.finished_at - outcome.created_at) as f64 / 1e6;
+                if let Some(t) = live.runtime.observe(&outcome.tenant_id, &outcome.segment_id, seconds, !outcome.failed) {
+                    live.region(&self.store, &outcome.tenant_id).await?;
+                    let change = live.runtime_change(&t, &outcome, started);
+                    match t.state {
+                        State::Firing => slow.insert(change.key.clone(), change),
+                        State::Resolved => slow.remove(&change.key),
+                    };
+                }
+            }
+        }
+        let stored = self.stored_firing(RUNTIME).await?;
+        for (_, key) in &stored {
+            if !slow.contains_key(key) {
+                resolutions.push(resolution(RUNTIME, Scope::Tenant, key.clone(), read_at, 0));
+            }
+        }
+        let mut slow: Vec<Change> = slow.into_values().filter(|c| !stored.iter().any(|(_, k)| *k == c.key)).collect();
+        slow.sort_by_key(|c| c.at);
+        resolutions.sort_by(|a, b| b.scope.cmp(&a.scope));
+        changes.extend(resolutions);
+        changes.extend(firings);
+        changes.extend(slow);
+
         if !self.apply_all(changes, lead).await? {
             return Ok(None);
         }
-        Ok(Some(Rebuilt { read_at, failures }))
+        Ok(Some(Rebuilt { read_at, outcomes }))
+    }
+
+    /// The scope and key of every alert of `rule` the store says fires.
+    async fn stored_firing(&self, rule: &str) -> Result<Vec<(Scope, String)>> {
+        let rows = sqlx::query("SELECT scope, alert_key FROM alerts WHERE state = 'firing' AND rule = $1").bind(rule).fetch_all(self.store.pool()).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (scope, key): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            out.push((Scope::parse(&scope).unwrap_or(Scope::Tenant), key));
+        }
+        Ok(out)
     }
 
     /// Records transitions in order; false when `lead` no longer holds the claim on the
@@ -1006,8 +1103,16 @@ struct Outcome {
 struct Rebuilt {
     /// When it read (microseconds).
     read_at: i64,
-    /// The failures it counted: job ids and when they finished.
-    failures: Vec<(String, i64)>,
+    /// The outcomes it counted: job ids and when they finished.
+    outcomes: Vec<(String, i64)>,
+}
+
+impl Rebuilt {
+    /// The jobs it counted that finished within [`LOOKBACK_MICROS`] of its read: the ones
+    /// whose outcome may still come after it (an event, a read of the store).
+    fn recent(&self) -> HashMap<String, i64> {
+        self.outcomes.iter().filter(|(_, finished)| *finished > self.read_at - LOOKBACK_MICROS).cloned().collect()
+    }
 }
 
 /// The jobs every process finished, read from a shared store: each read takes what finished
@@ -1029,7 +1134,7 @@ impl Feed {
     fn restart(&mut self, rebuilt: Rebuilt) {
         self.pending.clear();
         self.cursor = rebuilt.read_at;
-        self.seen = rebuilt.failures.into_iter().filter(|(_, finished)| *finished > rebuilt.read_at - LOOKBACK_MICROS).collect();
+        self.seen = rebuilt.recent();
     }
 
     /// Reads the jobs finished since the last read (succeeded or failed: cancelled ones count
@@ -1122,8 +1227,12 @@ impl Live {
     /// Burn-rate alerts decided again as time passes (cooled-down ones resolve).
     fn tick_burn(&mut self, now_ms: i64, changes: &mut Vec<Change>) {
         if self.rules.burn_rate.enabled {
-            for t in self.burn.tick(now_ms) {
-                changes.push(self.burn_change(&t));
+            // Resolutions narrowest first (none frees a narrower alert resolving with it),
+            // then what fires, widest first (narrower ones are inhibited as they come).
+            let (mut resolved, firing): (Vec<_>, Vec<_>) = self.burn.tick(now_ms).into_iter().partition(|t| t.state == State::Resolved);
+            resolved.reverse();
+            for t in resolved.iter().chain(&firing) {
+                changes.push(self.burn_change(t));
             }
         }
     }
@@ -1230,6 +1339,11 @@ impl Live {
             annotations,
         }
     }
+}
+
+/// A stored firing alert resolving at a rebuild (its labels are the stored ones).
+fn resolution(rule: &'static str, scope: Scope, key: String, at: i64, failures: i64) -> Change {
+    Change { rule, scope, key, state: State::Resolved, at, failures, labels: BTreeMap::new(), annotations: BTreeMap::new() }
 }
 
 fn human_ms(ms: i64) -> String {
@@ -1617,7 +1731,7 @@ mod tests {
         let mut feed = Feed::default();
         feed.pending.insert((1, "old".into()), outcome(1));
         let read_at = 10 * LOOKBACK_MICROS;
-        feed.restart(Rebuilt { read_at, failures: vec![("counted".into(), read_at - 1), ("expired".into(), read_at - LOOKBACK_MICROS)] });
+        feed.restart(Rebuilt { read_at, outcomes: vec![("counted".into(), read_at - 1), ("expired".into(), read_at - LOOKBACK_MICROS)] });
         assert!(feed.pending.is_empty());
         assert_eq!(feed.cursor, read_at);
         assert_eq!(feed.seen.keys().collect::<Vec<_>>(), ["counted"]);
