@@ -14,6 +14,7 @@ mod retries;
 mod schedules;
 mod server;
 mod service;
+mod silences;
 mod simulate;
 mod telemetry;
 mod tokens;
