@@ -827,11 +827,22 @@ impl Alerting {
                     Err(e) => tracing::warn!(error = %e, "delivery: cannot queue repeats"),
                 }
             }
+            match self.queue_unsilenced().await {
+                Ok(true) => busy = true,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "delivery: cannot queue the notifications a silence held back"),
+            }
             if busy {
                 continue;
             }
+            let now = now_micros();
             let next = self.next_due().await.ok().flatten();
-            let wait = next.map_or(Duration::from_secs(60), |at| Duration::from_micros(u64::try_from(at - now_micros()).unwrap_or(0)));
+            // A silence that ends releases what it held back then.
+            let next = match (next, self.next_silence_end(now).await.ok().flatten()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = next.map_or(Duration::from_secs(60), |at| Duration::from_micros(u64::try_from(at - now).unwrap_or(0)));
             let deadline = (tokio::time::Instant::now() + wait.min(Duration::from_secs(60))).min(next_repeat);
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -1050,6 +1061,56 @@ impl Alerting {
             }
         }
         Ok(false)
+    }
+
+    /// When the next active silence ends (microseconds), if one is active.
+    async fn next_silence_end(&self, now: i64) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(ends_at) FROM silences WHERE ends_at > $1").bind(now).fetch_one(self.store.pool()).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Alerts that still fire, not inhibited, whose notification to a receiver a silence held
+    /// back and that no silence holds back any more: notified to that receiver now (a
+    /// `firing` notification; repeats follow from it). Each held-back row is released once
+    /// (compare-and-set, so replicas never queue one twice).
+    async fn queue_unsilenced(&self) -> Result<bool> {
+        let now = now_micros();
+        let rows = sqlx::query(
+            "SELECT d.id, d.alert_id, d.receiver_id, a.labels FROM deliveries d \
+             JOIN alerts a ON a.id = d.alert_id JOIN receivers r ON r.id = d.receiver_id \
+             WHERE d.state = 'silenced' AND d.kind <> 'resolved' AND a.state = 'firing' AND a.inhibited_by IS NULL AND r.enabled = 1 \
+             ORDER BY d.created_at",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut held: BTreeMap<(String, String), (BTreeMap<String, String>, Vec<String>)> = BTreeMap::new();
+        for row in rows {
+            let (id, alert, receiver, labels): (String, String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let entry = held.entry((alert, receiver)).or_insert_with(|| (serde_json::from_str(&labels).unwrap_or_default(), Vec::new()));
+            entry.1.push(id);
+        }
+        let mut any = false;
+        for ((alert, receiver), (labels, ids)) in held {
+            if self.silenced(&labels, now).await? {
+                continue;
+            }
+            let mut tx = self.store.begin_write().await?;
+            let mut released = 0;
+            for id in &ids {
+                released += sqlx::query("UPDATE deliveries SET state = 'released' WHERE id = $1 AND state = 'silenced'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            if released > 0 {
+                insert_delivery(&mut tx, &receiver, &alert, "firing", now).await?;
+                alert_event(&mut tx, &alert, now, "unsilenced", &format!("the silence ended; notifying {receiver}")).await?;
+                any = true;
+            }
+            tx.commit().await?;
+        }
+        Ok(any)
     }
 
     /// Firing alerts notified on their own longer than `repeat_interval` ago: notified again.
@@ -1477,7 +1538,7 @@ pub struct AlertView {
 pub struct AlertEventView {
     /// When.
     pub at: String,
-    /// `fired`, `inhibited`, `uninhibited`, `notified` or `resolved`.
+    /// `fired`, `inhibited`, `uninhibited`, `unsilenced`, `notified` or `resolved`.
     pub kind: String,
     /// More about it.
     pub detail: String,

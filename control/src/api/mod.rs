@@ -1569,7 +1569,12 @@ async fn list_silences(State(s): State<AppState>, caller: Caller) -> Result<Json
     responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn expire_silence(State(s): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     caller.admin()?;
-    if s.store.expire_silence(&id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no silence {id:?}"))) }
+    if !s.store.expire_silence(&id).await? {
+        return Err(ApiError::not_found(format!("no silence {id:?}")));
+    }
+    // What it held back and still fires is notified now.
+    s.alerting.wake();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A new webhook receiver.
