@@ -496,3 +496,62 @@ async fn a_runtime_alert_firing_at_a_restart_resolves_once_at_the_next_normal_ru
         store.drop_database().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_region_failure_alert_inhibits_its_tenants_burn_rate_and_runtime_alerts() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::server::TestStore::new(&backend, dir.path()).await;
+        // Two failures page the region; four outcomes all failed burn a tenant's 50% objective
+        // (the region's and everywhere's stay under it: the other tenant's runs succeed); a run
+        // 3× its segment's median is slow.
+        let rules = config(
+            dir.path(),
+            "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 2\n\
+             [alerts.failures.global]\nthreshold = 1000\n\
+             [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n\
+             [alerts.burn_rate]\nslo = 0.5\nmin_outcomes = 4\nwindows = [{ long = \"10m\", short = \"10m\", factor = 1.5 }]\n",
+        );
+        let env = [("COHORT_CONFIG", rules.as_str()), ("COHORT_ALERT_GROUP_INTERVAL_SECONDS", "1")];
+        let server = Server::start_with(&dir.path().join("data"), &store.url, 2, &env);
+        let admin = Api::new(&server.base, ADMIN);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let mut hooks = receive(listener).await;
+        add_receiver(&admin, &url).await;
+        let bee = healthy_tenant(&admin, dir.path(), "bee", "us-east").await;
+        let acme = failing_tenant(&admin, dir.path(), "acme", "us-east").await;
+        baseline(&bee, "bee", 1, 3).await;
+        for _ in 0..4 {
+            fail_once(&acme, "acme").await;
+        }
+        slow_run(&bee, "bee").await;
+
+        // One page, the region's, listing acme's burn-rate alert and bee's runtime alert.
+        let page = loop {
+            let hook = next(&mut hooks).await;
+            assert_eq!(
+                (hook.label("alertname"), hook.label("scope"), hook.label("region"), hook.status()),
+                ("CohortJobFailures", "region", "us-east", "firing"),
+                "one page, the region's: {:?}",
+                hook.body
+            );
+            if hook.annotation("inhibited") == "tenant=acme,tenant=bee/lapsed_buyers" {
+                break hook;
+            }
+        };
+        let region = alert_in(&admin, "failures", "region", "firing").await;
+        assert_eq!(region["fingerprint"], page.body["alerts"][0]["fingerprint"]);
+        for (rule, key) in [("burn_rate", "acme"), ("runtime", "bee/lapsed_buyers")] {
+            let alert = alert_in(&admin, rule, "tenant", "firing").await;
+            assert_eq!((alert["key"].as_str(), &alert["inhibited_by"]), (Some(key), &region["id"]), "{alert:?}");
+            assert!(!kinds(&alert).contains(&"notified".to_string()), "not notified on its own: {alert:?}");
+        }
+        settled(&admin).await;
+        while let Ok(hook) = hooks.try_recv() {
+            assert_eq!((hook.label("alertname"), hook.label("scope")), ("CohortJobFailures", "region"), "{:?}", hook.body);
+        }
+        drop(server);
+        store.drop_database().await;
+    }
+}
