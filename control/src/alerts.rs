@@ -725,18 +725,18 @@ impl Alerting {
                 }
                 // What it inhibited and still fires: inhibited by another wider alert, or
                 // notified on its own now.
-                let freed: Vec<(String, String, String, String)> =
+                let freed: Vec<(String, String, String, String, String)> =
                     sqlx::query("SELECT id, rule, scope, alert_key, labels FROM alerts WHERE inhibited_by = $1 AND state = 'firing'")
                         .bind(&id)
                         .fetch_all(&mut *tx)
                         .await?
                         .iter()
-                        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+                        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
                         .collect::<Result<_, _>>()?;
-                for (narrow, scope, key, labels) in freed {
+                for (narrow, rule, scope, key, labels) in freed {
                     let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
                     let probe = Change {
-                        rule: c.rule,
+                        rule: rule_of(&rule),
                         scope: Scope::parse(&scope).unwrap_or(Scope::Tenant),
                         key,
                         state: State::Firing,
@@ -1420,7 +1420,36 @@ fn json_text(map: &BTreeMap<String, String>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// The firing alert of the same rule at a wider scope over this one, if any (global first).
+/// The rules whose wider alerts inhibit an alert of `rule`: a failure alert inhibits the
+/// narrower alerts of every rule, a burn-rate alert the narrower burn-rate alerts (runtime
+/// alerts are tenant-wide: nothing is narrower).
+fn inhibitors(rule: &str) -> &'static [&'static str] {
+    match rule {
+        BURN_RATE => &[FAILURES, BURN_RATE],
+        _ => &[FAILURES],
+    }
+}
+
+/// The rules whose narrower alerts an alert of `rule` inhibits (the converse of [`inhibitors`]).
+fn inhibited_rules(rule: &str) -> &'static [&'static str] {
+    match rule {
+        FAILURES => &[FAILURES, BURN_RATE, RUNTIME],
+        BURN_RATE => &[BURN_RATE],
+        _ => &[],
+    }
+}
+
+/// A stored rule name as the constant it is.
+fn rule_of(name: &str) -> &'static str {
+    match name {
+        BURN_RATE => BURN_RATE,
+        RUNTIME => RUNTIME,
+        _ => FAILURES,
+    }
+}
+
+/// The firing alert at a wider scope over this one that inhibits it, if any (global first,
+/// a failure alert before a burn-rate one).
 async fn wider_firing(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &Change) -> Result<Option<String>> {
     for scope in c.scope.wider() {
         let key = match scope {
@@ -1431,40 +1460,44 @@ async fn wider_firing(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &Change) -> 
             },
             Scope::Tenant => continue,
         };
-        let row = sqlx::query("SELECT id FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'")
-            .bind(c.rule)
-            .bind(scope.as_str())
-            .bind(&key)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = row {
-            return Ok(Some(row.try_get(0)?));
+        for rule in inhibitors(c.rule) {
+            let row = sqlx::query("SELECT id FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'")
+                .bind(*rule)
+                .bind(scope.as_str())
+                .bind(&key)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(row) = row {
+                return Ok(Some(row.try_get(0)?));
+            }
         }
     }
     Ok(None)
 }
 
-/// Firing, not yet inhibited alerts of the same rule under a wider one.
+/// Firing, not yet inhibited alerts under a wider one that it inhibits.
 async fn narrower_firing(tx: &mut sqlx::Transaction<'_, sqlx::Any>, c: &Change) -> Result<Vec<String>> {
-    let rows = sqlx::query("SELECT id, scope, labels FROM alerts WHERE rule = $1 AND state = 'firing' AND inhibited_by IS NULL")
-        .bind(c.rule)
-        .fetch_all(&mut **tx)
-        .await?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, scope, labels): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let Some(scope) = Scope::parse(&scope) else { continue };
-        if scope <= c.scope {
-            continue;
-        }
-        let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
-        let under = match c.scope {
-            Scope::Global => true,
-            Scope::Region => labels.get("region") == Some(&c.key),
-            Scope::Tenant => false,
-        };
-        if under {
-            out.push(id);
+    for rule in inhibited_rules(c.rule) {
+        let rows = sqlx::query("SELECT id, scope, labels FROM alerts WHERE rule = $1 AND state = 'firing' AND inhibited_by IS NULL")
+            .bind(*rule)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in rows {
+            let (id, scope, labels): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let Some(scope) = Scope::parse(&scope) else { continue };
+            if scope <= c.scope {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
+            let under = match c.scope {
+                Scope::Global => true,
+                Scope::Region => labels.get("region") == Some(&c.key),
+                Scope::Tenant => false,
+            };
+            if under {
+                out.push(id);
+            }
         }
     }
     Ok(out)
