@@ -119,14 +119,15 @@ pub async fn baseline(api: &Api, tenant: &str, first: usize, n: usize) {
 
 /// The segments a slow run waits behind: three runs of each at most, so none of them has
 /// the baseline its own runtime alert needs.
-const BEHIND: [&str; 3] = ["engaged_email_openers", "recent_electronics_buyers", "multi_category_shoppers"];
+const BEHIND: [&str; 6] =
+    ["engaged_email_openers", "recent_electronics_buyers", "multi_category_shoppers", "browsed_not_bought", "new_signups_without_order", "bargain_hunters"];
 
-/// A run of `lapsed_buyers` queued behind nine runs of other segments of its tenant (one runs
-/// at a time): most of its end-to-end time is queue wait. Its view.
+/// A run of `lapsed_buyers` queued behind eighteen runs of other segments of its tenant (one
+/// runs at a time): most of its end-to-end time is queue wait. Its view.
 pub async fn slow_run(api: &Api, tenant: &str) -> Value {
     let mut ahead = Vec::new();
-    for i in 0..9 {
-        ahead.push(submit(api, tenant, BEHIND[i % 3], &format!("2026-09-{:02}T00:00:00Z", i + 1)).await);
+    for i in 0..3 * BEHIND.len() {
+        ahead.push(submit(api, tenant, BEHIND[i % BEHIND.len()], &format!("2026-09-{:02}T00:00:00Z", i + 1)).await);
     }
     let slow = submit(api, tenant, "lapsed_buyers", "2026-08-01T00:00:00Z").await;
     for id in &ahead {
@@ -144,10 +145,12 @@ pub fn seconds_between(view: &Value, from: &str, to: &str) -> f64 {
     (at(to) - at(from)) as f64 / 1e6
 }
 
-/// The rules of a runtime test: only the runtime rule fires (3× a 3-run median, over 0.1 s).
+/// The rules of a runtime test: only the runtime rule fires (3× a 3-run median, over 0.25 s:
+/// a run of the test's data takes a few tens of milliseconds, one queued behind eighteen
+/// others several times as long).
 pub const RUNTIME_ONLY: &str = "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 1000\n\
      [alerts.failures.global]\nthreshold = 1000\n[alerts.burn_rate]\nenabled = false\n\
-     [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n";
+     [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.25\nbaseline_runs = 3\n";
 
 pub fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("cohort.toml");
@@ -364,7 +367,7 @@ async fn a_notification_links_to_its_alert_and_a_slow_run_says_how_much_it_waite
         assert!((total - seconds_between(&slow, "created_at", "finished_at")).abs() < 0.05, "{total} vs {slow:?}");
         assert!((queued - seconds_between(&slow, "created_at", "started_at")).abs() < 0.05, "{queued} vs {slow:?}");
         assert!((queued + executing - total).abs() < 0.002, "{queued} + {executing} != {total}");
-        assert!(queued > executing, "it waited behind nine runs: {:?}", hook.body);
+        assert!(queued > executing, "it waited behind eighteen runs: {:?}", hook.body);
         let summary = hook.annotation("summary");
         assert!(summary.contains("queued") && summary.contains("executing"), "{summary}");
 
@@ -509,7 +512,7 @@ async fn a_firing_region_failure_alert_inhibits_its_tenants_burn_rate_and_runtim
             dir.path(),
             "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 2\n\
              [alerts.failures.global]\nthreshold = 1000\n\
-             [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n\
+             [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.25\nbaseline_runs = 3\n\
              [alerts.burn_rate]\nslo = 0.5\nmin_outcomes = 4\nwindows = [{ long = \"10m\", short = \"10m\", factor = 1.5 }]\n",
         );
         let env = [("COHORT_CONFIG", rules.as_str()), ("COHORT_ALERT_GROUP_INTERVAL_SECONDS", "1")];
