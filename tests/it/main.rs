@@ -8,6 +8,7 @@ mod crash;
 mod docs;
 mod estimator;
 mod fencing;
+mod members;
 mod prometheus;
 mod replicas;
 mod retries;
