@@ -15,7 +15,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result};
 
@@ -26,6 +28,19 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct MembershipFiles {
     root: PathBuf,
+}
+
+/// Rows per row group of the files written: a page read decodes only the row groups (and,
+/// by their offset index, the pages of at most 20,000 rows) that hold its rows.
+const ROWS_PER_GROUP: usize = 64 * 1024;
+
+/// One page of a file's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Rows in the whole file.
+    pub total: u64,
+    /// The page's keys, with their change (`added` | `removed`; '' in a members file).
+    pub keys: Vec<(String, String)>,
 }
 
 /// A key's change in one run.
@@ -106,6 +121,19 @@ impl MembershipFiles {
         read_keys(&self.changes_path(tenant, segment, files))
     }
 
+    /// Members `offset..offset + limit` in the files named `files`, and how many there are in
+    /// all, reading only the rows of that page; `None` if the file is gone (the run is no
+    /// longer among a segment's latest).
+    pub fn read_members_page(&self, tenant: &str, segment: &str, files: &str, offset: u64, limit: u64) -> Result<Option<KeyPage>> {
+        read_page(&self.members_path(tenant, segment, files), offset, limit)
+    }
+
+    /// Changes `offset..offset + limit` in the files named `files`, as
+    /// [`MembershipFiles::read_members_page`] reads members.
+    pub fn read_changes_page(&self, tenant: &str, segment: &str, files: &str, offset: u64, limit: u64) -> Result<Option<KeyPage>> {
+        read_page(&self.changes_path(tenant, segment, files), offset, limit)
+    }
+
     /// Deletes the members file named `files`, once no segment's latest run has it.
     pub fn forget_members(&self, tenant: &str, segment: &str, files: &str) {
         if !files.is_empty() {
@@ -166,7 +194,8 @@ fn write_keys(path: &Path, keys: &[String], changes: Option<&[&str]>) -> Result<
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| io(path, e))?;
     let temporary = path.with_extension("parquet.partial");
     let file = File::create(&temporary).map_err(|e| io(&temporary, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| io(&temporary, e))?;
+    let properties = WriterProperties::builder().set_max_row_group_row_count(Some(ROWS_PER_GROUP)).build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(|e| io(&temporary, e))?;
     writer.write(&batch).map_err(|e| io(&temporary, e))?;
     let file = writer.into_inner().map_err(|e| io(&temporary, e))?;
     file.sync_all().map_err(|e| io(&temporary, e))?;
@@ -177,6 +206,54 @@ fn write_keys(path: &Path, keys: &[String], changes: Option<&[&str]>) -> Result<
 fn read_keys(path: &Path) -> Result<Vec<(String, String)>> {
     let file = File::open(path).map_err(|e| io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(path, e))?.build().map_err(|e| io(path, e))?;
+    collect_keys(path, reader)
+}
+
+/// Rows `offset..offset + limit` of a keys file: only the row groups that hold them are read,
+/// and within those, by the offset index, only the pages that do.
+fn read_page(path: &Path, offset: u64, limit: u64) -> Result<Option<KeyPage>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, e)),
+    };
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| io(path, e))?;
+    let metadata = std::sync::Arc::clone(builder.metadata());
+    let total = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
+    let end = offset.saturating_add(limit).min(total);
+    if offset >= end {
+        return Ok(Some(KeyPage { total, keys: Vec::new() }));
+    }
+    // The row groups overlapping the page, and the rows to skip in the first of them.
+    let (mut groups, mut skip, mut first_row) = (Vec::new(), 0u64, 0u64);
+    for (i, group) in metadata.row_groups().iter().enumerate() {
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+        if first_row + rows > offset && first_row < end {
+            if groups.is_empty() {
+                skip = offset - first_row;
+            }
+            groups.push(i);
+        }
+        first_row += rows;
+    }
+    let wanted = end - offset;
+    let as_usize = |n: u64| usize::try_from(n).map_err(|e| io(path, e));
+    let selection = RowSelection::from(vec![RowSelector::skip(as_usize(skip)?), RowSelector::select(as_usize(wanted)?)]);
+    let reader = builder
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .with_batch_size(as_usize(wanted.min(8192))?)
+        .build()
+        .map_err(|e| io(path, e))?;
+    let keys = collect_keys(path, reader)?;
+    if keys.len() as u64 != wanted {
+        return Err(io(path, format!("read {} rows of a page of {wanted}", keys.len())));
+    }
+    Ok(Some(KeyPage { total, keys }))
+}
+
+fn collect_keys(path: &Path, reader: impl Iterator<Item = std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| io(path, e))?;
@@ -221,5 +298,24 @@ mod tests {
         let changes = files.read_changes("t", "s", "r1").expect("read");
         assert_eq!(changes, vec![("2".into(), "added".into()), ("0".into(), "removed".into())]);
         assert!(files.read_members("t", "s", "").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn a_page_is_the_rows_of_its_offset_and_limit_across_row_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = MembershipFiles::new(dir.path());
+        // Three row groups (64 Ki rows each, the last one short).
+        let members: Vec<String> = (0..ROWS_PER_GROUP * 2 + 1000).map(|i| format!("{i:08}")).collect();
+        files.write_run("t", "s", "r1", &members, &members[..3], &[]).expect("write");
+        let n = members.len() as u64;
+        for (offset, limit) in [(0, 10), (5, 1000), (ROWS_PER_GROUP as u64 - 3, 10), (n - 7, 1000), (n, 5), (n + 10, 5), (0, 0), (1, n * 2)] {
+            let page = files.read_members_page("t", "s", "r1", offset, limit).expect("read").expect("there");
+            let expected: Vec<(String, String)> =
+                members.iter().skip(offset as usize).take(limit as usize).map(|k| (k.clone(), String::new())).collect();
+            assert_eq!((page.total, page.keys), (n, expected), "offset {offset} limit {limit}");
+        }
+        let changes = files.read_changes_page("t", "s", "r1", 1, 5).expect("read").expect("there");
+        assert_eq!(changes.keys, vec![(members[1].clone(), "added".to_string()), (members[2].clone(), "added".to_string())]);
+        assert_eq!(files.read_members_page("t", "s", "gone", 0, 5).expect("read"), None);
     }
 }

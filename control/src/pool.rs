@@ -1208,7 +1208,11 @@ impl Pool {
             };
             match self.store.commit_run(&commit).await? {
                 CommitResult::Committed => {
-                    self.files.forget_members(&job.tenant_id, &job.segment_id, &previous_files);
+                    // The members of the run replaced stay for readers that pinned it (until
+                    // the next commit); the generation before it goes.
+                    if let Some(older) = self.store.files_before(&job.tenant_id, &job.segment_id, &job.id, &previous_files).await? {
+                        self.files.forget_members(&job.tenant_id, &job.segment_id, &older);
+                    }
                     return Ok(Committed::Run { members: members.len() as i64, files: own });
                 }
                 CommitResult::LatestMoved(_) => {

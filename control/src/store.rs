@@ -1778,6 +1778,23 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// The files of the newest run of a segment committed before `run` whose files are not
+    /// `files` (those of the run `run` replaced, shared by riders): the generation of members
+    /// a commit no longer keeps.
+    pub async fn files_before(&self, tenant_id: &str, segment_id: &str, run: &str, files: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT COALESCE(files, run_id) FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id <> $3 \
+             AND COALESCE(files, run_id) <> $4 ORDER BY committed_at DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(segment_id)
+        .bind(run)
+        .bind(files)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    }
+
     /// One history record.
     pub async fn run(&self, tenant_id: &str, run_id: &str) -> Result<Option<RunRow>> {
         let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND run_id = $2"))

@@ -30,7 +30,7 @@ pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, pa
 
 use crate::alerts::{AlertEventView, AlertView, ReceiverView, SilenceView};
 use crate::jobs::JobStatus;
-use crate::membership::MembershipFiles;
+use crate::membership::{KeyPage, MembershipFiles};
 use crate::estimates::{Accuracy, Estimates, EstimatorStatus, RegimeStatus};
 use crate::pool::{Pool, Sizing, Waiting};
 use crate::schedules::CronSchedule;
@@ -581,6 +581,31 @@ pub struct MembersPage {
     pub items: Vec<Value>,
 }
 
+/// The answer when the members of a pinned run are gone: 410 with code `run_gone`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunGoneBody {
+    /// The error.
+    pub error: RunGoneError,
+}
+
+/// The pinned run is no longer readable.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunGoneError {
+    /// `run_gone`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Where to start again.
+    pub details: RunGoneDetails,
+}
+
+/// Where to start again after a 410.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunGoneDetails {
+    /// The segment's latest run, whose members can be read now (absent if it has none).
+    pub latest_run_id: Option<String>,
+}
+
 /// One committed run in a segment's history.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryRecord {
@@ -660,6 +685,22 @@ pub struct OffsetPage {
     pub offset: Option<i64>,
     /// At most this many (1–10000, default 1000).
     pub limit: Option<i64>,
+}
+
+/// A page of a segment's members, of its latest run or of one pinned run.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MembersQuery {
+    /// Skip this many (default 0).
+    pub offset: Option<i64>,
+    /// At most this many (1–10000, default 1000).
+    pub limit: Option<i64>,
+    /// The run to read (default: the segment's latest). A client paging through the members
+    /// passes the `run_id` its first page named, so every page is of that one run. The
+    /// members of the latest run and of the one before it are kept; once the pinned run's
+    /// are gone (two newer runs committed) the answer is 410 `run_gone`, naming the latest
+    /// run in `error.details.latest_run_id`.
+    pub run_id: Option<String>,
 }
 
 /// Waiting for a job.
@@ -1215,15 +1256,32 @@ fn history_record(row: RunRow) -> HistoryRecord {
     }
 }
 
-/// The segment's latest members, paged.
+/// Reads one page of the file named `files` of a run (members or changes) off the async
+/// threads; `None` if the file is gone.
+async fn read_page(s: &AppState, tenant: &str, segment: &str, files: &str, members: bool, offset: i64, limit: i64) -> Result<Option<KeyPage>, ApiError> {
+    let (store, t, seg, f) = (s.files.clone(), tenant.to_string(), segment.to_string(), files.to_string());
+    let (offset, limit) = (u64::try_from(offset).unwrap_or(0), u64::try_from(limit).unwrap_or(0));
+    let page = tokio::task::spawn_blocking(move || {
+        if members { store.read_members_page(&t, &seg, &f, offset, limit) } else { store.read_changes_page(&t, &seg, &f, offset, limit) }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(page)
+}
+
+/// The segment's members, paged: of its latest run, or of the run `run_id` names.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}/members", tag = "members",
-    params(("tenant" = String, Path), ("segment" = String, Path), OffsetPage),
-    responses((status = 200, body = MembersPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    params(("tenant" = String, Path), ("segment" = String, Path), MembersQuery),
+    responses((status = 200, body = MembersPage),
+        (status = 404, body = ErrorBody, description = "No such segment, or no run `run_id` in its history"),
+        (status = 410, body = RunGoneBody, description = "The members of the pinned run `run_id` are gone (newer runs replaced them); \
+            `error.details.latest_run_id` names the run to read now")),
+    security(("bearer" = [])))]
 async fn get_members(
     State(s): State<AppState>,
     caller: Caller,
     ApiPath((tenant, segment)): ApiPath<(String, String)>,
-    ApiQuery(page): ApiQuery<OffsetPage>,
+    ApiQuery(page): ApiQuery<MembersQuery>,
 ) -> Result<Json<MembersPage>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     let limit = limit(page.limit, 1000, 10_000)?;
@@ -1231,19 +1289,42 @@ async fn get_members(
     if offset < 0 {
         return Err(ApiError::bad_request("invalid_query", "offset must not be negative"));
     }
-    let row = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::not_found(format!("no segment {segment:?}")))?;
-    if row.latest_run_id.is_empty() {
-        return Ok(Json(MembersPage { run_id: None, key_type: None, total: 0, offset, items: Vec::new() }));
+    let missing_run = |run: &str| ApiError::not_found(format!("no run {run:?} in the history of {segment:?}"));
+    // Unpinned, a commit may replace the latest run (and delete its members file) between
+    // reading which run is the latest and opening its file: read the new latest then.
+    for _ in 0..8 {
+        let row = s.store.segment(&tenant.id, &segment).await?.ok_or_else(|| ApiError::not_found(format!("no segment {segment:?}")))?;
+        let run_id = match &page.run_id {
+            Some(pinned) => pinned.clone(),
+            None if row.latest_run_id.is_empty() => {
+                return Ok(Json(MembersPage { run_id: None, key_type: None, total: 0, offset, items: Vec::new() }));
+            }
+            None => row.latest_run_id.clone(),
+        };
+        let run = match s.store.run(&tenant.id, &run_id).await?.filter(|r| r.segment_id == segment) {
+            Some(run) => run,
+            None if page.run_id.is_some() => return Err(missing_run(&run_id)),
+            // The segment was deleted and made again meanwhile: read it again.
+            None => continue,
+        };
+        match read_page(&s, &tenant.id, &segment, &run.files, true, offset, limit).await? {
+            Some(found) => {
+                let total = i64::try_from(found.total).unwrap_or(i64::MAX);
+                let items = found.keys.into_iter().map(|(k, _)| key_value(k, &run.key_type)).collect();
+                return Ok(Json(MembersPage { run_id: Some(run.run_id), key_type: Some(run.key_type), total, offset, items }));
+            }
+            None if page.run_id.is_some() => {
+                let latest = s.store.segment(&tenant.id, &segment).await?.map(|r| r.latest_run_id).filter(|r| !r.is_empty());
+                if latest.as_deref() == Some(run_id.as_str()) {
+                    return Err(ApiError::internal(format!("the members file of the latest run {run_id} of {segment:?} is missing")));
+                }
+                return Err(ApiError::new(StatusCode::GONE, "run_gone", format!("the members of run {run_id:?} are gone: newer runs replaced them"))
+                    .with_details(json!({ "latest_run_id": latest })));
+            }
+            None => continue,
+        }
     }
-    let run = s.store.run(&tenant.id, &row.latest_run_id).await?.ok_or_else(|| ApiError::internal("latest run without a history record"))?;
-    let files = s.files.clone();
-    let (t, seg, r) = (tenant.id.clone(), segment.clone(), run.files.clone());
-    let members = tokio::task::spawn_blocking(move || files.read_members(&t, &seg, &r))
-        .await
-        .map_err(ApiError::internal)??;
-    let total = members.len() as i64;
-    let items = members.into_iter().skip(offset as usize).take(limit as usize).map(|k| key_value(k, &run.key_type)).collect();
-    Ok(Json(MembersPage { run_id: Some(row.latest_run_id), key_type: Some(run.key_type), total, offset, items }))
+    Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the segment's latest run kept changing while it was read; try again"))
 }
 
 /// The segment's membership history, newest first.
@@ -1285,21 +1366,16 @@ async fn get_history_record(
         .await?
         .filter(|r| r.segment_id == segment)
         .ok_or_else(|| ApiError::not_found(format!("no run {run:?} in the history of {segment:?}")))?;
-    let files = s.files.clone();
-    let (t, seg, r) = (tenant.id.clone(), segment.clone(), row.files.clone());
     // A run that changed nothing may have no file (a job that rode on another's execution).
-    let changes = if row.added == 0 && row.removed == 0 {
-        Vec::new()
+    let (total, changes) = if row.added == 0 && row.removed == 0 {
+        (0, Vec::new())
     } else {
-        tokio::task::spawn_blocking(move || files.read_changes(&t, &seg, &r)).await.map_err(ApiError::internal)??
+        let page = read_page(&s, &tenant.id, &segment, &row.files, false, offset, limit)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("the changes file of run {run} is missing")))?;
+        (i64::try_from(page.total).unwrap_or(i64::MAX), page.keys)
     };
-    let total = changes.len() as i64;
-    let changes = changes
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|(key, change)| KeyChange { key: key_value(key, &row.key_type), change })
-        .collect();
+    let changes = changes.into_iter().map(|(key, change)| KeyChange { key: key_value(key, &row.key_type), change }).collect();
     Ok(Json(HistoryDetail { run: history_record(row), total, offset, changes }))
 }
 
@@ -1777,7 +1853,8 @@ impl utoipa::Modify for CommonErrors {
         expire_silence, create_receiver, list_receivers, delete_receiver, get_triage, list_triage_reports, get_triage_report
     ),
     components(schemas(ErrorBody, ErrorDetail, Tenant, TenantCreated, TokenCreated, TokenView, TokenList, TenantPage, ModelView, PutSegment,
-        SegmentView, SegmentPage, EnqueueRun, JobView, Transition, WaitingView, AttemptView, JobPage, MembersPage, HistoryRecord, HistoryPage,
+        SegmentView, SegmentPage, EnqueueRun, JobView, Transition, WaitingView, AttemptView, JobPage, MembersPage, RunGoneBody, RunGoneError, RunGoneDetails,
+        HistoryRecord, HistoryPage,
         KeyChange, HistoryDetail, JobStatus, CreateTenant, EstimatorStatus, RegimeStatus, Accuracy, EstimateView,
         AlertView, AlertEventView, AlertPage, SilenceView, CreateSilence, ReceiverView, CreateReceiver, TriageReportPage,
         crate::triage::StoredReport)),
