@@ -145,12 +145,12 @@ pub fn seconds_between(view: &Value, from: &str, to: &str) -> f64 {
     (at(to) - at(from)) as f64 / 1e6
 }
 
-/// The rules of a runtime test: only the runtime rule fires (3× a 3-run median, over 0.25 s:
+/// The rules of a runtime test: only the runtime rule fires (3× a 3-run median, over 0.1 s:
 /// a run of the test's data takes a few tens of milliseconds, one queued behind eighteen
 /// others several times as long).
 pub const RUNTIME_ONLY: &str = "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 1000\n\
      [alerts.failures.global]\nthreshold = 1000\n[alerts.burn_rate]\nenabled = false\n\
-     [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.25\nbaseline_runs = 3\n";
+     [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n";
 
 pub fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("cohort.toml");
@@ -512,7 +512,7 @@ async fn a_firing_region_failure_alert_inhibits_its_tenants_burn_rate_and_runtim
             dir.path(),
             "[alerts.failures.tenant]\nthreshold = 1000\n[alerts.failures.region]\nthreshold = 2\n\
              [alerts.failures.global]\nthreshold = 1000\n\
-             [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.25\nbaseline_runs = 3\n\
+             [alerts.runtime]\nfactor = 3.0\nmin_seconds = 0.1\nbaseline_runs = 3\n\
              [alerts.burn_rate]\nslo = 0.5\nmin_outcomes = 4\nwindows = [{ long = \"10m\", short = \"10m\", factor = 1.5 }]\n",
         );
         let env = [("COHORT_CONFIG", rules.as_str()), ("COHORT_ALERT_GROUP_INTERVAL_SECONDS", "1")];
