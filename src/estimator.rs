@@ -106,9 +106,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let records = store.estimator_records(None, args.limit.max(1)).await?;
     store.close().await;
     let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     for r in &records {

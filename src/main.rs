@@ -21,9 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use cohort_executor::{
-    Catalog, FieldType, JoinStrategy, Model, PlanChoice, RunOptions, Segment, explain, run_segment,
-};
+use cohort_executor::{Catalog, FieldType, JoinStrategy, Model, PlanChoice, RunOptions, Segment, explain, run_segment};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
@@ -269,10 +267,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.check()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("COHORT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let subscriber =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log_format == "json" {
         subscriber.json().init();
     } else {
@@ -302,8 +298,9 @@ async fn load(model: &Path, segment: &Path) -> anyhow::Result<(Catalog, Segment)
 
 fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     let as_of = match &args.as_of {
-        Some(text) => cohort_executor::parse_timestamp(text)
-            .ok_or_else(|| anyhow::anyhow!("--as-of {text:?} is not an RFC 3339 timestamp like 2026-09-01T12:00:00Z"))?,
+        Some(text) => {
+            cohort_executor::parse_timestamp(text).ok_or_else(|| anyhow::anyhow!("--as-of {text:?} is not an RFC 3339 timestamp like 2026-09-01T12:00:00Z"))?
+        }
         None => chrono::Utc::now().timestamp_micros(),
     };
     let mut options = RunOptions::new(as_of);
@@ -370,11 +367,7 @@ fn report_json(report: &cohort_executor::RunReport) -> serde_json::Value {
 fn write_members(path: &Path, members: &[String], key_type: FieldType) -> anyhow::Result<()> {
     let (data_type, column): (DataType, ArrayRef) = match key_type {
         FieldType::Int => {
-            let values = members
-                .iter()
-                .map(|m| m.parse::<i64>())
-                .collect::<Result<Vec<_>, _>>()
-                .context("an int key did not parse back")?;
+            let values = members.iter().map(|m| m.parse::<i64>()).collect::<Result<Vec<_>, _>>().context("an int key did not parse back")?;
             (DataType::Int64, Arc::new(Int64Array::from(values)))
         }
         _ => (DataType::Utf8, Arc::new(StringArray::from_iter_values(members.iter()))),

@@ -268,10 +268,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let wall_seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     print!("{report}");
-    println!(
-        "Wall time of the simulation: {wall_seconds:.1} s ({:.1} µs per job)",
-        wall_seconds * 1e6 / report.jobs.created.max(1) as f64
-    );
+    println!("Wall time of the simulation: {wall_seconds:.1} s ({:.1} µs per job)", wall_seconds * 1e6 / report.jobs.created.max(1) as f64);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&JsonReport { report: &report, wall_seconds })?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing the report to {}", path.display()))?;

@@ -76,12 +76,7 @@ pub async fn run(args: TriageArgs) -> anyhow::Result<()> {
             let alert_window = 600_000;
             let r = report(&failures, since / 1000, until / 1000, config.triage_history, &[], alert_window, None);
             if args.stats {
-                eprintln!(
-                    "{} failure records read in {:.3} s; report made in {:.3} s",
-                    failures.len(),
-                    read.as_secs_f64(),
-                    reporting.elapsed().as_secs_f64()
-                );
+                eprintln!("{} failure records read in {:.3} s; report made in {:.3} s", failures.len(), read.as_secs_f64(), reporting.elapsed().as_secs_f64());
             }
             r
         }

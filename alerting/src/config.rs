@@ -175,10 +175,7 @@ pub struct BurnWindow {
 impl BurnWindow {
     /// The SRE workbook's pairs: 1h and 5m above 14.4×, 6h and 30m above 6×.
     pub fn workbook() -> Vec<BurnWindow> {
-        vec![
-            BurnWindow { long: 3_600_000, short: 300_000, factor: 14.4 },
-            BurnWindow { long: 21_600_000, short: 1_800_000, factor: 6.0 },
-        ]
+        vec![BurnWindow { long: 3_600_000, short: 300_000, factor: 14.4 }, BurnWindow { long: 21_600_000, short: 1_800_000, factor: 6.0 }]
     }
 }
 

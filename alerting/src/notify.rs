@@ -59,15 +59,9 @@ pub fn payload(receiver: &str, external_url: &str, alerts: &[Alert]) -> serde_js
         common
     };
     let common_labels = common(|a| &a.labels);
-    let group_labels: BTreeMap<String, String> = common_labels
-        .iter()
-        .filter(|(k, _)| k.as_str() == "alertname" || k.as_str() == "scope")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let group_key = format!(
-        "{{}}:{{{}}}",
-        group_labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ")
-    );
+    let group_labels: BTreeMap<String, String> =
+        common_labels.iter().filter(|(k, _)| k.as_str() == "alertname" || k.as_str() == "scope").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let group_key = format!("{{}}:{{{}}}", group_labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", "));
     let items: Vec<serde_json::Value> = alerts
         .iter()
         .map(|a| {

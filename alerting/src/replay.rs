@@ -150,9 +150,7 @@ pub fn parse_time(text: &str) -> std::result::Result<i64, String> {
     if let Some(ms) = parse_time_fast(text.as_bytes()) {
         return Ok(ms);
     }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("`at` is not an RFC 3339 time ({text:?}: {e})"))
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|e| format!("`at` is not an RFC 3339 time ({text:?}: {e})"))
 }
 
 /// The common shapes, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, without chrono (replays

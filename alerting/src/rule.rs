@@ -179,11 +179,7 @@ impl Evaluator {
     pub fn new(rule: FailureRule) -> Evaluator {
         let window = |w: Window| Window { window_ms: w.window_ms.max(1), threshold: w.threshold.max(1) };
         Evaluator {
-            scopes: [
-                ScopeState::new(window(rule.global)),
-                ScopeState::new(window(rule.region)),
-                ScopeState::new(window(rule.tenant)),
-            ],
+            scopes: [ScopeState::new(window(rule.global)), ScopeState::new(window(rule.region)), ScopeState::new(window(rule.tenant))],
             open: None,
             horizon: i64::MIN,
             touched: Vec::new(),
@@ -358,13 +354,7 @@ pub fn recount(rule: FailureRule, failures: &[(i64, String, String)]) -> Vec<Tra
             let before = count(*scope, key, t - window - 1, t - 1);
             let (was, is) = (before >= threshold, now >= threshold);
             if was != is {
-                out.push(Transition {
-                    at: t,
-                    scope: *scope,
-                    key: key.clone(),
-                    state: if is { State::Firing } else { State::Resolved },
-                    failures: now,
-                });
+                out.push(Transition { at: t, scope: *scope, key: key.clone(), state: if is { State::Firing } else { State::Resolved }, failures: now });
             }
         }
     }

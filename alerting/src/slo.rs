@@ -3,9 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::config::{BurnRateRule, RuntimeRule};
 #[cfg(test)]
 use crate::config::BurnWindow;
+use crate::config::{BurnRateRule, RuntimeRule};
 use crate::rule::{GLOBAL, Scope, State};
 
 #[cfg(test)]
@@ -54,11 +54,7 @@ impl Buckets {
 
     /// (outcomes, failures) over the last `buckets` buckets up to `now_bucket`.
     fn over(&self, now_bucket: i64, buckets: i64) -> (u64, u64) {
-        self.buckets
-            .iter()
-            .rev()
-            .take_while(|b| b.0 > now_bucket - buckets)
-            .fold((0, 0), |(n, f), b| (n + b.1, f + b.2))
+        self.buckets.iter().rev().take_while(|b| b.0 > now_bucket - buckets).fold((0, 0), |(n, f), b| (n + b.1, f + b.2))
     }
 }
 

@@ -276,7 +276,11 @@ fn placeholder(word: &str) -> String {
     }
     // A type name (`Int64`, `Utf8`, `Float32`): letters, then at most three digits.
     let letters = word.find(|c: char| c.is_ascii_digit()).unwrap_or(word.len());
-    if letters > 0 && word[..letters].chars().all(|c| c.is_ascii_alphabetic()) && (1..=3).contains(&(word.len() - letters)) && word[letters..].chars().all(|c| c.is_ascii_digit()) {
+    if letters > 0
+        && word[..letters].chars().all(|c| c.is_ascii_alphabetic())
+        && (1..=3).contains(&(word.len() - letters))
+        && word[letters..].chars().all(|c| c.is_ascii_digit())
+    {
         return word.into();
     }
     // A bracketed index in a place (`filter.and[2]`) is split off by the separators; what is
@@ -396,15 +400,7 @@ pub struct Report {
 /// while the alert fired or within `alert_window` (milliseconds) before it started. Final
 /// failures after `evaluated_until` (when known) may not have reached the alert evaluator yet:
 /// their signatures say `alerts_pending`.
-pub fn report(
-    failures: &[Failure],
-    from: i64,
-    to: i64,
-    history: u32,
-    alerts: &[FiredAlert],
-    alert_window: i64,
-    evaluated_until: Option<i64>,
-) -> Report {
+pub fn report(failures: &[Failure], from: i64, to: i64, history: u32, alerts: &[FiredAlert], alert_window: i64, evaluated_until: Option<i64>) -> Report {
     let len = (to - from).max(1);
     let earliest = from - len * i64::from(history);
     // Signatures are computed once per distinct (class, message).

@@ -638,16 +638,15 @@ impl Alerting {
                 return Ok(None);
             }
         }
-        let firing: Option<(String, Option<String>)> = sqlx::query(
-            "SELECT id, inhibited_by FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'",
-        )
-        .bind(c.rule)
-        .bind(c.scope.as_str())
-        .bind(&c.key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
-        .transpose()?;
+        let firing: Option<(String, Option<String>)> =
+            sqlx::query("SELECT id, inhibited_by FROM alerts WHERE rule = $1 AND scope = $2 AND alert_key = $3 AND state = 'firing'")
+                .bind(c.rule)
+                .bind(c.scope.as_str())
+                .bind(&c.key)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()?;
         let mut queued = false;
         match c.state {
             State::Firing => {
@@ -697,13 +696,14 @@ impl Alerting {
             }
             State::Resolved => {
                 let Some((id, inhibited_by)) = firing else { return Ok(Some(false)) };
-                let resolved = sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1, failures = $2, updated_at = $3 WHERE id = $4 AND state = 'firing'")
-                    .bind(c.at)
-                    .bind(c.failures)
-                    .bind(now)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
+                let resolved =
+                    sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1, failures = $2, updated_at = $3 WHERE id = $4 AND state = 'firing'")
+                        .bind(c.at)
+                        .bind(c.failures)
+                        .bind(now)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
                 if resolved.rows_affected() == 0 {
                     // Resolved meanwhile by another transaction: notified by it.
                     return Ok(Some(false));
@@ -974,11 +974,7 @@ impl Alerting {
             }
             Ok(a) => {
                 let retry_after = a.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| notify::retry_after(v, now / 1000));
-                let why = if a.status().is_redirection() {
-                    format!("HTTP {}: redirects are not followed", a.status())
-                } else {
-                    format!("HTTP {}", a.status())
-                };
+                let why = if a.status().is_redirection() { format!("HTTP {}: redirects are not followed", a.status()) } else { format!("HTTP {}", a.status()) };
                 self.retry(&d, &why, retry_after).await?;
             }
             Err(e) => self.retry(&d, &error_chain(&e), None).await?,
@@ -1117,16 +1113,22 @@ impl Alerting {
     async fn queue_repeats(&self) -> Result<bool> {
         let now = now_micros();
         let before = now - i64::try_from(self.settings.repeat_interval.as_micros()).unwrap_or(i64::MAX / 2);
-        let rows = sqlx::query("SELECT id, labels FROM alerts WHERE state = 'firing' AND inhibited_by IS NULL AND notified_at IS NOT NULL AND notified_at <= $1")
-            .bind(before)
-            .fetch_all(self.store.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, labels FROM alerts WHERE state = 'firing' AND inhibited_by IS NULL AND notified_at IS NOT NULL AND notified_at <= $1")
+                .bind(before)
+                .fetch_all(self.store.pool())
+                .await?;
         let mut any = false;
         for row in rows {
             let (id, labels): (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
             let mut tx = self.store.begin_write().await?;
-            let claimed = sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2 AND notified_at <= $3").bind(now).bind(&id).bind(before).execute(&mut *tx).await?;
+            let claimed = sqlx::query("UPDATE alerts SET notified_at = $1 WHERE id = $2 AND notified_at <= $3")
+                .bind(now)
+                .bind(&id)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?;
             if claimed.rows_affected() == 1 {
                 any |= self.queue(&mut tx, &id, &labels, "repeat", now).await?;
             }
@@ -1329,10 +1331,7 @@ impl Live {
         let w = self.rules.failure_rule().at(t.scope);
         let mut annotations = BTreeMap::new();
         let place = if t.scope == Scope::Global { "everywhere".to_string() } else { format!("for {} {}", t.scope, t.key) };
-        annotations.insert(
-            "summary".to_string(),
-            format!("{} jobs failed within {} {place} (threshold {})", t.failures, human_ms(w.window_ms), w.threshold),
-        );
+        annotations.insert("summary".to_string(), format!("{} jobs failed within {} {place} (threshold {})", t.failures, human_ms(w.window_ms), w.threshold));
         annotations.insert("failures".to_string(), t.failures.to_string());
         Change {
             rule: FAILURES,
@@ -1351,7 +1350,11 @@ impl Live {
         let place = if t.scope == Scope::Global { "everywhere".to_string() } else { format!("for {} {}", t.scope, t.key) };
         annotations.insert(
             "summary".to_string(),
-            format!("job success rate {place} is burning its {}% objective's error budget too fast ({:.2}% failing)", self.rules.burn_rate.slo * 100.0, t.error_ratio * 100.0),
+            format!(
+                "job success rate {place} is burning its {}% objective's error budget too fast ({:.2}% failing)",
+                self.rules.burn_rate.slo * 100.0,
+                t.error_ratio * 100.0
+            ),
         );
         Change {
             rule: BURN_RATE,
@@ -1624,8 +1627,7 @@ fn matcher_text(m: &Matcher) -> String {
     format!("{}{}{}", m.label, if m.negate { "!=" } else { "=" }, m.value)
 }
 
-const ALERT_COLUMNS: &str =
-    "id, fingerprint, rule, scope, alert_key, state, labels, annotations, inhibited_by, started_at, resolved_at, failures";
+const ALERT_COLUMNS: &str = "id, fingerprint, rule, scope, alert_key, state, labels, annotations, inhibited_by, started_at, resolved_at, failures";
 
 /// Store queries behind the alert API.
 impl Store {
@@ -1744,16 +1746,15 @@ impl Store {
 
     /// Stores a receiver; false when the id is taken.
     pub async fn create_receiver(&self, id: &str, url: &str, secret: &str, matchers: &[Matcher]) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO receivers (id, url, secret, matchers, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(url)
-        .bind(secret)
-        .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "[]".into()))
-        .bind(now_micros())
-        .execute(self.pool())
-        .await?;
+        let done =
+            sqlx::query("INSERT INTO receivers (id, url, secret, matchers, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .bind(url)
+                .bind(secret)
+                .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "[]".into()))
+                .bind(now_micros())
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

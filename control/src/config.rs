@@ -220,8 +220,7 @@ impl Config {
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
                 toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
             }
             None => Config::default(),
@@ -298,10 +297,7 @@ impl Config {
             return Err(Error::Config("workers must be at least 1".into()));
         }
         if self.min_grant > self.memory_budget {
-            return Err(Error::Config(format!(
-                "min_grant ({}) is larger than memory_budget ({})",
-                self.min_grant, self.memory_budget
-            )));
+            return Err(Error::Config(format!("min_grant ({}) is larger than memory_budget ({})", self.min_grant, self.memory_budget)));
         }
         if !(self.grant_per_source_byte.is_finite() && self.grant_per_source_byte >= 0.0) {
             return Err(Error::Config("grant_per_source_byte must be a non-negative number".into()));
@@ -449,9 +445,7 @@ impl Config {
 
     /// The store's URL: the configured one, or the SQLite file in the data folder.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cohort.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cohort.db").display()))
     }
 }
 

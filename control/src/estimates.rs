@@ -211,10 +211,8 @@ impl Estimates {
         let key = (tenant.to_string(), segment.to_string());
         let generation = self.generation.load(Ordering::SeqCst);
         let settled = lock(&self.settled).get(&key).copied().unwrap_or(0);
-        let cached = lock(&self.histories)
-            .get(&key)
-            .filter(|(g, at, _)| *g >= settled && at.elapsed() < HISTORY_MAX_AGE)
-            .map(|(_, _, history)| Arc::clone(history));
+        let cached =
+            lock(&self.histories).get(&key).filter(|(g, at, _)| *g >= settled && at.elapsed() < HISTORY_MAX_AGE).map(|(_, _, history)| Arc::clone(history));
         let history = match cached {
             Some(history) => history,
             None => {
@@ -274,13 +272,7 @@ impl Estimates {
             self.since_fit.store(0, Ordering::Relaxed);
             return Ok(Some(self.version()));
         }
-        tracing::info!(
-            version,
-            trained_on = model.trained_on,
-            warm = model.warm.is_some(),
-            cold = model.cold.is_some(),
-            "estimator refitted"
-        );
+        tracing::info!(version, trained_on = model.trained_on, warm = model.warm.is_some(), cold = model.cold.is_some(), "estimator refitted");
         write(&self.current).model = Some(model);
         self.fitted_at.store(now_micros(), Ordering::Relaxed);
         self.since_fit.store(0, Ordering::Relaxed);

@@ -26,15 +26,8 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, in life order.
-    pub const ALL: [JobStatus; 7] = [
-        JobStatus::Queued,
-        JobStatus::Admitted,
-        JobStatus::Running,
-        JobStatus::Retrying,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
+    pub const ALL: [JobStatus; 7] =
+        [JobStatus::Queued, JobStatus::Admitted, JobStatus::Running, JobStatus::Retrying, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
 
     /// The name stored and shown.
     pub fn as_str(self) -> &'static str {

@@ -87,9 +87,7 @@ pub fn now_micros() -> i64 {
 
 /// Microseconds since the epoch as RFC 3339 (UTC, microsecond precision).
 pub fn rfc3339(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_else(|| micros.to_string())
+    chrono::DateTime::from_timestamp_micros(micros).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_else(|| micros.to_string())
 }
 
 /// A new time-ordered id: a prefix, the time in microseconds (hex, fixed width) and random bits.
@@ -101,8 +99,5 @@ pub fn new_id(prefix: &str) -> String {
 /// Whether `id` may name a tenant or a segment: 1 to 64 of `A-Z a-z 0-9 _ -`, not starting
 /// with `-`. Ids become folder names, so nothing else is allowed.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('-')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= 64 && !id.starts_with('-') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -240,12 +240,7 @@ fn read_page(path: &Path, offset: u64, limit: u64) -> Result<Option<KeyPage>> {
     let wanted = end - offset;
     let as_usize = |n: u64| usize::try_from(n).map_err(|e| io(path, e));
     let selection = RowSelection::from(vec![RowSelector::skip(as_usize(skip)?), RowSelector::select(as_usize(wanted)?)]);
-    let reader = builder
-        .with_row_groups(groups)
-        .with_row_selection(selection)
-        .with_batch_size(as_usize(wanted.min(8192))?)
-        .build()
-        .map_err(|e| io(path, e))?;
+    let reader = builder.with_row_groups(groups).with_row_selection(selection).with_batch_size(as_usize(wanted.min(8192))?).build().map_err(|e| io(path, e))?;
     let keys = collect_keys(path, reader)?;
     if keys.len() as u64 != wanted {
         return Err(io(path, format!("read {} rows of a page of {wanted}", keys.len())));
@@ -253,7 +248,10 @@ fn read_page(path: &Path, offset: u64, limit: u64) -> Result<Option<KeyPage>> {
     Ok(Some(KeyPage { total, keys }))
 }
 
-fn collect_keys(path: &Path, reader: impl Iterator<Item = std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>>) -> Result<Vec<(String, String)>> {
+fn collect_keys(
+    path: &Path,
+    reader: impl Iterator<Item = std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError>>,
+) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| io(path, e))?;
@@ -310,8 +308,7 @@ mod tests {
         let n = members.len() as u64;
         for (offset, limit) in [(0, 10), (5, 1000), (ROWS_PER_GROUP as u64 - 3, 10), (n - 7, 1000), (n, 5), (n + 10, 5), (0, 0), (1, n * 2)] {
             let page = files.read_members_page("t", "s", "r1", offset, limit).expect("read").expect("there");
-            let expected: Vec<(String, String)> =
-                members.iter().skip(offset as usize).take(limit as usize).map(|k| (k.clone(), String::new())).collect();
+            let expected: Vec<(String, String)> = members.iter().skip(offset as usize).take(limit as usize).map(|k| (k.clone(), String::new())).collect();
             assert_eq!((page.total, page.keys), (n, expected), "offset {offset} limit {limit}");
         }
         let changes = files.read_changes_page("t", "s", "r1", 1, 5).expect("read").expect("there");

@@ -123,11 +123,19 @@ const FAMILIES: [(&str, &str, MetricType); 10] = [
     ("cohort_admission_rejections_total", "Queued jobs held back by admission, once per job and reason, by tenant, region and reason.", MetricType::COUNTER),
     ("cohort_job_duration_seconds", "Wall time of job attempts (planning, execution and commit), by tenant and region.", MetricType::HISTOGRAM),
     ("cohort_job_queue_wait_seconds", "Time jobs waited in the queue before admission, by tenant and region.", MetricType::HISTOGRAM),
-    ("cohort_job_memory_granted_bytes_total", "Memory granted to finished attempts that measured their peak, summed, by tenant and region.", MetricType::COUNTER),
+    (
+        "cohort_job_memory_granted_bytes_total",
+        "Memory granted to finished attempts that measured their peak, summed, by tenant and region.",
+        MetricType::COUNTER,
+    ),
     ("cohort_job_memory_peak_bytes_total", "Peak memory used by those attempts, summed, by tenant and region.", MetricType::COUNTER),
     ("cohort_job_attempts_measured_total", "Attempts whose peak memory was measured, by tenant and region.", MetricType::COUNTER),
     ("cohort_job_under_grants_total", "Attempts that ran out of their memory grant, by tenant and region.", MetricType::COUNTER),
-    ("cohort_job_failures_total", "Jobs that ended failed (after their retries), by tenant, region and error class: the failures the alert rule counts.", MetricType::COUNTER),
+    (
+        "cohort_job_failures_total",
+        "Jobs that ended failed (after their retries), by tenant, region and error class: the failures the alert rule counts.",
+        MetricType::COUNTER,
+    ),
 ];
 
 impl Metrics {
@@ -518,11 +526,8 @@ mod tests {
         assert_eq!(tenants.len(), 51, "50 tenants and `other`");
         assert!(text.len() < 1 << 20, "{} bytes", text.len());
         // Nothing is lost: the series sum to every job.
-        let finished: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("cohort_jobs_finished_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let finished: f64 =
+            text.lines().filter(|l| l.starts_with("cohort_jobs_finished_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
         assert_eq!(finished, (0..5000).map(|i| 1 + i % 7).sum::<usize>() as f64);
     }
 

@@ -227,10 +227,7 @@ impl Sizing {
                     let features = crate::estimates::features(&catalog, &segment, &run_options(&catalog, as_of));
                     let e = estimates.estimate(store, tenant_id, segment_id, &features).await?;
                     if estimates.enabled() {
-                        grant = Grant {
-                            memory_bytes: e.memory_bound_bytes,
-                            runtime: Duration::try_from_secs_f64(e.runtime_seconds).unwrap_or(grant.runtime),
-                        };
+                        grant = Grant { memory_bytes: e.memory_bound_bytes, runtime: Duration::try_from_secs_f64(e.runtime_seconds).unwrap_or(grant.runtime) };
                     }
                     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                     estimate = Some(JobEstimate {
@@ -447,12 +444,8 @@ impl Pool {
         let (events, _) = broadcast::channel(4096);
         let mut settings = settings;
         settings.slots = settings.slots.max(1);
-        let core = Core::new(CoreConfig {
-            slots: settings.slots,
-            budget: settings.budget,
-            half_life: micros(settings.half_life).max(1),
-            ..CoreConfig::default()
-        });
+        let core =
+            Core::new(CoreConfig { slots: settings.slots, budget: settings.budget, half_life: micros(settings.half_life).max(1), ..CoreConfig::default() });
         Arc::new(Pool {
             store,
             files,
@@ -504,12 +497,7 @@ impl Pool {
     }
 
     fn labels(&self, job: &JobRow) -> JobLabels {
-        JobLabels {
-            job: job.id.clone(),
-            tenant: job.tenant_id.clone(),
-            region: self.telemetry.metrics.region(&job.tenant_id),
-            segment: job.segment_id.clone(),
-        }
+        JobLabels { job: job.id.clone(), tenant: job.tenant_id.clone(), region: self.telemetry.metrics.region(&job.tenant_id), segment: job.segment_id.clone() }
     }
 
     /// A job reached its final state (already committed): counted, and its trace's root span
@@ -605,7 +593,11 @@ impl Pool {
         match job.status {
             JobStatus::Retrying => waiting(
                 "retry_backoff",
-                format!("its last attempt failed ({}); it is queued again at {}", job.error_class.as_deref().unwrap_or("unknown"), job.not_before.map(rfc3339).unwrap_or_default()),
+                format!(
+                    "its last attempt failed ({}); it is queued again at {}",
+                    job.error_class.as_deref().unwrap_or("unknown"),
+                    job.not_before.map(rfc3339).unwrap_or_default()
+                ),
             ),
             JobStatus::Queued => {
                 let sched = lock(&self.sched);
@@ -627,7 +619,9 @@ impl Pool {
                     Wait::RateLimit => "its tenant used its rate limit (jobs per minute); the next token comes soon".into(),
                     Wait::FairShare => "tenants with less recent use of the pool (for their weight) go first".into(),
                     Wait::Reservation => match core.reservation() {
-                        Some(r) => format!("job {} holds a reservation for {} bytes from {}; starting this one would delay it", r.job, r.grant, rfc3339(r.start_at)),
+                        Some(r) => {
+                            format!("job {} holds a reservation for {} bytes from {}; starting this one would delay it", r.job, r.grant, rfc3339(r.start_at))
+                        }
                         None => "another job holds a reservation".into(),
                     },
                     Wait::Behind => "older jobs of its tenant go first".into(),
@@ -1114,14 +1108,10 @@ impl Pool {
         let cap = lock(&self.sched).core.grant_cap(&job.tenant_id);
         let now = now_micros();
         let (not_before, next_grant, detail) = match self.settings.retry.decide(&class, grant, cap, transient, rand::random::<f64>()) {
-            Retry::Larger(larger) => {
-                (now, larger, format!("attempt {attempt} ran out of its {grant}-byte grant: retrying at once with {larger} bytes"))
+            Retry::Larger(larger) => (now, larger, format!("attempt {attempt} ran out of its {grant}-byte grant: retrying at once with {larger} bytes")),
+            Retry::After(wait) => {
+                (now.saturating_add(micros(wait)), grant, format!("attempt {attempt} failed ({class}): retrying in {:.3} s", wait.as_secs_f64()))
             }
-            Retry::After(wait) => (
-                now.saturating_add(micros(wait)),
-                grant,
-                format!("attempt {attempt} failed ({class}): retrying in {:.3} s", wait.as_secs_f64()),
-            ),
             Retry::No(why) => {
                 let detail = format!("attempt {attempt} failed: {why}");
                 if self.store.end_attempt(&job.id, fence, JobStatus::Failed, &detail, Some((&class, &message))).await? {
@@ -1409,8 +1399,7 @@ fn fingerprint(model: &Model) -> u64 {
                 m.len().hash(h);
                 m.modified().ok().hash(h);
                 if m.is_dir() && depth > 0 {
-                    let mut entries: Vec<std::path::PathBuf> =
-                        std::fs::read_dir(path).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+                    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(path).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
                     entries.sort();
                     for entry in entries {
                         walk(&entry, h, depth - 1);
@@ -1438,13 +1427,17 @@ fn fingerprint(model: &Model) -> u64 {
 async fn prepare(store: &Store, catalogs: &Catalogs, tenant_id: &str, segment_id: &str) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
     let tenant = store.tenant(tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant was deleted".into()))?;
     let model_row = store.model(tenant_id).await?.ok_or_else(|| ExecError::Missing("the tenant has no model".into()))?;
-    let segment_row =
-        store.segment(tenant_id, segment_id).await?.ok_or_else(|| ExecError::Missing(format!("segment {segment_id:?} was deleted")))?;
+    let segment_row = store.segment(tenant_id, segment_id).await?.ok_or_else(|| ExecError::Missing(format!("segment {segment_id:?} was deleted")))?;
     prepare_rows(catalogs, &tenant, &model_row, &segment_row).await
 }
 
 /// [`prepare`] from rows already read.
-async fn prepare_rows(catalogs: &Catalogs, tenant: &Tenant, model_row: &ModelRow, segment_row: &SegmentRow) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
+async fn prepare_rows(
+    catalogs: &Catalogs,
+    tenant: &Tenant,
+    model_row: &ModelRow,
+    segment_row: &SegmentRow,
+) -> std::result::Result<(Arc<Catalog>, Segment), ExecError> {
     let root = Path::new(&tenant.data_root);
     let model = Model::from_json(&model_row.definition, root).and_then(|m| m.confined_to(root)).map_err(ExecError::Executor)?;
     let catalog = catalogs.get(&tenant.id, model_row.version, model).await?;
@@ -1530,12 +1523,7 @@ fn measured(report: &RunReport) -> AttemptOutcome {
         bytes_scanned: Some(as_i64(report.bytes_scanned)),
         spill_count: Some(as_i64(report.spill_count as u64)),
         plan_mode: Some(format!("{:?}", report.plan_mode).to_lowercase()),
-        shape: Some([
-            report.shape.objects as i64,
-            report.shape.joins as i64,
-            report.shape.related_predicates as i64,
-            report.shape.max_hops as i64,
-        ]),
+        shape: Some([report.shape.objects as i64, report.shape.joins as i64, report.shape.related_predicates as i64, report.shape.max_hops as i64]),
         data_quality: None,
         phases: (!report.phases.is_empty())
             .then(|| {

@@ -95,8 +95,7 @@ pub enum Wait {
 
 impl Wait {
     /// Every reason, for the metrics that show each at 0 before it happens.
-    pub const ALL: [Wait; 8] =
-        [Wait::Slot, Wait::Memory, Wait::TenantCap, Wait::Quota, Wait::RateLimit, Wait::FairShare, Wait::Reservation, Wait::Behind];
+    pub const ALL: [Wait; 8] = [Wait::Slot, Wait::Memory, Wait::TenantCap, Wait::Quota, Wait::RateLimit, Wait::FairShare, Wait::Reservation, Wait::Behind];
 
     /// The reason as shown in the API.
     pub fn as_str(self) -> &'static str {
@@ -266,7 +265,17 @@ impl PartialOrd for Turn {
 impl Core {
     /// An empty core.
     pub fn new(config: CoreConfig) -> Core {
-        Core { config, tenants: HashMap::new(), running: HashMap::new(), used: 0, queued: 0, reservation: None, order: BTreeSet::new(), held: HashMap::new(), newly_held: Vec::new() }
+        Core {
+            config,
+            tenants: HashMap::new(),
+            running: HashMap::new(),
+            used: 0,
+            queued: 0,
+            reservation: None,
+            order: BTreeSet::new(),
+            held: HashMap::new(),
+            newly_held: Vec::new(),
+        }
     }
 
     /// Jobs held back since the last call, as (tenant, reason): each queued job counts once

@@ -48,8 +48,7 @@ impl CronSchedule {
             ));
         }
         let schedule = cron::Schedule::from_str(expression).map_err(|e| format!("schedule {expression:?}: {e}"))?;
-        let tz = Tz::from_str(timezone)
-            .map_err(|_| format!("timezone {timezone:?}: not an IANA time zone name (like \"UTC\" or \"America/New_York\")"))?;
+        let tz = Tz::from_str(timezone).map_err(|_| format!("timezone {timezone:?}: not an IANA time zone name (like \"UTC\" or \"America/New_York\")"))?;
         Ok(CronSchedule { schedule, tz })
     }
 

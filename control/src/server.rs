@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, AppState, new_token, token_hash};
-use crate::membership::MembershipFiles;
 use crate::estimates::Estimates;
+use crate::membership::MembershipFiles;
 use crate::pool::{Pool, PoolSettings, Route, SizeRule, Sizing};
 use crate::{Config, Error, Result, Store};
 
@@ -69,14 +69,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Hook>) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
     let admin = admin_token(&config)?;
     // Tokens found are remembered for a lease period at most: a revocation by another
     // process reaches this one within it.
-    let store = Store::connect(&config.database_url(), config.db_connections)
-        .await?
-        .with_token_ttl(Duration::from_secs_f64(config.lease_seconds.max(0.3)));
+    let store = Store::connect(&config.database_url(), config.db_connections).await?.with_token_ttl(Duration::from_secs_f64(config.lease_seconds.max(0.3)));
     let instance = config.instance.clone().unwrap_or_else(|| crate::new_id("cohort-"));
     let requeued = match store.backend() {
         // One process per SQLite store: whatever was running, that process stopped.
@@ -119,20 +116,14 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
         }
     }
     let pool = Pool::new(store.clone(), files.clone(), settings, executor, Arc::clone(&telemetry));
-    let sizer = Arc::new(SizeRule {
-        min_bytes: config.min_grant,
-        per_source_byte: config.grant_per_source_byte,
-        max_bytes: config.largest_estimate(),
-    });
+    let sizer = Arc::new(SizeRule { min_bytes: config.min_grant, per_source_byte: config.grant_per_source_byte, max_bytes: config.largest_estimate() });
     let estimates = Estimates::load(&store, config.estimator_settings()).await?;
     pool.learn_with(Arc::clone(&estimates));
     // With a Ballista cluster, estimates are not capped at the budget: a job estimated above
     // what the pool may grant runs there.
     let route = config.ballista_url()?.map(|_| Route { budget: config.memory_budget, client_grant: config.min_grant.max(64 << 20) });
     let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs(), route };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
     let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
     // Alerting listens to job events from before the first job runs; it rebuilds its windows
     // from the failures in the store, so a restart forgets nothing. On PostgreSQL one process
@@ -187,10 +178,7 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     if let Some(hook) = hook {
         tokio::spawn(hook(state.clone()));
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal())
-        .await
-        .map_err(|e| Error::Internal(format!("server: {e}")))?;
+    axum::serve(listener, app).with_graceful_shutdown(signal()).await.map_err(|e| Error::Internal(format!("server: {e}")))?;
     tracing::info!(grace_seconds = config.shutdown_grace_seconds, "stopping: no new jobs; running jobs get the grace period");
     schedules.abort();
     reports.abort();

@@ -449,17 +449,14 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(Error::Config(format!(
-                "database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
-            )));
+            return Err(Error::Config(format!("database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE")));
         };
         let url = match backend {
             Backend::Sqlite => {
                 let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent).map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
                 }
                 format!("sqlite://{path}?mode=rwc")
             }
@@ -524,26 +521,17 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS cohort_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS cohort_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").execute(&self.pool).await?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.begin().await?;
-            let done: Option<AnyRow> = sqlx::query("SELECT version FROM cohort_migrations WHERE version = $1")
-                .bind(*version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<AnyRow> = sqlx::query("SELECT version FROM cohort_migrations WHERE version = $1").bind(*version).fetch_optional(&mut *tx).await?;
             if done.is_some() {
                 continue;
             }
             for statement in statements(sql) {
                 sqlx::query(&statement).execute(&mut *tx).await?;
             }
-            sqlx::query("INSERT INTO cohort_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(now_micros())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("INSERT INTO cohort_migrations (version, applied_at) VALUES ($1, $2)").bind(*version).bind(now_micros()).execute(&mut *tx).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -598,13 +586,9 @@ impl Store {
 
     /// A tenant's tokens (by id, never the token), oldest first.
     pub async fn tokens(&self, tenant_id: &str) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query("SELECT hash, created_at FROM tokens WHERE tenant_id = $1 ORDER BY created_at, hash")
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok(TokenRow { id: token_id(&r.try_get::<String, _>(0)?), created_at: r.try_get(1)? }))
-            .collect()
+        let rows =
+            sqlx::query("SELECT hash, created_at FROM tokens WHERE tenant_id = $1 ORDER BY created_at, hash").bind(tenant_id).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(TokenRow { id: token_id(&r.try_get::<String, _>(0)?), created_at: r.try_get(1)? })).collect()
     }
 
     /// Revokes a tenant's token by its id; `false` if the tenant has no such token. This
@@ -693,10 +677,7 @@ impl Store {
 
     /// One tenant.
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
-        let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| tenant_from_row(&r)).transpose()
     }
 
@@ -798,12 +779,10 @@ impl Store {
 
     /// A tenant's model.
     pub async fn model(&self, tenant_id: &str) -> Result<Option<ModelRow>> {
-        let row = sqlx::query(
-            "SELECT version, definition, objects, relationships, source_bytes, updated_at FROM models WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT version, definition, objects, relationships, source_bytes, updated_at FROM models WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(ModelRow {
                 version: r.try_get(0)?,
@@ -832,8 +811,7 @@ impl Store {
             .await?;
         let exists = existing.is_some();
         if let Some(existing) = existing {
-            let (schedule, timezone, next_due): (Option<String>, String, Option<i64>) =
-                (existing.try_get(0)?, existing.try_get(1)?, existing.try_get(2)?);
+            let (schedule, timezone, next_due): (Option<String>, String, Option<i64>) = (existing.try_get(0)?, existing.try_get(1)?, existing.try_get(2)?);
             // A schedule with no next due time (stored before schedules ran, or past its
             // last due time) takes the one computed now.
             let same_schedule = schedule == row.schedule && timezone == row.timezone && next_due.is_some();
@@ -890,24 +868,18 @@ impl Store {
 
     /// A tenant's segments ordered by id, after `after`.
     pub async fn segments(&self, tenant_id: &str, after: &str, limit: i64) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
+            .bind(tenant_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(segment_from_row).collect()
     }
 
     /// Deletes a segment; false if there was none.
     pub async fn delete_segment(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM segments WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM segments WHERE tenant_id = $1 AND id = $2").bind(tenant_id).bind(id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -947,9 +919,7 @@ impl Store {
                 drop(tx);
                 let key = job.idempotency_key.as_deref().unwrap_or_default();
                 let existing = self.job_by_key(&job.tenant_id, key).await?;
-                return existing
-                    .map(|j| (j, false))
-                    .ok_or_else(|| Error::Internal("idempotency key conflict without a job".into()));
+                return existing.map(|j| (j, false)).ok_or_else(|| Error::Internal("idempotency key conflict without a job".into()));
             }
             Err(e) => return Err(e.into()),
         }
@@ -1091,15 +1061,13 @@ impl Store {
     /// A segment's jobs, newest first, before `before` (a job id; '' for the newest).
     pub async fn jobs_of_segment(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<JobRow>> {
         let before = newest_first(before);
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND segment_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(segment_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND segment_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"))
+            .bind(tenant_id)
+            .bind(segment_id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -1310,10 +1278,7 @@ impl Store {
 
     /// The earliest time a retrying job may be queued again.
     pub async fn next_retry_at(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(not_before) FROM jobs WHERE status = $1")
-            .bind(JobStatus::Retrying.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT MIN(not_before) FROM jobs WHERE status = $1").bind(JobStatus::Retrying.as_str()).fetch_one(&self.pool).await?;
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
@@ -1336,10 +1301,7 @@ impl Store {
 
     /// How many of a job's attempts failed with one of `classes`.
     pub async fn failed_attempts(&self, job_id: &str, classes: &[&str]) -> Result<i64> {
-        let rows = sqlx::query("SELECT error_class FROM attempts WHERE job_id = $1 AND outcome = 'failed'")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT error_class FROM attempts WHERE job_id = $1 AND outcome = 'failed'").bind(job_id).fetch_all(&self.pool).await?;
         let mut n = 0;
         for r in rows {
             let class: Option<String> = r.try_get(0)?;
@@ -1385,36 +1347,30 @@ impl Store {
 
     /// Scheduled segments due at `now` (next due time reached), earliest first.
     pub async fn due_segments(&self, now: i64, limit: i64) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE next_due_at <= $1 ORDER BY next_due_at, tenant_id, id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE next_due_at <= $1 ORDER BY next_due_at, tenant_id, id LIMIT $2"))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(segment_from_row).collect()
     }
 
     /// Segments holding a buffered due run.
     pub async fn buffered_segments(&self, limit: i64) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE buffered_due_at IS NOT NULL ORDER BY buffered_due_at LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE buffered_due_at IS NOT NULL ORDER BY buffered_due_at LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(segment_from_row).collect()
     }
 
     /// Scheduled segments without a next due time: stored before schedules ran, or past
     /// their last due time.
     pub async fn schedules_without_due(&self, limit: i64) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE schedule IS NOT NULL AND next_due_at IS NULL LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE schedule IS NOT NULL AND next_due_at IS NULL LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(segment_from_row).collect()
     }
 
@@ -1637,16 +1593,14 @@ impl Store {
         .await?;
         // Conditional on the latest run read above: a concurrent commit of the same segment
         // (PostgreSQL, read committed) makes this touch no row, and this commit starts over.
-        let moved = sqlx::query(
-            "UPDATE segments SET latest_run_id = $1, members = $2 WHERE tenant_id = $3 AND id = $4 AND latest_run_id = $5",
-        )
-        .bind(c.job_id)
-        .bind(c.members)
-        .bind(c.tenant_id)
-        .bind(c.segment_id)
-        .bind(c.previous_run_id)
-        .execute(&mut *tx)
-        .await?;
+        let moved = sqlx::query("UPDATE segments SET latest_run_id = $1, members = $2 WHERE tenant_id = $3 AND id = $4 AND latest_run_id = $5")
+            .bind(c.job_id)
+            .bind(c.members)
+            .bind(c.tenant_id)
+            .bind(c.segment_id)
+            .bind(c.previous_run_id)
+            .execute(&mut *tx)
+            .await?;
         if moved.rows_affected() == 0 {
             tx.rollback().await?;
             return Ok(CommitResult::LatestMoved(String::new()));
@@ -1766,15 +1720,14 @@ impl Store {
     /// A segment's history, newest first, before `before` (a run id; '' for the newest).
     pub async fn runs(&self, tenant_id: &str, segment_id: &str, before: &str, limit: i64) -> Result<Vec<RunRow>> {
         let before = newest_first(before);
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id < $3 ORDER BY run_id DESC LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(segment_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id < $3 ORDER BY run_id DESC LIMIT $4"))
+                .bind(tenant_id)
+                .bind(segment_id)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -1855,8 +1808,7 @@ impl Store {
                 tenant: r.try_get(1)?,
                 segment: r.try_get(2)?,
                 job: r.try_get(0)?,
-                features: serde_json::from_str(&features)
-                    .map_err(|e| Error::Internal(format!("features of a job in the store do not parse: {e}")))?,
+                features: serde_json::from_str(&features).map_err(|e| Error::Internal(format!("features of a job in the store do not parse: {e}")))?,
                 peak_bytes: peak.map(to_u64),
                 runtime_seconds: peak.and(elapsed).map(|m| m.max(0) as f64 / 1e6),
                 exhausted_bytes: exhausted.map(to_u64),
@@ -1869,12 +1821,10 @@ impl Store {
 
     /// What the estimator said of a job, if it was asked.
     pub async fn job_estimate(&self, job_id: &str) -> Result<Option<JobEstimate>> {
-        let row = sqlx::query(
-            "SELECT features, model_version, basis, memory_bytes, bound_bytes, runtime_micros FROM job_estimates WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT features, model_version, basis, memory_bytes, bound_bytes, runtime_micros FROM job_estimates WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(JobEstimate {
                 features: r.try_get(0)?,
@@ -1891,23 +1841,20 @@ impl Store {
     /// Stores a fitted estimator model as `version`; false when that version exists already
     /// (another replica fitted first).
     pub async fn save_estimator_model(&self, version: i64, trained_on: i64, model: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO estimator_models (version, created_at, trained_on, model) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING",
-        )
-        .bind(version)
-        .bind(now_micros())
-        .bind(trained_on)
-        .bind(model)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("INSERT INTO estimator_models (version, created_at, trained_on, model) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING")
+                .bind(version)
+                .bind(now_micros())
+                .bind(trained_on)
+                .bind(model)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The newest estimator model: version, when it was stored (microseconds) and its JSON.
     pub async fn latest_estimator_model(&self) -> Result<Option<(i64, i64, String)>> {
-        let row = sqlx::query("SELECT version, created_at, model FROM estimator_models ORDER BY version DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT version, created_at, model FROM estimator_models ORDER BY version DESC LIMIT 1").fetch_optional(&self.pool).await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).transpose()
     }
 }
@@ -2082,14 +2029,7 @@ async fn settle_estimate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job_id: &str
     Ok(())
 }
 
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job_id: &str,
-    at: i64,
-    from: &str,
-    to: &str,
-    detail: &str,
-) -> Result<()> {
+async fn insert_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job_id: &str, at: i64, from: &str, to: &str, detail: &str) -> Result<()> {
     sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(job_id)
         .bind(at)

@@ -23,8 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
-    TracerProvider as _,
+    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
@@ -180,10 +179,7 @@ impl Traces {
         }
         use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
         let client = OtlpClient {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| Error::Config(format!("the OTLP client: {e}")))?,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Config(format!("the OTLP client: {e}")))?,
             runtime,
         };
         let exporter = opentelemetry_otlp::SpanExporter::builder()

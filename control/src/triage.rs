@@ -78,10 +78,14 @@ pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -
 /// windows before its own: when, class, message and data findings.
 async fn history(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Result<Vec<Failure>> {
     let sql = match tenant {
-        Some(_) => "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a JOIN jobs j ON j.id = a.job_id \
-                    WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2 AND j.tenant_id = $3",
-        None => "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a \
-                 WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2",
+        Some(_) => {
+            "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                    WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2 AND j.tenant_id = $3"
+        }
+        None => {
+            "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a \
+                 WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2"
+        }
     };
     let mut query = sqlx::query(sql).bind(from).bind(to);
     if let Some(t) = tenant {
@@ -112,11 +116,12 @@ async fn history(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Res
 /// The alerts that fired during `[from, to)` (microseconds), or started up to `window_ms`
 /// after it (fed by its last failures); of one tenant's own alerts only, when `tenant` is given.
 async fn fired_alerts(store: &Store, from: i64, to: i64, window_ms: i64, tenant: Option<&str>) -> Result<Vec<FiredAlert>> {
-    let rows = sqlx::query("SELECT id, scope, alert_key, started_at, resolved_at FROM alerts WHERE started_at < $1 AND (resolved_at IS NULL OR resolved_at >= $2)")
-        .bind(to.saturating_add(window_ms.saturating_mul(1000)))
-        .bind(from)
-        .fetch_all(store.pool())
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, scope, alert_key, started_at, resolved_at FROM alerts WHERE started_at < $1 AND (resolved_at IS NULL OR resolved_at >= $2)")
+            .bind(to.saturating_add(window_ms.saturating_mul(1000)))
+            .bind(from)
+            .fetch_all(store.pool())
+            .await?;
     let mut out = Vec::new();
     for r in rows {
         let alert = FiredAlert {
@@ -247,10 +252,7 @@ pub async fn make_scheduled(store: &Store, settings: &TriageSettings, to: i64) -
             continue;
         }
         let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "summary".to_string(),
-            format!("{} failed attempts, {} signatures ({new} new)", r.failures, r.signatures.len()),
-        );
+        annotations.insert("summary".to_string(), format!("{} failed attempts, {} signatures ({new} new)", r.failures, r.signatures.len()));
         annotations.insert("description".to_string(), markdown.clone());
         annotations.insert("report".to_string(), format!("{}/v1/triage/reports/{id}", settings.external_url.trim_end_matches('/')));
         let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: to / 1000, ends_at: None, link: format!("/v1/triage/reports/{id}") };

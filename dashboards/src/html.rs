@@ -40,14 +40,8 @@ th{background:#eef1f4}.tiles{display:flex;gap:.8rem;flex-wrap:wrap}.tile{backgro
 .bad{color:#b3261e}.good{color:#1b7f3b}.muted{color:#68717c}code{background:#eef1f4;padding:0 .2rem}";
 
 /// The dashboard's sections, as (link, name).
-pub const SECTIONS: [(&str, &str); 6] = [
-    ("/", "Overview"),
-    ("/ui/regions", "Regions"),
-    ("/ui/tenants", "Tenants"),
-    ("/ui/alerts", "Alerts"),
-    ("/ui/triage", "Triage"),
-    ("/metrics", "Metrics"),
-];
+pub const SECTIONS: [(&str, &str); 6] =
+    [("/", "Overview"), ("/ui/regions", "Regions"), ("/ui/tenants", "Tenants"), ("/ui/alerts", "Alerts"), ("/ui/triage", "Triage"), ("/metrics", "Metrics")];
 
 /// A whole page: `body` (HTML) under a header linking the sections, `active` underlined.
 /// With `refresh`, the page reloads itself every `refresh` seconds.

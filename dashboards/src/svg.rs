@@ -66,12 +66,8 @@ pub fn line_chart(title: &str, from: &str, series: &[Series<'_>], format: fn(f64
         }
         if !path.is_empty() {
             // A point with no neighbour draws no line: every point also gets a dot.
-            let _ = write!(
-                svg,
-                "<path d=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"1.8\"/><g fill=\"{c}\">{dots}</g>",
-                path.trim_end(),
-                c = esc(s.color)
-            );
+            let _ =
+                write!(svg, "<path d=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"1.8\"/><g fill=\"{c}\">{dots}</g>", path.trim_end(), c = esc(s.color));
         }
         let _ = write!(
             svg,

@@ -178,15 +178,7 @@ pub fn replay(records: &[Record], config: &Config, static_grant: u64) -> Evaluat
         }
         policies.push(t.finish());
     }
-    Evaluation {
-        records: records.len(),
-        scored: scored_runs.len(),
-        segments: segments.len(),
-        fits,
-        coverage: config.coverage,
-        policies,
-        by_basis,
-    }
+    Evaluation { records: records.len(), scored: scored_runs.len(), segments: segments.len(), fits, coverage: config.coverage, policies, by_basis }
 }
 
 /// The Autopilot baseline with the smallest margin, chosen in hindsight, that under-grants no

@@ -85,11 +85,9 @@ impl Config {
         if self.min_bytes > self.max_bytes {
             return bad("min_bytes exceeds max_bytes");
         }
-        for (name, v) in [
-            ("penalty", self.penalty),
-            ("rule_bytes_per_source_byte", self.rule_bytes_per_source_byte),
-            ("uncalibrated_margin", self.uncalibrated_margin),
-        ] {
+        for (name, v) in
+            [("penalty", self.penalty), ("rule_bytes_per_source_byte", self.rule_bytes_per_source_byte), ("uncalibrated_margin", self.uncalibrated_margin)]
+        {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(crate::Error::Config(format!("{name} must be a finite number ≥ 0")));
             }
@@ -263,12 +261,7 @@ pub const HALF_LIFE_RUNS: f64 = 4.0;
 /// Autopilot-style: the largest of the recent peaks, each halved for every
 /// [`HALF_LIFE_RUNS`] runs of age (`None` without history).
 pub fn decayed_max(history: &[PastRun]) -> Option<f64> {
-    history
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(age, r)| r.peak_bytes * 0.5f64.powf(age as f64 / HALF_LIFE_RUNS))
-        .reduce(f64::max)
+    history.iter().rev().enumerate().map(|(age, r)| r.peak_bytes * 0.5f64.powf(age as f64 / HALF_LIFE_RUNS)).reduce(f64::max)
 }
 
 fn summarize(history: &[PastRun]) -> Option<Summary> {
@@ -302,11 +295,7 @@ fn summarize(history: &[PastRun]) -> Option<Summary> {
 
 /// Growth of what is read since `then`, as log-ratios of rows and bytes, and of partitions.
 fn growth(f: &Features, then: Sizes) -> [f64; 3] {
-    [
-        ln1(f.source_rows) - ln1(then.rows),
-        ln1(f.source_bytes) - ln1(then.bytes),
-        (f.partitions.max(1) as f64).ln() - (then.partitions as f64).ln(),
-    ]
+    [ln1(f.source_rows) - ln1(then.rows), ln1(f.source_bytes) - ln1(then.bytes), (f.partitions.max(1) as f64).ln() - (then.partitions as f64).ln()]
 }
 
 /// Cold features; the first four are sizes (weights kept ≥ 0).
@@ -413,7 +402,9 @@ fn fit_bounded(fit: &[&Target], cal: &[&Target], non_negative: (&[bool], &[bool]
     if fit.len() < config.min_fit || cal.is_empty() {
         return None;
     }
-    let mean = regression::fit(&fit.iter().map(|t| t.0.clone()).collect::<Vec<_>>(), &fit.iter().map(|t| t.2).collect::<Vec<_>>(), non_negative.0, config.penalty).ok()?;
+    let mean =
+        regression::fit(&fit.iter().map(|t| t.0.clone()).collect::<Vec<_>>(), &fit.iter().map(|t| t.2).collect::<Vec<_>>(), non_negative.0, config.penalty)
+            .ok()?;
     let spread_y: Vec<f64> = fit.iter().map(|t| ((t.2 - mean.predict(&t.0)).abs() + MIN_SPREAD).ln()).collect();
     let spread = regression::fit(&fit.iter().map(|t| t.1.clone()).collect::<Vec<_>>(), &spread_y, non_negative.1, config.penalty).ok()?;
     let mut bounded = Bounded { mean, spread, margins: Vec::new(), extra: Vec::new() };
@@ -467,8 +458,8 @@ fn repeat_margin(repeats: &[f64], config: &Config) -> Option<f64> {
     if recent.is_empty() {
         return None;
     }
-    let margin = conformal_quantile(recent, config.coverage)
-        .unwrap_or_else(|| recent.iter().copied().fold(f64::NEG_INFINITY, f64::max) + config.uncalibrated_margin);
+    let margin =
+        conformal_quantile(recent, config.coverage).unwrap_or_else(|| recent.iter().copied().fold(f64::NEG_INFINITY, f64::max) + config.uncalibrated_margin);
     margin.is_finite().then_some(margin.max(0.0))
 }
 
@@ -495,9 +486,8 @@ pub fn fit(records: &[Record], config: &Config, version: u64) -> Model {
                 }
                 warm.push(Example {
                     memory: (warm_memory_x(&r.features, &s), warm_spread_x(&r.features, s.last, s.last_peak, &s), y, g),
-                    runtime: runtime_y.and_then(|ry| {
-                        s.last_runtime.map(|lr| (warm_runtime_x(&r.features, lr), warm_spread_x(&r.features, lr.1, lr.0, &s), ry, g))
-                    }),
+                    runtime: runtime_y
+                        .and_then(|ry| s.last_runtime.map(|lr| (warm_runtime_x(&r.features, lr), warm_spread_x(&r.features, lr.1, lr.0, &s), ry, g))),
                 });
             }
             // The cold regime learns from every run: its features never need history.

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::SessionState;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 #[allow(deprecated)] // Still the object-store reader DataFusion 55 itself uses for footers.
 use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
-use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -41,17 +41,10 @@ pub fn model_type(data_type: &DataType) -> Option<FieldType> {
     Some(match data_type {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => FieldType::String,
         DataType::Dictionary(_, v) => return model_type(v).filter(|t| *t == FieldType::String),
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => FieldType::Int,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => {
-            FieldType::Float
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            FieldType::Int
         }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => FieldType::Float,
         DataType::Boolean => FieldType::Bool,
         DataType::Date32 | DataType::Date64 => FieldType::Date,
         DataType::Timestamp(..) => FieldType::Timestamp,
@@ -98,11 +91,7 @@ impl LoadedObject {
 
     /// A message that says `name` is no field of this object, with a suggestion.
     pub fn no_such_field(&self, name: &str) -> String {
-        format!(
-            "{name:?} is not a field of {:?}{}",
-            self.name,
-            did_you_mean(name, self.fields.iter().map(|f| f.name.as_str()))
-        )
+        format!("{name:?} is not a field of {:?}{}", self.name, did_you_mean(name, self.fields.iter().map(|f| f.name.as_str())))
     }
 }
 
@@ -155,15 +144,10 @@ impl Catalog {
         for (i, rel) in self.model.relationships.iter().enumerate() {
             let place = format!("relationships[{i}]");
             let mut types = Vec::with_capacity(2);
-            for (object_key, field_key, object, field) in
-                [("from", "from_field", &rel.from, &rel.from_field), ("to", "to_field", &rel.to, &rel.to_field)]
-            {
-                let (_, o) = self
-                    .object(object)
-                    .ok_or_else(|| Error::invalid_model(format!("{place}.{object_key}"), format!("{object:?} is not an object")))?;
-                let f = o
-                    .field(field)
-                    .ok_or_else(|| Error::invalid_model(format!("{place}.{field_key}"), o.no_such_field(field)))?;
+            for (object_key, field_key, object, field) in [("from", "from_field", &rel.from, &rel.from_field), ("to", "to_field", &rel.to, &rel.to_field)] {
+                let (_, o) =
+                    self.object(object).ok_or_else(|| Error::invalid_model(format!("{place}.{object_key}"), format!("{object:?} is not an object")))?;
+                let f = o.field(field).ok_or_else(|| Error::invalid_model(format!("{place}.{field_key}"), o.no_such_field(field)))?;
                 types.push(f.field_type);
             }
             if types[0] != types[1] {
@@ -199,10 +183,7 @@ fn load_locally(model: Model, ctx: &SessionContext) -> Result<Catalog> {
                 scope.spawn(move || futures::executor::block_on(load_objects(model, range, ctx, state)))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a catalog reader panicked".into()))))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a catalog reader panicked".into())))).collect()
     });
     // In the objects' order, so the first bad object is the one reported.
     let mut loaded = Vec::with_capacity(n);
@@ -215,8 +196,7 @@ fn load_locally(model: Model, ctx: &SessionContext) -> Result<Catalog> {
 /// Loads the objects in `range`, in order.
 async fn load_objects(model: &Model, range: std::ops::Range<usize>, ctx: &SessionContext, state: &SessionState) -> Result<Vec<LoadedObject>> {
     // Boxed futures: their type is then provably `Send`, so callers can spawn a load.
-    let loads: Vec<BoxFuture<'_, Result<LoadedObject>>> =
-        range.map(|i| load_object(model, i, &model.objects[i], ctx, state).boxed()).collect();
+    let loads: Vec<BoxFuture<'_, Result<LoadedObject>>> = range.map(|i| load_object(model, i, &model.objects[i], ctx, state).boxed()).collect();
     futures::stream::iter(loads).buffered(LOAD_CONCURRENCY).try_collect().await
 }
 
@@ -262,14 +242,10 @@ fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUr
 async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &SessionContext, state: &SessionState) -> Result<LoadedObject> {
     let place = format!("objects[{index}]");
     let source_error = |message: String| Error::Source { object: def.name.clone(), message };
-    let (url, single_file) = resolve_url(model, &def.source.path)
-        .map_err(|m| source_error(format!("source path {:?}: {m}", def.source.path)))?;
+    let (url, single_file) = resolve_url(model, &def.source.path).map_err(|m| source_error(format!("source path {:?}: {m}", def.source.path)))?;
     let file_extension = if single_file { String::new() } else { def.source.format.extension().to_string() };
     let store_url: ObjectStoreUrl = url.object_store();
-    let store = ctx
-        .runtime_env()
-        .object_store(&store_url)
-        .map_err(|e| source_error(format!("no object store for {}: {e}", url.as_str())))?;
+    let store = ctx.runtime_env().object_store(&store_url).map_err(|e| source_error(format!("no object store for {}: {e}", url.as_str())))?;
     let mut files: Vec<ObjectMeta> = url
         .list_all_files(state, store.as_ref(), &file_extension)
         .await
@@ -278,11 +254,7 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
         .await
         .map_err(|e| source_error(format!("cannot list {:?}: {e}", def.source.path)))?;
     if files.is_empty() {
-        return Err(source_error(format!(
-            "no {} files at {:?}",
-            def.source.format.extension().trim_start_matches('.'),
-            def.source.path
-        )));
+        return Err(source_error(format!("no {} files at {:?}", def.source.format.extension().trim_start_matches('.'), def.source.path)));
     }
     files.sort_by(|a, b| a.location.cmp(&b.location));
     if let Some(root) = &model.confinement {
@@ -327,13 +299,8 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
             declared.clone()
         }
         None => {
-            let inferred: Vec<Field> = source_schema
-                .fields()
-                .iter()
-                .filter_map(|f| {
-                    model_type(f.data_type()).map(|t| Field { name: f.name().clone(), field_type: t })
-                })
-                .collect();
+            let inferred: Vec<Field> =
+                source_schema.fields().iter().filter_map(|f| model_type(f.data_type()).map(|t| Field { name: f.name().clone(), field_type: t })).collect();
             check_primary_key(&def.name, &def.primary_key, &inferred, &format!("{place}.primary_key"))?;
             inferred
         }
@@ -371,9 +338,7 @@ async fn parquet_schema(
             .map(|f| {
                 let path = fs.path_to_filesystem(&f.location).map_err(|e| unreadable(f, &e))?;
                 let file = std::fs::File::open(&path).map_err(|e| unreadable(f, &e))?;
-                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-                    .map(|m| (f.location.to_string(), m))
-                    .map_err(|e| unreadable(f, &e))
+                ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map(|m| (f.location.to_string(), m)).map_err(|e| unreadable(f, &e))
             })
             .collect::<std::result::Result<_, String>>()?,
         None => {
@@ -402,12 +367,7 @@ async fn parquet_schema(
             match merged.iter().find(|m| m.name() == f.name()) {
                 None => merged.push(f.as_ref().clone().with_nullable(true)),
                 Some(m) if model_type(m.data_type()) != model_type(f.data_type()) => {
-                    return Err(format!(
-                        "{location}: column {:?} is {} here but {} in another file",
-                        f.name(),
-                        f.data_type(),
-                        m.data_type()
-                    ));
+                    return Err(format!("{location}: column {:?} is {} here but {} in another file", f.name(), f.data_type(), m.data_type()));
                 }
                 Some(_) => {}
             }
@@ -420,11 +380,7 @@ async fn parquet_schema(
 /// Reads the header line of every CSV file; all must have the same columns. Declared fields
 /// are read as their types, other columns as text; with no declared fields the types are
 /// inferred from the first file.
-async fn csv_schema(
-    def: &ObjectDef,
-    store: &Arc<dyn ObjectStore>,
-    files: &[ObjectMeta],
-) -> std::result::Result<SchemaRef, String> {
+async fn csv_schema(def: &ObjectDef, store: &Arc<dyn ObjectStore>, files: &[ObjectMeta]) -> std::result::Result<SchemaRef, String> {
     let reads: Vec<BoxFuture<'_, std::result::Result<(String, Vec<String>), String>>> = files
         .iter()
         .map(|f| {
@@ -435,10 +391,7 @@ async fn csv_schema(
             .boxed()
         })
         .collect();
-    let headers: Vec<(String, Vec<String>)> = futures::stream::iter(reads)
-        .buffered(LOAD_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let headers: Vec<(String, Vec<String>)> = futures::stream::iter(reads).buffered(LOAD_CONCURRENCY).try_collect().await?;
     let (first_location, first) = &headers[0];
     for (location, header) in &headers[1..] {
         if header != first {
@@ -459,11 +412,7 @@ async fn csv_schema(
         .iter()
         .map(|name| {
             let data_type = match &def.fields {
-                Some(fields) => fields
-                    .iter()
-                    .find(|f| &f.name == name)
-                    .map(|f| arrow_type(f.field_type))
-                    .unwrap_or(DataType::Utf8),
+                Some(fields) => fields.iter().find(|f| &f.name == name).map(|f| arrow_type(f.field_type)).unwrap_or(DataType::Utf8),
                 None => inferred
                     .as_ref()
                     .and_then(|s| s.field_with_name(name).ok())

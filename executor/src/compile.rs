@@ -125,7 +125,18 @@ impl RunFirstKind {
 
 impl<'a> Compiler<'a> {
     pub(crate) fn new(catalog: &'a Catalog, ctx: &'a SessionContext, as_of_micros: i64) -> Self {
-        Compiler { catalog, ctx, as_of_micros, next_related: 0, scans: Vec::new(), depth: 0, found: None, found_min_rows: 0, run_first: Default::default(), reducers: Default::default() }
+        Compiler {
+            catalog,
+            ctx,
+            as_of_micros,
+            next_related: 0,
+            scans: Vec::new(),
+            depth: 0,
+            found: None,
+            found_min_rows: 0,
+            run_first: Default::default(),
+            reducers: Default::default(),
+        }
     }
 
     /// Compiles `segment` to find the next part worth running before the rest, given what
@@ -150,7 +161,11 @@ impl<'a> Compiler<'a> {
     /// an aggregate condition, `cut` also cuts the aggregate to their start values.
     pub(crate) fn use_run_first(&mut self, place: String, kind: RunFirstKind, rows: DataFrame, cut: Option<(String, String)>) -> Result<()> {
         if let (RunFirstKind::RowsBefore, Some((related_place, start_field))) = (kind, cut) {
-            let keys = df(rows.clone().select(vec![ident(&start_field).alias(REDUCE_KEY)]).and_then(|d| d.filter(ident(REDUCE_KEY).is_not_null())).and_then(DataFrame::distinct))?;
+            let keys = df(rows
+                .clone()
+                .select(vec![ident(&start_field).alias(REDUCE_KEY)])
+                .and_then(|d| d.filter(ident(REDUCE_KEY).is_not_null()))
+                .and_then(DataFrame::distinct))?;
             self.reducers.insert(related_place, keys);
         }
         self.run_first.insert((kind, place), rows);
@@ -162,9 +177,7 @@ impl<'a> Compiler<'a> {
         let frame = self.scan(segment.root)?;
         let rows = self.restrict(frame, segment.root, &segment.filter)?;
         let pk = &self.catalog.objects[segment.root].primary_key;
-        Ok(df(rows.select(vec![ident(pk).alias(MEMBER)])
-            .and_then(|d| d.filter(ident(MEMBER).is_not_null()))
-            .and_then(|d| d.distinct()))?)
+        Ok(df(rows.select(vec![ident(pk).alias(MEMBER)]).and_then(|d| d.filter(ident(MEMBER).is_not_null())).and_then(|d| d.distinct()))?)
     }
 
     /// One phase: the distinct signatures (primary key plus every root field the filter reads)
@@ -260,7 +273,12 @@ impl<'a> Compiler<'a> {
             fields.insert(self.catalog.objects[object].primary_key.clone());
             rest.iter().for_each(|n| fields_read(n, &mut fields));
             let plan = df(frame.clone().select(fields.iter().map(ident).collect::<Vec<Expr>>()))?;
-            found.push(RunFirst { place: related.place.clone(), kind: RunFirstKind::RowsBefore, plan, cut: Some((related.place.clone(), start_field(related)?)) });
+            found.push(RunFirst {
+                place: related.place.clone(),
+                kind: RunFirstKind::RowsBefore,
+                plan,
+                cut: Some((related.place.clone(), start_field(related)?)),
+            });
         }
         Ok(frame)
     }
@@ -626,9 +644,8 @@ impl<'a> Compiler<'a> {
             let hop = &related.path[i];
             let arrived_by = related.path[i - 1].to_field.as_str();
             let step = self.scan(hop.from_object)?;
-            keys = df(step
-                .join(keys, JoinType::LeftSemi, &[hop.from_field.as_str()], &[KEY], None)
-                .and_then(|d| d.select(vec![ident(arrived_by).alias(KEY)])))?;
+            keys =
+                df(step.join(keys, JoinType::LeftSemi, &[hop.from_field.as_str()], &[KEY], None).and_then(|d| d.select(vec![ident(arrived_by).alias(KEY)])))?;
         }
         let keys = df(keys.filter(ident(KEY).is_not_null()).and_then(|d| d.select(vec![ident(KEY).alias(&key)])))?;
         Ok((keys, key))
@@ -655,34 +672,32 @@ impl<'a> Compiler<'a> {
             let mut pairs = df(self
                 .scan(first_object)?
                 .select(vec![ident(&first.to_field).alias(START), ident(&second.from_field).alias(WALK)])
-            .and_then(|d| d.filter(ident(START).is_not_null().and(ident(WALK).is_not_null())))
-            .and_then(distinct))?;
+                .and_then(|d| d.filter(ident(START).is_not_null().and(ident(WALK).is_not_null())))
+                .and_then(distinct))?;
             for (i, hop) in related.path.iter().enumerate().skip(1).take(related.path.len() - 2) {
                 let next = &related.path[i + 1];
                 let step = self.scan(hop.to_object)?;
-                pairs = df(pairs.join(step, JoinType::Inner, &[WALK], &[hop.to_field.as_str()], None)
+                pairs = df(pairs
+                    .join(step, JoinType::Inner, &[WALK], &[hop.to_field.as_str()], None)
                     .and_then(|d| d.select(vec![ident(START), ident(&next.from_field).alias(WALK)]))
                     .and_then(|d| d.filter(ident(WALK).is_not_null()))
                     .and_then(distinct))?;
             }
             let aggregated_field = wildcard_fields(self.catalog, related.object, having)?;
-            df(pairs
-                .join(target, JoinType::Inner, &[WALK], &[last.to_field.as_str()], None)
-                .and_then(|d| d.select(vec![ident(START), aggregated_field])))?
+            df(pairs.join(target, JoinType::Inner, &[WALK], &[last.to_field.as_str()], None).and_then(|d| d.select(vec![ident(START), aggregated_field])))?
         };
         // Only the start values of the rows still in the set matter, when they are known.
         let grouped_input = self.cut_to_rows_before(grouped_input, &related.place)?;
         // `count_distinct` as distinct (start, value) pairs counted per start: a plain grouped
         // count, far cheaper in memory than per-group distinct sets.
         let (grouped_input, aggregate) = if having.agg == Agg::CountDistinct {
-            let pairs = df(grouped_input
-                .filter(ident(AGG_INPUT).is_not_null())
-                .and_then(DataFrame::distinct))?;
+            let pairs = df(grouped_input.filter(ident(AGG_INPUT).is_not_null()).and_then(DataFrame::distinct))?;
             (pairs, count_all().alias(VALUE_COLUMN))
         } else {
             (grouped_input, aggregate_expr(having).alias(VALUE_COLUMN))
         };
-        let grouped = df(grouped_input.aggregate(vec![ident(START)], vec![aggregate])
+        let grouped = df(grouped_input
+            .aggregate(vec![ident(START)], vec![aggregate])
             .and_then(|d| d.select(vec![ident(START).alias(&key), ident(VALUE_COLUMN).alias(&value)])))?;
         Ok((grouped, key, value))
     }

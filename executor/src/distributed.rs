@@ -19,9 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::BallistaLogicalExtensionCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{GetJobMetricsParams, OperatorMetricsSet};
-use ballista_core::serde::BallistaLogicalExtensionCodec;
 use ballista_core::utils::{GrpcClientConfig, create_grpc_client_connection};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -60,9 +60,8 @@ pub struct BallistaUrl {
 impl BallistaUrl {
     /// Parses `df://host:port`.
     pub fn parse(text: &str) -> std::result::Result<BallistaUrl, String> {
-        let rest = text.trim().strip_prefix("df://").ok_or_else(|| {
-            format!("{text:?} is not a Ballista scheduler URL: expected df://host:port (or `embedded`)")
-        })?;
+        let rest =
+            text.trim().strip_prefix("df://").ok_or_else(|| format!("{text:?} is not a Ballista scheduler URL: expected df://host:port (or `embedded`)"))?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(':') => {
@@ -109,25 +108,14 @@ impl LogicalExtensionCodec for CohortCodec {
         self.inner.try_encode(node, buf)
     }
 
-    fn try_decode_table_provider(
-        &self,
-        buf: &[u8],
-        table_ref: &TableReference,
-        schema: SchemaRef,
-        ctx: &TaskContext,
-    ) -> DfResult<Arc<dyn TableProvider>> {
+    fn try_decode_table_provider(&self, buf: &[u8], table_ref: &TableReference, schema: SchemaRef, ctx: &TaskContext) -> DfResult<Arc<dyn TableProvider>> {
         match buf.strip_prefix(ROWS_MAGIC) {
             Some(ipc) => decode_rows(ipc, schema),
             None => self.inner.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
 
-    fn try_encode_table_provider(
-        &self,
-        table_ref: &TableReference,
-        node: Arc<dyn TableProvider>,
-        buf: &mut Vec<u8>,
-    ) -> DfResult<()> {
+    fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> DfResult<()> {
         let any: &dyn std::any::Any = node.as_ref();
         if let Some(table) = any.downcast_ref::<MemTable>() {
             return encode_rows(table, buf);
@@ -150,9 +138,7 @@ fn encode_rows(table: &MemTable, buf: &mut Vec<u8>) -> DfResult<()> {
     buf.extend_from_slice(ROWS_MAGIC);
     let mut writer = StreamWriter::try_new(&mut *buf, &schema)?;
     for partition in &table.batches {
-        let batches = partition
-            .try_read()
-            .map_err(|_| DataFusionError::Internal("a table of rows was being written while its plan was encoded".into()))?;
+        let batches = partition.try_read().map_err(|_| DataFusionError::Internal("a table of rows was being written while its plan was encoded".into()))?;
         for batch in batches.iter() {
             writer.write(batch)?;
         }
@@ -200,9 +186,8 @@ impl LocalCluster {
     /// and returns once every executor has registered (the scheduler has them all as alive).
     pub async fn start(executors: usize, task_slots: usize) -> Result<LocalCluster> {
         let state = cluster_state(task_slots);
-        let addr = ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state)
-            .await
-            .map_err(|e| cluster_error("scheduler did not start", e))?;
+        let addr =
+            ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state).await.map_err(|e| cluster_error("scheduler did not start", e))?;
         let url = BallistaUrl { host: "localhost".to_string(), port: addr.port() };
         for _ in 0..executors.max(1) {
             let client = scheduler_client(&url).await?;
@@ -219,9 +204,7 @@ async fn scheduler_client(url: &BallistaUrl) -> Result<SchedulerGrpcClient<tonic
     let channel = create_grpc_client_connection(url.grpc(), &GrpcClientConfig::default())
         .await
         .map_err(|e| cluster_error(&format!("scheduler at {url} unreachable"), e))?;
-    Ok(SchedulerGrpcClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(SchedulerGrpcClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Runs a scheduler listening on `bind` with Cohort's codec until the process ends.
@@ -242,9 +225,7 @@ pub async fn serve_scheduler(bind: SocketAddr, external_host: &str) -> Result<()
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| cluster_error("scheduler state", e))?;
-    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config))
-        .await
-        .map_err(|e| cluster_error("scheduler stopped", e))
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config)).await.map_err(|e| cluster_error("scheduler stopped", e))
 }
 
 /// How `cohort ballista executor` runs.
@@ -355,8 +336,7 @@ pub(crate) fn classify(error: DataFusionError, limit_bytes: usize) -> Error {
     if lower.contains("resources exhausted") {
         return Error::ResourcesExhausted { limit_bytes, message: text };
     }
-    let source_markers =
-        ["object store error", "no such file", "io error", "parquet error", "csv error", "parser error", "parseerror", "permission denied"];
+    let source_markers = ["object store error", "no such file", "io error", "parquet error", "csv error", "parser error", "parseerror", "permission denied"];
     if source_markers.iter().any(|m| lower.contains(m)) {
         return Error::Source { object: String::new(), message: text };
     }

@@ -113,21 +113,14 @@ impl Error {
     pub(crate) fn from_datafusion(error: DataFusionError, limit_bytes: usize) -> Self {
         let root = error.find_root();
         match root {
-            DataFusionError::ResourcesExhausted(message) => {
-                Error::ResourcesExhausted { limit_bytes, message: message.clone() }
-            }
-            DataFusionError::ObjectStore(e) => {
-                Error::Source { object: String::new(), message: e.to_string() }
-            }
+            DataFusionError::ResourcesExhausted(message) => Error::ResourcesExhausted { limit_bytes, message: message.clone() },
+            DataFusionError::ObjectStore(e) => Error::Source { object: String::new(), message: e.to_string() },
             DataFusionError::IoError(e) => Error::Source { object: String::new(), message: e.to_string() },
             DataFusionError::ArrowError(e, _) => match e.as_ref() {
-                datafusion::arrow::error::ArrowError::ParseError(m)
-                | datafusion::arrow::error::ArrowError::CsvError(m) => {
+                datafusion::arrow::error::ArrowError::ParseError(m) | datafusion::arrow::error::ArrowError::CsvError(m) => {
                     Error::Source { object: String::new(), message: m.clone() }
                 }
-                datafusion::arrow::error::ArrowError::IoError(m, _) => {
-                    Error::Source { object: String::new(), message: m.clone() }
-                }
+                datafusion::arrow::error::ArrowError::IoError(m, _) => Error::Source { object: String::new(), message: m.clone() },
                 other => Error::Execution(other.to_string()),
             },
             DataFusionError::ParquetError(e) => Error::Source { object: String::new(), message: e.to_string() },

@@ -29,11 +29,7 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 pub(crate) fn parse_document(text: &str) -> Result<Value, String> {
     serde_json::from_str::<Value>(text).map_err(|e| {
         if e.to_string().contains("recursion limit") {
-            format!(
-                "nested more than 128 levels deep (line {}, column {})",
-                e.line(),
-                e.column()
-            )
+            format!("nested more than 128 levels deep (line {}, column {})", e.line(), e.column())
         } else {
             format!("not valid JSON: {e}")
         }

@@ -39,17 +39,14 @@ mod quality;
 mod run;
 mod segment;
 
-pub use distributed::{BallistaUrl, LocalCluster};
 pub use catalog::{Catalog, LoadedObject, arrow_type, model_type};
 pub use compile::RESERVED_PREFIX;
+pub use distributed::{BallistaUrl, LocalCluster};
 pub use error::{Error, ErrorClass, Result};
-pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
+pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use run::{
-    BallistaRun, JoinStrategy, PeakTrackingPool, compile_plans, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, explain, human_bytes,
-    KEY_SETS_FIRST_MIN_ROWS, plan_mode, run_analyzed, run_segment, session,
+    BallistaRun, JoinStrategy, KEY_SETS_FIRST_MIN_ROWS, PeakTrackingPool, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, compile_plans, explain,
+    human_bytes, plan_mode, run_analyzed, run_segment, session,
 };
-pub use segment::{
-    Agg, CmpOp, Having, Hop, Leaf, LeafOp, Literal, Node, Number, PlanShape, Related, Segment, parse_date,
-    parse_timestamp,
-};
+pub use segment::{Agg, CmpOp, Having, Hop, Leaf, LeafOp, Literal, Node, Number, PlanShape, Related, Segment, parse_date, parse_timestamp};

@@ -160,8 +160,7 @@ pub struct Model {
 impl Model {
     /// Reads and parses a model file; relative source paths resolve against its directory.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         Self::from_json(&text, &base)
@@ -175,16 +174,13 @@ impl Model {
 
     /// Parses a model from a JSON value.
     pub fn from_value(value: &Value, base_dir: &Path) -> Result<Self> {
-        let map = value.as_object().ok_or_else(|| {
-            Error::invalid_model("", format!("a model is a JSON object, not {}", type_name(value)))
-        })?;
+        let map = value.as_object().ok_or_else(|| Error::invalid_model("", format!("a model is a JSON object, not {}", type_name(value))))?;
         if let Some(k) = unknown_key(map, &["objects", "relationships", "guardrails"]) {
             return Err(Error::invalid_model(k, "unknown key (a model has objects, relationships, guardrails)"));
         }
         let objects_value = map.get("objects").ok_or_else(|| Error::invalid_model("objects", "required"))?;
-        let objects_array = objects_value
-            .as_array()
-            .ok_or_else(|| Error::invalid_model("objects", format!("must be an array, not {}", type_name(objects_value))))?;
+        let objects_array =
+            objects_value.as_array().ok_or_else(|| Error::invalid_model("objects", format!("must be an array, not {}", type_name(objects_value))))?;
         if objects_array.is_empty() {
             return Err(Error::invalid_model("objects", "a model needs at least one object"));
         }
@@ -194,28 +190,20 @@ impl Model {
             let place = index_place("objects", i);
             let object = parse_object(o, &place)?;
             if object_index.insert(object.name.clone(), i).is_some() {
-                return Err(Error::invalid_model(
-                    key_place(&place, "name"),
-                    format!("{:?} names another object already", object.name),
-                ));
+                return Err(Error::invalid_model(key_place(&place, "name"), format!("{:?} names another object already", object.name)));
             }
             objects.push(object);
         }
 
         let mut relationships = Vec::new();
         if let Some(rels) = map.get("relationships") {
-            let rels = rels
-                .as_array()
-                .ok_or_else(|| Error::invalid_model("relationships", format!("must be an array, not {}", type_name(rels))))?;
+            let rels = rels.as_array().ok_or_else(|| Error::invalid_model("relationships", format!("must be an array, not {}", type_name(rels))))?;
             let mut seen = HashMap::new();
             for (i, r) in rels.iter().enumerate() {
                 let place = index_place("relationships", i);
                 let rel = parse_relationship(r, &place, &objects, &object_index)?;
                 if seen.insert(rel.name.clone(), i).is_some() {
-                    return Err(Error::invalid_model(
-                        key_place(&place, "name"),
-                        format!("{:?} names another relationship already", rel.name),
-                    ));
+                    return Err(Error::invalid_model(key_place(&place, "name"), format!("{:?} names another relationship already", rel.name)));
                 }
                 relationships.push(rel);
             }
@@ -234,9 +222,7 @@ impl Model {
     /// root: [`crate::Catalog::load`] then checks every file a source lists (a link inside a
     /// listed folder, or matched by a glob, that resolves outside the root is refused).
     pub fn confined_to(mut self, root: &Path) -> Result<Self> {
-        let root = root.canonicalize().map_err(|e| {
-            Error::invalid_model("", format!("the data root {} is not usable: {e}", root.display()))
-        })?;
+        let root = root.canonicalize().map_err(|e| Error::invalid_model("", format!("the data root {} is not usable: {e}", root.display())))?;
         for (i, object) in self.objects.iter().enumerate() {
             let place = format!("objects[{i}].source.path");
             let path = Path::new(&object.source.path);
@@ -250,8 +236,7 @@ impl Model {
                 ));
             }
             // The longest part without glob characters must resolve inside the root.
-            let literal: std::path::PathBuf =
-                path.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
+            let literal: std::path::PathBuf = path.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
             if let Ok(real) = self.base_dir.join(&literal).canonicalize() {
                 if !real.starts_with(&root) {
                     return Err(Error::invalid_model(place, format!("{:?} is a link that leads out of the tenant's data root", object.source.path)));
@@ -276,39 +261,28 @@ impl Model {
 fn get_name(map: &serde_json::Map<String, Value>, key: &str, place: &str, what: &str) -> Result<String> {
     let at = key_place(place, key);
     let value = map.get(key).ok_or_else(|| Error::invalid_model(&at, "required"))?;
-    let name = value
-        .as_str()
-        .ok_or_else(|| Error::invalid_model(&at, format!("must be a string, not {}", type_name(value))))?;
+    let name = value.as_str().ok_or_else(|| Error::invalid_model(&at, format!("must be a string, not {}", type_name(value))))?;
     if name.starts_with(crate::compile::RESERVED_PREFIX) {
         return Err(Error::invalid_model(at, format!("{name:?}: names starting with {:?} are reserved", crate::compile::RESERVED_PREFIX)));
     }
     if !is_valid_name(name) {
-        return Err(Error::invalid_model(
-            at,
-            format!("{name:?} is not a valid {what} name (letters, digits and _, not starting with a digit, at most 128)"),
-        ));
+        return Err(Error::invalid_model(at, format!("{name:?} is not a valid {what} name (letters, digits and _, not starting with a digit, at most 128)")));
     }
     Ok(name.to_string())
 }
 
 fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| Error::invalid_model(place, format!("an object is a JSON object, not {}", type_name(value))))?;
+    let map = value.as_object().ok_or_else(|| Error::invalid_model(place, format!("an object is a JSON object, not {}", type_name(value))))?;
     if let Some(k) = unknown_key(map, &["name", "primary_key", "source", "fields"]) {
-        return Err(Error::invalid_model(
-            key_place(place, k),
-            "unknown key (an object has name, primary_key, source, fields)",
-        ));
+        return Err(Error::invalid_model(key_place(place, k), "unknown key (an object has name, primary_key, source, fields)"));
     }
     let name = get_name(map, "name", place, "object")?;
     let primary_key = get_name(map, "primary_key", place, "field")?;
 
     let source_place = key_place(place, "source");
     let source_value = map.get("source").ok_or_else(|| Error::invalid_model(&source_place, "required"))?;
-    let source_map = source_value.as_object().ok_or_else(|| {
-        Error::invalid_model(&source_place, format!("must be an object, not {}", type_name(source_value)))
-    })?;
+    let source_map =
+        source_value.as_object().ok_or_else(|| Error::invalid_model(&source_place, format!("must be an object, not {}", type_name(source_value))))?;
     if let Some(k) = unknown_key(source_map, &["format", "path"]) {
         return Err(Error::invalid_model(key_place(&source_place, k), "unknown key (a source has format, path)"));
     }
@@ -316,10 +290,7 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
         Some("parquet") => SourceFormat::Parquet,
         Some("csv") => SourceFormat::Csv,
         Some(other) => {
-            return Err(Error::invalid_model(
-                key_place(&source_place, "format"),
-                format!("{other:?} is not a format (parquet or csv)"),
-            ));
+            return Err(Error::invalid_model(key_place(&source_place, "format"), format!("{other:?} is not a format (parquet or csv)")));
         }
         None => return Err(Error::invalid_model(key_place(&source_place, "format"), "required: \"parquet\" or \"csv\"")),
     };
@@ -327,10 +298,7 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
         Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
         Some(Value::String(_)) => return Err(Error::invalid_model(key_place(&source_place, "path"), "must not be empty")),
         Some(other) => {
-            return Err(Error::invalid_model(
-                key_place(&source_place, "path"),
-                format!("must be a string, not {}", type_name(other)),
-            ));
+            return Err(Error::invalid_model(key_place(&source_place, "path"), format!("must be a string, not {}", type_name(other))));
         }
         None => return Err(Error::invalid_model(key_place(&source_place, "path"), "required")),
     };
@@ -342,17 +310,16 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
             let mut fields: Vec<Field> = Vec::with_capacity(items.len());
             for (j, f) in items.iter().enumerate() {
                 let fplace = index_place(&fields_place, j);
-                let fmap = f
-                    .as_object()
-                    .ok_or_else(|| Error::invalid_model(&fplace, format!("a field is an object, not {}", type_name(f))))?;
+                let fmap = f.as_object().ok_or_else(|| Error::invalid_model(&fplace, format!("a field is an object, not {}", type_name(f))))?;
                 if let Some(k) = unknown_key(fmap, &["name", "type"]) {
                     return Err(Error::invalid_model(key_place(&fplace, k), "unknown key (a field has name, type)"));
                 }
                 let fname = get_name(fmap, "name", &fplace, "field")?;
                 let type_place = key_place(&fplace, "type");
-                let tname = fmap.get("type").and_then(Value::as_str).ok_or_else(|| {
-                    Error::invalid_model(&type_place, "required: string, int, float, bool, date or timestamp")
-                })?;
+                let tname = fmap
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::invalid_model(&type_place, "required: string, int, float, bool, date or timestamp"))?;
                 let field_type = FieldType::parse(tname).ok_or_else(|| {
                     Error::invalid_model(
                         &type_place,
@@ -363,20 +330,14 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
                     )
                 })?;
                 if fields.iter().any(|x| x.name == fname) {
-                    return Err(Error::invalid_model(
-                        key_place(&fplace, "name"),
-                        format!("{fname:?} names another field of {name:?} already"),
-                    ));
+                    return Err(Error::invalid_model(key_place(&fplace, "name"), format!("{fname:?} names another field of {name:?} already")));
                 }
                 fields.push(Field { name: fname, field_type });
             }
             Some(fields)
         }
         Some(other) => {
-            return Err(Error::invalid_model(
-                key_place(place, "fields"),
-                format!("must be an array, not {}", type_name(other)),
-            ));
+            return Err(Error::invalid_model(key_place(place, "fields"), format!("must be an array, not {}", type_name(other))));
         }
     };
 
@@ -391,33 +352,19 @@ pub(crate) fn check_primary_key(object: &str, primary_key: &str, fields: &[Field
     match fields.iter().find(|f| f.name == primary_key) {
         None => Err(Error::invalid_model(
             place,
-            format!(
-                "{primary_key:?} is not a field of {object:?}{}",
-                did_you_mean(primary_key, fields.iter().map(|f| f.name.as_str()))
-            ),
+            format!("{primary_key:?} is not a field of {object:?}{}", did_you_mean(primary_key, fields.iter().map(|f| f.name.as_str()))),
         )),
-        Some(f) if !matches!(f.field_type, FieldType::String | FieldType::Int) => Err(Error::invalid_model(
-            place,
-            format!("{primary_key:?} is a {} field; a primary key must be string or int", f.field_type.name()),
-        )),
+        Some(f) if !matches!(f.field_type, FieldType::String | FieldType::Int) => {
+            Err(Error::invalid_model(place, format!("{primary_key:?} is a {} field; a primary key must be string or int", f.field_type.name())))
+        }
         Some(_) => Ok(()),
     }
 }
 
-fn parse_relationship(
-    value: &Value,
-    place: &str,
-    objects: &[ObjectDef],
-    index: &HashMap<String, usize>,
-) -> Result<Relationship> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| Error::invalid_model(place, format!("a relationship is a JSON object, not {}", type_name(value))))?;
+fn parse_relationship(value: &Value, place: &str, objects: &[ObjectDef], index: &HashMap<String, usize>) -> Result<Relationship> {
+    let map = value.as_object().ok_or_else(|| Error::invalid_model(place, format!("a relationship is a JSON object, not {}", type_name(value))))?;
     if let Some(k) = unknown_key(map, &["name", "from", "from_field", "to", "to_field"]) {
-        return Err(Error::invalid_model(
-            key_place(place, k),
-            "unknown key (a relationship has name, from, from_field, to, to_field)",
-        ));
+        return Err(Error::invalid_model(key_place(place, k), "unknown key (a relationship has name, from, from_field, to, to_field)"));
     }
     let name = get_name(map, "name", place, "relationship")?;
     let from = get_name(map, "from", place, "object")?;
@@ -428,10 +375,7 @@ fn parse_relationship(
         if !index.contains_key(object) {
             return Err(Error::invalid_model(
                 key_place(place, key),
-                format!(
-                    "{object:?} is not an object of the model{}",
-                    did_you_mean(object, objects.iter().map(|o| o.name.as_str()))
-                ),
+                format!("{object:?} is not an object of the model{}", did_you_mean(object, objects.iter().map(|o| o.name.as_str()))),
             ));
         }
     }
@@ -439,27 +383,20 @@ fn parse_relationship(
 }
 
 fn parse_guardrails(value: &Value) -> Result<Guardrails> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| Error::invalid_model("guardrails", format!("must be an object, not {}", type_name(value))))?;
+    let map = value.as_object().ok_or_else(|| Error::invalid_model("guardrails", format!("must be an object, not {}", type_name(value))))?;
     let keys = ["max_hops", "max_depth", "max_related", "max_in_list"];
     if let Some(k) = unknown_key(map, &keys) {
-        return Err(Error::invalid_model(
-            key_place("guardrails", k),
-            format!("unknown guardrail{}", did_you_mean(k, keys)),
-        ));
+        return Err(Error::invalid_model(key_place("guardrails", k), format!("unknown guardrail{}", did_you_mean(k, keys))));
     }
     let mut g = Guardrails::default();
-    for (key, slot) in [
-        ("max_hops", &mut g.max_hops),
-        ("max_depth", &mut g.max_depth),
-        ("max_related", &mut g.max_related),
-        ("max_in_list", &mut g.max_in_list),
-    ] {
+    for (key, slot) in
+        [("max_hops", &mut g.max_hops), ("max_depth", &mut g.max_depth), ("max_related", &mut g.max_related), ("max_in_list", &mut g.max_in_list)]
+    {
         if let Some(v) = map.get(key) {
-            let n = v.as_u64().filter(|n| *n >= 1 && *n <= 1_000_000).ok_or_else(|| {
-                Error::invalid_model(key_place("guardrails", key), "must be a whole number from 1 to 1000000")
-            })?;
+            let n = v
+                .as_u64()
+                .filter(|n| *n >= 1 && *n <= 1_000_000)
+                .ok_or_else(|| Error::invalid_model(key_place("guardrails", key), "must be a whole number from 1 to 1000000"))?;
             *slot = n as usize;
         }
     }

@@ -52,14 +52,7 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions {
-            sample_rows: 200_000,
-            min_rows: 1_000,
-            duplicate_share: 0.2,
-            null_share: 0.2,
-            skew_share: 0.3,
-            memory_limit_bytes: 256 << 20,
-        }
+        ProbeOptions { sample_rows: 200_000, min_rows: 1_000, duplicate_share: 0.2, null_share: 0.2, skew_share: 0.3, memory_limit_bytes: 256 << 20 }
     }
 }
 
@@ -123,13 +116,7 @@ pub async fn probe_data(catalog: &Catalog, segment: &Segment, options: &ProbeOpt
                 }
             }
             let non_null = sampled - nulls;
-            let finding = |kind: &str, share: f64| DataFinding {
-                kind: kind.into(),
-                object: o.name.clone(),
-                field: name.to_string(),
-                share,
-                sampled,
-            };
+            let finding = |kind: &str, share: f64| DataFinding { kind: kind.into(), object: o.name.clone(), field: name.to_string(), share, sampled };
             if **name == o.primary_key {
                 let repeated = non_null - counts.len() as u64;
                 let share = repeated as f64 / sampled as f64;

@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::datasource::MemTable;
-use datafusion::execution::memory_pool::{
-    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
-};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ident;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::catalog::{Catalog, LoadedObject};
-use crate::distributed::{self, BallistaUrl};
 use crate::compile::Compiler;
+use crate::distributed::{self, BallistaUrl};
 use crate::error::{Error, Result};
 use crate::model::{FieldType, SourceFormat};
 use crate::segment::{Node, PlanShape, Segment};
@@ -198,11 +196,7 @@ impl RunReport {
             self.elapsed.as_secs_f64(),
             self.plan_mode,
             if self.phases.is_empty() { String::new() } else { format!(" ({} phases)", self.phases.len()) },
-            if self.spill_count > 0 {
-                format!("; {} spills ({})", self.spill_count, human_bytes(self.spilled_bytes))
-            } else {
-                String::new()
-            },
+            if self.spill_count > 0 { format!("; {} spills ({})", self.spill_count, human_bytes(self.spilled_bytes)) } else { String::new() },
             match &self.ballista {
                 Some(b) => format!("; on Ballista {} ({} jobs)", b.scheduler, b.jobs.len()),
                 None => String::new(),
@@ -289,10 +283,9 @@ pub const CUT_SHARE: f64 = 0.25;
 /// A session for one run: its own memory pool of the given size.
 pub fn session(options: &RunOptions) -> Result<(SessionContext, Arc<PeakTrackingPool>)> {
     let inner: Arc<dyn MemoryPool> = match options.memory_limit_bytes {
-        Some(limit) => Arc::new(TrackConsumersPool::new(
-            GreedyMemoryPool::new(limit),
-            std::num::NonZeroUsize::new(5).ok_or_else(|| Error::Internal("zero".into()))?,
-        )),
+        Some(limit) => {
+            Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(limit), std::num::NonZeroUsize::new(5).ok_or_else(|| Error::Internal("zero".into()))?))
+        }
         None => Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default()),
     };
     let pool = Arc::new(PeakTrackingPool::new(inner));
@@ -300,24 +293,20 @@ pub fn session(options: &RunOptions) -> Result<(SessionContext, Arc<PeakTracking
         .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
         .build_arc()
         .map_err(|e| Error::Internal(format!("runtime: {e}")))?;
-    let mut config = SessionConfig::new()
-        .with_target_partitions(options.target_partitions.max(1))
-        .with_information_schema(false);
+    let mut config = SessionConfig::new().with_target_partitions(options.target_partitions.max(1)).with_information_schema(false);
     config.options_mut().optimizer.prefer_hash_join = options.join_strategy == JoinStrategy::Hash;
     // Segments group by keys of people and accounts: nearly as many groups as rows, so a
     // partial aggregation before the repartition rarely shrinks its input. Skip it unless it
     // folds its first rows at least fifty to one.
     config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.02;
     // Sorts that spill need room to merge; keep a share of the pool for it.
-    config.options_mut().execution.sort_spill_reservation_bytes =
-        options.memory_limit_bytes.map(|l| (l / 16).clamp(64 << 10, 10 << 20)).unwrap_or(10 << 20);
+    config.options_mut().execution.sort_spill_reservation_bytes = options.memory_limit_bytes.map(|l| (l / 16).clamp(64 << 10, 10 << 20)).unwrap_or(10 << 20);
     let Some(url) = &options.ballista else {
         return Ok((SessionContext::new_with_config_rt(config, runtime), pool));
     };
     // Ballista's defaults first, Cohort's settings over them.
-    let mut upgraded = distributed::session_config(SessionConfig::new())
-        .with_target_partitions(options.target_partitions.max(1))
-        .with_information_schema(false);
+    let mut upgraded =
+        distributed::session_config(SessionConfig::new()).with_target_partitions(options.target_partitions.max(1)).with_information_schema(false);
     {
         let (theirs, ours) = (upgraded.options_mut(), config.options());
         theirs.optimizer.prefer_hash_join = ours.optimizer.prefer_hash_join;
@@ -355,11 +344,7 @@ pub async fn run_analyzed(catalog: &Catalog, segment: &Segment, options: &RunOpt
     use std::fmt::Write;
     let mut text = String::new();
     let report = run_observed(catalog, segment, options, &mut |title, plan| {
-        let _ = writeln!(
-            text,
-            "== {title}: executed ==\n{}",
-            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan).indent(true)
-        );
+        let _ = writeln!(text, "== {title}: executed ==\n{}", datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan).indent(true));
     })
     .await?;
     Ok((report, text))
@@ -402,11 +387,7 @@ async fn run_observed(
                 // The phase's rows stay in memory until the run ends: held in the run's pool.
                 let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
                 held.try_grow(bytes).map_err(|e| Error::from_datafusion(e, limit))?;
-                let schema = batches
-                    .first()
-                    .map(|b| b.schema())
-                    .ok_or(())
-                    .or_else(|_| phase_schema(&ctx, &mut compiler, segment, branch, &signature))?;
+                let schema = batches.first().map(|b| b.schema()).ok_or(()).or_else(|_| phase_schema(&ctx, &mut compiler, segment, branch, &signature))?;
                 let table = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Internal(format!("phase table: {e}")))?;
                 let set = ctx.read_table(Arc::new(table)).map_err(|e| Error::Internal(format!("phase table: {e}")))?;
                 combined = Some(match combined {
@@ -472,10 +453,7 @@ async fn run_observed(
         }
     }
     let root = &catalog.objects[segment.root];
-    let key_type = root
-        .field(&root.primary_key)
-        .map(|f| f.field_type)
-        .ok_or_else(|| Error::Internal("root primary key vanished".into()))?;
+    let key_type = root.field(&root.primary_key).map(|f| f.field_type).ok_or_else(|| Error::Internal("root primary key vanished".into()))?;
     // The members' batches, then their strings, are held in the pool too, so the limit and
     // the reported peak cover everything the run holds.
     let final_bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
@@ -600,8 +578,7 @@ fn gather_costs(plan: &dyn ExecutionPlan, costs: &mut PlanCosts) {
         costs.spilled_bytes += metrics.spilled_bytes().unwrap_or(0);
         if plan.children().is_empty() {
             costs.rows_scanned += metrics.output_rows().unwrap_or(0) as u64;
-            costs.bytes_scanned +=
-                metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize() as u64).unwrap_or(0);
+            costs.bytes_scanned += metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize() as u64).unwrap_or(0);
         }
     }
     for child in plan.children() {
@@ -623,8 +600,8 @@ fn member_strings(batches: &[RecordBatch]) -> Result<Vec<String>> {
             DataType::LargeUtf8 => members.extend(column.as_string::<i64>().iter().flatten().map(str::to_string)),
             DataType::Utf8View => members.extend(column.as_string_view().iter().flatten().map(str::to_string)),
             other => {
-                let cast = datafusion::arrow::compute::cast(column, &DataType::Utf8)
-                    .map_err(|e| Error::Internal(format!("member keys of type {other}: {e}")))?;
+                let cast =
+                    datafusion::arrow::compute::cast(column, &DataType::Utf8).map_err(|e| Error::Internal(format!("member keys of type {other}: {e}")))?;
                 members.extend(cast.as_string::<i32>().iter().flatten().map(str::to_string));
             }
         }
@@ -642,10 +619,7 @@ pub fn compile_plans(catalog: &Catalog, segment: &Segment, options: &RunOptions)
     match (plan_mode(segment, options.plan), &segment.filter) {
         (PlanMode::Phased, Node::And(branches) | Node::Or(branches)) => {
             let signature = compiler.signature(segment);
-            branches
-                .iter()
-                .map(|b| compiler.phase(segment.root, b, &signature).map(DataFrame::into_unoptimized_plan))
-                .collect()
+            branches.iter().map(|b| compiler.phase(segment.root, b, &signature).map(DataFrame::into_unoptimized_plan)).collect()
         }
         _ => Ok(vec![compiler.members(segment)?.into_unoptimized_plan()]),
     }
@@ -708,11 +682,7 @@ pub async fn explain(catalog: &Catalog, segment: &Segment, options: &RunOptions)
         let logical = df.clone().into_optimized_plan().map_err(internal)?;
         let physical = df.create_physical_plan().await.map_err(internal)?;
         let _ = writeln!(out, "\n== {title}: logical ==\n{}", logical.display_indent());
-        let _ = writeln!(
-            out,
-            "== {title}: physical ==\n{}",
-            datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
-        );
+        let _ = writeln!(out, "== {title}: physical ==\n{}", datafusion::physical_plan::displayable(physical.as_ref()).indent(true));
     }
     Ok(out)
 }

@@ -214,8 +214,7 @@ pub struct PlanShape {
 impl Segment {
     /// Reads and checks a segment file against `catalog`.
     pub fn from_file(path: &std::path::Path, catalog: &Catalog) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Unreadable { path: path.display().to_string(), message: e.to_string() })?;
         Self::from_json(&text, catalog)
     }
 
@@ -227,9 +226,7 @@ impl Segment {
 
     /// Checks a segment given as a JSON value against `catalog`.
     pub fn from_value(value: &Value, catalog: &Catalog) -> Result<Self> {
-        let map = value
-            .as_object()
-            .ok_or_else(|| Error::invalid_segment("", format!("a segment is a JSON object, not {}", type_name(value))))?;
+        let map = value.as_object().ok_or_else(|| Error::invalid_segment("", format!("a segment is a JSON object, not {}", type_name(value))))?;
         if let Some(k) = unknown_key(map, &["name", "root", "filter"]) {
             return Err(Error::invalid_segment(k, "unknown key (a segment has name, root, filter)"));
         }
@@ -244,13 +241,7 @@ impl Segment {
             None => return Err(Error::invalid_segment("root", "required: the object whose keys are the members")),
         };
         let (root, _) = catalog.object(root_name).ok_or_else(|| {
-            Error::invalid_segment(
-                "root",
-                format!(
-                    "{root_name:?} is not an object of the model{}",
-                    did_you_mean(root_name, catalog.model.object_names())
-                ),
-            )
+            Error::invalid_segment("root", format!("{root_name:?} is not an object of the model{}", did_you_mean(root_name, catalog.model.object_names())))
         })?;
         let filter_value = map.get("filter").ok_or_else(|| Error::invalid_segment("filter", "required"))?;
         let mut checker = Checker { catalog, related_count: 0 };
@@ -315,14 +306,9 @@ impl Checker<'_> {
     fn node(&mut self, value: &Value, place: &str, object: usize, depth: usize) -> Result<Node> {
         let guardrails = self.catalog.model.guardrails;
         if depth > guardrails.max_depth {
-            return Err(Error::invalid_segment(
-                place,
-                format!("filter nesting deeper than the model's max_depth guardrail ({})", guardrails.max_depth),
-            ));
+            return Err(Error::invalid_segment(place, format!("filter nesting deeper than the model's max_depth guardrail ({})", guardrails.max_depth)));
         }
-        let map = value
-            .as_object()
-            .ok_or_else(|| Error::invalid_segment(place, format!("a filter node is a JSON object, not {}", type_name(value))))?;
+        let map = value.as_object().ok_or_else(|| Error::invalid_segment(place, format!("a filter node is a JSON object, not {}", type_name(value))))?;
         let kind = ["field", "and", "or", "not", "related"].into_iter().filter(|k| map.contains_key(*k)).collect::<Vec<_>>();
         match kind.as_slice() {
             ["field"] => self.leaf(map, place, object).map(Node::Leaf),
@@ -331,17 +317,12 @@ impl Checker<'_> {
                     return Err(Error::invalid_segment(key_place(place, extra), format!("unknown key beside {k:?}")));
                 }
                 let here = key_place(place, k);
-                let items = map[*k]
-                    .as_array()
-                    .ok_or_else(|| Error::invalid_segment(&here, format!("must be an array of nodes, not {}", type_name(&map[*k]))))?;
+                let items =
+                    map[*k].as_array().ok_or_else(|| Error::invalid_segment(&here, format!("must be an array of nodes, not {}", type_name(&map[*k]))))?;
                 if items.is_empty() {
                     return Err(Error::invalid_segment(&here, "needs at least one node"));
                 }
-                let children = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| self.node(v, &index_place(&here, i), object, depth + 1))
-                    .collect::<Result<Vec<_>>>()?;
+                let children = items.iter().enumerate().map(|(i, v)| self.node(v, &index_place(&here, i), object, depth + 1)).collect::<Result<Vec<_>>>()?;
                 Ok(if *k == "and" { Node::And(children) } else { Node::Or(children) })
             }
             ["not"] => {
@@ -355,17 +336,11 @@ impl Checker<'_> {
             [] => Err(Error::invalid_segment(
                 place,
                 match map.keys().next() {
-                    Some(k) => format!(
-                        "unknown node {k:?}{}; {NODE_KEYS}",
-                        did_you_mean(k, ["field", "and", "or", "not", "related"])
-                    ),
+                    Some(k) => format!("unknown node {k:?}{}; {NODE_KEYS}", did_you_mean(k, ["field", "and", "or", "not", "related"])),
                     None => format!("empty node; {NODE_KEYS}"),
                 },
             )),
-            several => Err(Error::invalid_segment(
-                place,
-                format!("a node is exactly one kind, this one has {}", several.join(" and ")),
-            )),
+            several => Err(Error::invalid_segment(place, format!("a node is exactly one kind, this one has {}", several.join(" and ")))),
         }
     }
 
@@ -399,26 +374,22 @@ impl Checker<'_> {
                 if op_name == "is_null" { LeafOp::IsNull } else { LeafOp::IsNotNull }
             }
             "in" | "not_in" => {
-                let items = need_value()?
-                    .as_array()
-                    .ok_or_else(|| Error::invalid_segment(&value_place, format!("{op_name:?} takes an array")))?;
+                let items = need_value()?.as_array().ok_or_else(|| Error::invalid_segment(&value_place, format!("{op_name:?} takes an array")))?;
                 if items.len() > guardrails.max_in_list {
                     return Err(Error::invalid_segment(
                         &value_place,
                         format!("{} values, more than the model's max_in_list guardrail ({})", items.len(), guardrails.max_in_list),
                     ));
                 }
-                let literals = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| literal(v, field_type, field_name, &index_place(&value_place, i)))
-                    .collect::<Result<Vec<_>>>()?;
+                let literals =
+                    items.iter().enumerate().map(|(i, v)| literal(v, field_type, field_name, &index_place(&value_place, i))).collect::<Result<Vec<_>>>()?;
                 if op_name == "in" { LeafOp::In(literals) } else { LeafOp::NotIn(literals) }
             }
             "between" => {
-                let items = need_value()?.as_array().filter(|a| a.len() == 2).ok_or_else(|| {
-                    Error::invalid_segment(&value_place, "\"between\" takes an array of two values, [low, high]")
-                })?;
+                let items = need_value()?
+                    .as_array()
+                    .filter(|a| a.len() == 2)
+                    .ok_or_else(|| Error::invalid_segment(&value_place, "\"between\" takes an array of two values, [low, high]"))?;
                 LeafOp::Between(
                     literal(&items[0], field_type, field_name, &index_place(&value_place, 0))?,
                     literal(&items[1], field_type, field_name, &index_place(&value_place, 1))?,
@@ -426,10 +397,7 @@ impl Checker<'_> {
             }
             "contains" | "starts_with" | "ends_with" => {
                 if field_type != FieldType::String {
-                    return Err(Error::invalid_segment(
-                        &op_place,
-                        format!("{op_name:?} applies to string fields; {field_name:?} is {}", field_type.name()),
-                    ));
+                    return Err(Error::invalid_segment(&op_place, format!("{op_name:?} applies to string fields; {field_name:?} is {}", field_type.name())));
                 }
                 let s = match need_value()? {
                     Value::String(s) => s.clone(),
@@ -463,8 +431,22 @@ impl Checker<'_> {
                             did_you_mean(
                                 other,
                                 [
-                                    "eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "contains", "starts_with",
-                                    "ends_with", "is_null", "is_not_null", "within_last", "older_than"
+                                    "eq",
+                                    "ne",
+                                    "lt",
+                                    "le",
+                                    "gt",
+                                    "ge",
+                                    "in",
+                                    "not_in",
+                                    "between",
+                                    "contains",
+                                    "starts_with",
+                                    "ends_with",
+                                    "is_null",
+                                    "is_not_null",
+                                    "within_last",
+                                    "older_than"
                                 ]
                             )
                         ),
@@ -485,10 +467,7 @@ impl Checker<'_> {
         let guardrails = self.catalog.model.guardrails;
         self.related_count += 1;
         if self.related_count > guardrails.max_related {
-            return Err(Error::invalid_segment(
-                place,
-                format!("more related predicates than the model's max_related guardrail ({})", guardrails.max_related),
-            ));
+            return Err(Error::invalid_segment(place, format!("more related predicates than the model's max_related guardrail ({})", guardrails.max_related)));
         }
         let here = key_place(place, "related");
         let target_name = match &map["related"] {
@@ -498,20 +477,14 @@ impl Checker<'_> {
         let (target, _) = self.catalog.object(target_name).ok_or_else(|| {
             Error::invalid_segment(
                 &here,
-                format!(
-                    "{target_name:?} is not an object of the model{}",
-                    did_you_mean(target_name, self.catalog.model.object_names())
-                ),
+                format!("{target_name:?} is not an object of the model{}", did_you_mean(target_name, self.catalog.model.object_names())),
             )
         })?;
         let path = match map.get("via") {
             Some(via) => self.via(via, &key_place(place, "via"), object, target)?,
             None => {
                 if target == object {
-                    return Err(Error::invalid_segment(
-                        &here,
-                        format!("{target_name:?} is the current object: a related node on itself needs \"via\""),
-                    ));
+                    return Err(Error::invalid_segment(&here, format!("{target_name:?} is the current object: a related node on itself needs \"via\"")));
                 }
                 self.shortest_path(object, target, &here)?
             }
@@ -528,34 +501,25 @@ impl Checker<'_> {
     }
 
     fn via(&self, value: &Value, place: &str, start: usize, target: usize) -> Result<Vec<Hop>> {
-        let items = value
-            .as_array()
-            .ok_or_else(|| Error::invalid_segment(place, format!("must be an array of relationship names, not {}", type_name(value))))?;
+        let items =
+            value.as_array().ok_or_else(|| Error::invalid_segment(place, format!("must be an array of relationship names, not {}", type_name(value))))?;
         if items.is_empty() {
             return Err(Error::invalid_segment(place, "names at least one relationship"));
         }
         let max_hops = self.catalog.model.guardrails.max_hops;
         if items.len() > max_hops {
-            return Err(Error::invalid_segment(
-                place,
-                format!("a path of {} hops, more than the model's max_hops guardrail ({max_hops})", items.len()),
-            ));
+            return Err(Error::invalid_segment(place, format!("a path of {} hops, more than the model's max_hops guardrail ({max_hops})", items.len())));
         }
         let model = &self.catalog.model;
         let mut current = start;
         let mut hops = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let item_place = index_place(place, i);
-            let name = item
-                .as_str()
-                .ok_or_else(|| Error::invalid_segment(&item_place, format!("must be a relationship name, not {}", type_name(item))))?;
+            let name = item.as_str().ok_or_else(|| Error::invalid_segment(&item_place, format!("must be a relationship name, not {}", type_name(item))))?;
             let rel = model.relationships.iter().find(|r| r.name == name).ok_or_else(|| {
                 Error::invalid_segment(
                     &item_place,
-                    format!(
-                        "{name:?} is not a relationship of the model{}",
-                        did_you_mean(name, model.relationships.iter().map(|r| r.name.as_str()))
-                    ),
+                    format!("{name:?} is not a relationship of the model{}", did_you_mean(name, model.relationships.iter().map(|r| r.name.as_str()))),
                 )
             })?;
             let current_name = &self.catalog.objects[current].name;
@@ -566,10 +530,7 @@ impl Checker<'_> {
                 let to = self.index(&rel.from)?;
                 Hop { relationship: rel.name.clone(), from_object: current, from_field: rel.to_field.clone(), to_object: to, to_field: rel.from_field.clone() }
             } else {
-                return Err(Error::invalid_segment(
-                    &item_place,
-                    format!("{name:?} joins {:?} and {:?}; it does not touch {current_name:?}", rel.from, rel.to),
-                ));
+                return Err(Error::invalid_segment(&item_place, format!("{name:?} joins {:?} and {:?}; it does not touch {current_name:?}", rel.from, rel.to)));
             };
             current = hop.to_object;
             hops.push(hop);
@@ -577,20 +538,14 @@ impl Checker<'_> {
         if current != target {
             return Err(Error::invalid_segment(
                 place,
-                format!(
-                    "the path ends at {:?}, not at {:?}",
-                    self.catalog.objects[current].name, self.catalog.objects[target].name
-                ),
+                format!("the path ends at {:?}, not at {:?}", self.catalog.objects[current].name, self.catalog.objects[target].name),
             ));
         }
         Ok(hops)
     }
 
     fn index(&self, name: &str) -> Result<usize> {
-        self.catalog
-            .object(name)
-            .map(|(i, _)| i)
-            .ok_or_else(|| Error::Internal(format!("relationship names unknown object {name:?}")))
+        self.catalog.object(name).map(|(i, _)| i).ok_or_else(|| Error::Internal(format!("relationship names unknown object {name:?}")))
     }
 
     /// The unique shortest path from `start` to `target`, walking relationships either way.
@@ -694,9 +649,7 @@ impl Checker<'_> {
                 ),
             ));
         }
-        candidates
-            .pop()
-            .ok_or_else(|| Error::Internal(format!("no path found back from {target_name:?} although one was counted")))
+        candidates.pop().ok_or_else(|| Error::Internal(format!("no path found back from {target_name:?} although one was counted")))
     }
 
     fn having(&self, value: &Value, place: &str, object: usize) -> Result<Having> {
@@ -707,9 +660,10 @@ impl Checker<'_> {
             return Err(Error::invalid_segment(key_place(place, k), "unknown key (having has agg, field, op, value)"));
         }
         let agg_place = key_place(place, "agg");
-        let agg_name = map.get("agg").and_then(Value::as_str).ok_or_else(|| {
-            Error::invalid_segment(&agg_place, "required: count, count_distinct, sum, avg, min or max")
-        })?;
+        let agg_name = map
+            .get("agg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid_segment(&agg_place, "required: count, count_distinct, sum, avg, min or max"))?;
         let agg = match agg_name {
             "count" => Agg::Count,
             "count_distinct" => Agg::CountDistinct,
@@ -734,13 +688,8 @@ impl Checker<'_> {
             None => return Err(Error::invalid_segment(&field_place, format!("required by {agg_name:?}"))),
             Some(Value::String(name)) => {
                 let f = o.field(name).ok_or_else(|| Error::invalid_segment(&field_place, o.no_such_field(name)))?;
-                if matches!(agg, Agg::Sum | Agg::Avg | Agg::Min | Agg::Max)
-                    && !matches!(f.field_type, FieldType::Int | FieldType::Float)
-                {
-                    return Err(Error::invalid_segment(
-                        &field_place,
-                        format!("{agg_name:?} needs an int or float field; {name:?} is {}", f.field_type.name()),
-                    ));
+                if matches!(agg, Agg::Sum | Agg::Avg | Agg::Min | Agg::Max) && !matches!(f.field_type, FieldType::Int | FieldType::Float) {
+                    return Err(Error::invalid_segment(&field_place, format!("{agg_name:?} needs an int or float field; {name:?} is {}", f.field_type.name())));
                 }
                 Some((name.clone(), f.field_type))
             }
@@ -763,11 +712,7 @@ impl Checker<'_> {
 }
 
 fn number(n: &serde_json::Number) -> Option<Number> {
-    if let Some(i) = n.as_i64() {
-        Some(Number::Int(i))
-    } else {
-        n.as_f64().filter(|f| f.is_finite()).map(Number::Float)
-    }
+    if let Some(i) = n.as_i64() { Some(Number::Int(i)) } else { n.as_f64().filter(|f| f.is_finite()).map(Number::Float) }
 }
 
 /// Converts a JSON value to a literal of the field's type, or says why it does not fit.
@@ -793,9 +738,7 @@ fn literal(value: &Value, field_type: FieldType, field: &str, place: &str) -> Re
     Ok(match (field_type, value) {
         (FieldType::String, Value::String(s)) => Literal::String(s.clone()),
         (FieldType::Int, Value::Number(n)) => Literal::Int(n.as_i64().ok_or_else(mismatch)?),
-        (FieldType::Float, Value::Number(n)) => {
-            Literal::Float(n.as_f64().filter(|f| f.is_finite()).ok_or_else(mismatch)?)
-        }
+        (FieldType::Float, Value::Number(n)) => Literal::Float(n.as_f64().filter(|f| f.is_finite()).ok_or_else(mismatch)?),
         (FieldType::Bool, Value::Bool(b)) => Literal::Bool(*b),
         (FieldType::Date, Value::String(s)) => Literal::Date(parse_date(s).ok_or_else(mismatch)?),
         (FieldType::Timestamp, Value::String(s)) => Literal::Timestamp(parse_timestamp(s).ok_or_else(mismatch)?),
@@ -815,10 +758,7 @@ fn describe(value: &Value) -> String {
 /// Parses `YYYY-MM-DD` into days since the epoch.
 pub fn parse_date(s: &str) -> Option<i32> {
     let b = s.as_bytes();
-    let shape = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let shape = b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
         return None;
     }

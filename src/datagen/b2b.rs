@@ -14,10 +14,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::random::{
-    Skewed, cents, chance, day_within, exponential, instant_within_days, normal, pick, stream_id, stream_rng,
-    MICROS_PER_DAY,
-};
+use super::random::{MICROS_PER_DAY, Skewed, cents, chance, day_within, exponential, instant_within_days, normal, pick, stream_id, stream_rng};
 use super::writer::{FieldType as T, PartWriter, Relationship, Table};
 use super::{GenContext, Task, Tenant, part_count, part_range, run_tasks};
 
@@ -47,21 +44,8 @@ const INDUSTRIES: &[(&str, u32)] = &[
     ("government", 4),
     ("", 6), // NULL
 ];
-const COUNTRIES: &[(&str, u32)] = &[
-    ("US", 40),
-    ("GB", 10),
-    ("DE", 10),
-    ("FR", 7),
-    ("NL", 4),
-    ("SE", 3),
-    ("ES", 4),
-    ("IT", 3),
-    ("CA", 6),
-    ("AU", 4),
-    ("JP", 4),
-    ("IN", 3),
-    ("", 2),
-];
+const COUNTRIES: &[(&str, u32)] =
+    &[("US", 40), ("GB", 10), ("DE", 10), ("FR", 7), ("NL", 4), ("SE", 3), ("ES", 4), ("IT", 3), ("CA", 6), ("AU", 4), ("JP", 4), ("IN", 3), ("", 2)];
 const TITLES: &[(&str, u32)] = &[
     ("CEO", 3),
     ("CTO", 3),
@@ -76,26 +60,15 @@ const TITLES: &[(&str, u32)] = &[
     ("Procurement", 5),
     ("", 8),
 ];
-const STAGES: &[(&str, u32)] = &[
-    ("prospecting", 18),
-    ("qualification", 15),
-    ("proposal", 12),
-    ("negotiation", 8),
-    ("closed_won", 22),
-    ("closed_lost", 25),
-];
+const STAGES: &[(&str, u32)] = &[("prospecting", 18), ("qualification", 15), ("proposal", 12), ("negotiation", 8), ("closed_won", 22), ("closed_lost", 25)];
 const PRIORITIES: &[(&str, u32)] = &[("low", 35), ("medium", 40), ("high", 18), ("urgent", 7)];
 const ACTIVITY_KINDS: &[(&str, u32)] = &[("email", 45), ("call", 30), ("meeting", 15), ("demo", 6), ("note", 4)];
 const REGIONS: &[(&str, u32)] = &[("NA", 45), ("EMEA", 35), ("APAC", 20)];
 const ROLES: &[(&str, u32)] = &[("AE", 50), ("SDR", 30), ("CSM", 15), ("Manager", 5)];
-const NAMES: &[&str] = &[
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Linus",
-    "Hedy", "John", "Karen", "Leslie",
-];
+const NAMES: &[&str] =
+    &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Linus", "Hedy", "John", "Karen", "Leslie"];
 const SUFFIXES: &[&str] = &["Inc", "GmbH", "Ltd", "LLC", "SA", "BV", "AB", "Corp"];
-const WORDS: &[&str] = &[
-    "Blue", "North", "Quantum", "Summit", "Iron", "Bright", "Silver", "Delta", "Pioneer", "Vertex", "Harbor", "Nova",
-];
+const WORDS: &[&str] = &["Blue", "North", "Quantum", "Summit", "Iron", "Bright", "Silver", "Delta", "Pioneer", "Vertex", "Harbor", "Nova"];
 
 fn tables() -> Vec<Table> {
     vec![
@@ -165,17 +138,7 @@ fn tables() -> Vec<Table> {
                 ("duration_min", T::Int),
             ],
         ),
-        Table::new(
-            "user",
-            "user_id",
-            &[
-                ("user_id", T::String),
-                ("name", T::String),
-                ("region", T::String),
-                ("role", T::String),
-                ("active", T::Bool),
-            ],
-        ),
+        Table::new("user", "user_id", &[("user_id", T::String), ("name", T::String), ("region", T::String), ("role", T::String), ("active", T::Bool)]),
     ]
 }
 
@@ -284,14 +247,7 @@ fn write_accounts(
 }
 
 /// One account and everything hanging off it.
-fn account(
-    rng: &mut ChaCha8Rng,
-    w: &mut PartWriters,
-    a: u64,
-    n: u64,
-    owners: &Skewed,
-    user_count: u64,
-) -> anyhow::Result<()> {
+fn account(rng: &mut ChaCha8Rng, w: &mut PartWriters, a: u64, n: u64, owners: &Skewed, user_count: u64) -> anyhow::Result<()> {
     let employees = (80.0 * (1.6 * normal(rng)).exp()).clamp(1.0, 400_000.0) as i64;
     let size = (employees as f64).ln().max(0.0); // 0 .. 13
     let is_customer = chance(rng, 0.35);
@@ -418,8 +374,7 @@ fn account(
         // A re-synced activity appears twice.
         let copies = if chance(rng, 0.005) { 2 } else { 1 };
         let contact = a * MAX_CONTACTS + rng.random_range(0..contacts);
-        let opportunity = (opportunities > 0 && chance(rng, 0.5))
-            .then(|| (a * MAX_OPPORTUNITIES + rng.random_range(0..opportunities)) as i64 + 1);
+        let opportunity = (opportunities > 0 && chance(rng, 0.5)).then(|| (a * MAX_OPPORTUNITIES + rng.random_range(0..opportunities)) as i64 + 1);
         let kind = *pick(rng, ACTIVITY_KINDS);
         let at = instant_within_days(rng, 365);
         for _ in 0..copies {
@@ -450,8 +405,7 @@ fn account(
 
 /// The b2b segments, every one valid against the model.
 fn segments() -> Vec<(String, Value)> {
-    let segment =
-        |name: &str, root: &str, filter: Value| (name.to_string(), json!({"name": name, "root": root, "filter": filter}));
+    let segment = |name: &str, root: &str, filter: Value| (name.to_string(), json!({"name": name, "root": root, "filter": filter}));
     vec![
         // Customers that won $50k+ in the last year and have no open high-priority case.
         segment(
@@ -492,12 +446,12 @@ fn segments() -> Vec<(String, Value)> {
             "stalled_pipeline",
             "account",
             json!({"related": "opportunity",
-                   "where": {"and": [
-                       {"field": "stage", "op": "in", "value": ["proposal", "negotiation"]},
-                       {"field": "created_at", "op": "older_than", "value": "120d"},
-                       {"not": {"related": "activity", "via": ["activity_opportunity"],
-                                "where": {"field": "at", "op": "within_last", "value": "30d"}}}
-                   ]}}),
+            "where": {"and": [
+                {"field": "stage", "op": "in", "value": ["proposal", "negotiation"]},
+                {"field": "created_at", "op": "older_than", "value": "120d"},
+                {"not": {"related": "activity", "via": ["activity_opportunity"],
+                         "where": {"field": "at", "op": "within_last", "value": "30d"}}}
+            ]}}),
         ),
         // Senior contacts who may be contacted and had 2+ meetings or demos in 60 days.
         segment(

@@ -133,8 +133,7 @@ impl GenContext {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 if name.starts_with("part-") && name.ends_with(".parquet") {
-                    std::fs::remove_file(entry.path())
-                        .with_context(|| format!("removing the old {}", entry.path().display()))?;
+                    std::fs::remove_file(entry.path()).with_context(|| format!("removing the old {}", entry.path().display()))?;
                 }
             }
         }
@@ -192,9 +191,33 @@ pub(crate) fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
 /// The order keys are written in, so that documents read the way the spec writes them
 /// (`name` before `fields`, `related` before `where`); other keys follow alphabetically.
 const KEY_ORDER: &[&str] = &[
-    "name", "root", "primary_key", "source", "format", "path", "type", "fields", "from", "from_field", "to",
-    "to_field", "objects", "relationships", "guardrails", "filter", "related", "via", "where", "having", "agg", "field",
-    "op", "value", "and", "or", "not",
+    "name",
+    "root",
+    "primary_key",
+    "source",
+    "format",
+    "path",
+    "type",
+    "fields",
+    "from",
+    "from_field",
+    "to",
+    "to_field",
+    "objects",
+    "relationships",
+    "guardrails",
+    "filter",
+    "related",
+    "via",
+    "where",
+    "having",
+    "agg",
+    "field",
+    "op",
+    "value",
+    "and",
+    "or",
+    "not",
 ];
 
 /// Serializes a JSON value with its object keys in [`KEY_ORDER`] (serde_json's own maps are
@@ -235,9 +258,7 @@ pub(crate) type Task<'a> = Box<dyn FnOnce(&ProgressBar) -> anyhow::Result<Vec<(S
 /// Returns the rows written per object; the first error stops the remaining tasks.
 pub(crate) fn run_tasks(label: &str, tasks: Vec<Task<'_>>, expected_rows: u64) -> anyhow::Result<BTreeMap<String, u64>> {
     let progress = ProgressBar::with_draw_target(Some(expected_rows.max(1)), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}") {
         progress.set_style(style.progress_chars("=> "));
     }
     progress.set_message(label.to_string());

@@ -112,11 +112,7 @@ impl Skewed {
             return rng.random_range(0..self.n);
         }
         let u = rng.random::<f64>();
-        let x = if (self.exponent - 1.0).abs() < 1e-9 {
-            (u * self.top).exp()
-        } else {
-            (1.0 + u * (self.top - 1.0)).powf(1.0 / (1.0 - self.exponent))
-        };
+        let x = if (self.exponent - 1.0).abs() < 1e-9 { (u * self.top).exp() } else { (1.0 + u * (self.top - 1.0)).powf(1.0 / (1.0 - self.exponent)) };
         ((x.floor() as u64).saturating_sub(1)).min(self.n - 1)
     }
 

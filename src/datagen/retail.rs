@@ -18,8 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::random::{
-    AS_OF_DAY, AS_OF_MICROS, MICROS_PER_DAY, Skewed, cents, chance, day_within, exponential, instant_within_days,
-    normal, pick, stream_id, stream_rng, unit_hash,
+    AS_OF_DAY, AS_OF_MICROS, MICROS_PER_DAY, Skewed, cents, chance, day_within, exponential, instant_within_days, normal, pick, stream_id, stream_rng,
+    unit_hash,
 };
 use super::writer::{FieldType as T, PartWriter, Relationship, Table};
 use super::{GenContext, Task, Tenant, part_count, part_range, run_tasks};
@@ -74,8 +74,26 @@ const CATEGORIES: &[(&str, u32, f64, &[&str])] = &[
     ("shoes", 3, 70.0, &["Sneakers", "Boots", "Sandals", "Loafers"]),
 ];
 const BRANDS: &[&str] = &[
-    "Acme", "Northwind", "Contoso", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay",
-    "Soylent", "Tyrell", "Wonka", "Cyberdyne", "Aperture", "Gringotts", "Oceanic", "Duff", "Monarch", "Zenith",
+    "Acme",
+    "Northwind",
+    "Contoso",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Tyrell",
+    "Wonka",
+    "Cyberdyne",
+    "Aperture",
+    "Gringotts",
+    "Oceanic",
+    "Duff",
+    "Monarch",
+    "Zenith",
 ];
 const CHANNELS: &[(&str, u32)] = &[("web", 50), ("app", 30), ("store", 15), ("phone", 5)];
 const STATUSES: &[(&str, u32)] = &[("completed", 820), ("pending", 40), ("cancelled", 60), ("returned", 75), ("Completed", 5)];
@@ -92,16 +110,8 @@ const TRAIT_SIGNUP: u64 = 1;
 const TRAIT_BOUNCES: u64 = 2;
 const TRAIT_UNSUBSCRIBES: u64 = 3;
 const DEVICES: &[(&str, u32)] = &[("mobile", 58), ("desktop", 35), ("tablet", 7)];
-const PAGES: &[(&str, u32)] = &[
-    ("/", 20),
-    ("/search", 10),
-    ("/product/", 40),
-    ("/category/", 14),
-    ("/cart", 7),
-    ("/checkout", 4),
-    ("/sale", 4),
-    ("/account", 1),
-];
+const PAGES: &[(&str, u32)] =
+    &[("/", 20), ("/search", 10), ("/product/", 40), ("/category/", 14), ("/cart", 7), ("/checkout", 4), ("/sale", 4), ("/account", 1)];
 
 fn tables() -> Vec<Table> {
     vec![
@@ -133,13 +143,7 @@ fn tables() -> Vec<Table> {
         Table::new(
             "order_line",
             "order_line_id",
-            &[
-                ("order_line_id", T::Int),
-                ("order_id", T::Int),
-                ("product_id", T::String),
-                ("quantity", T::Int),
-                ("unit_price", T::Float),
-            ],
+            &[("order_line_id", T::Int), ("order_id", T::Int), ("product_id", T::String), ("quantity", T::Int), ("unit_price", T::Float)],
         ),
         Table::new(
             "product",
@@ -157,13 +161,7 @@ fn tables() -> Vec<Table> {
         Table::new(
             "email_event",
             "email_event_id",
-            &[
-                ("email_event_id", T::Int),
-                ("individual_id", T::String),
-                ("kind", T::String),
-                ("at", T::Timestamp),
-                ("campaign", T::String),
-            ],
+            &[("email_event_id", T::Int), ("individual_id", T::String), ("kind", T::String), ("at", T::Timestamp), ("campaign", T::String)],
         ),
         Table::new(
             "web_visit",
@@ -181,13 +179,7 @@ fn tables() -> Vec<Table> {
         Table::new(
             "loyalty_account",
             "loyalty_account_id",
-            &[
-                ("loyalty_account_id", T::String),
-                ("individual_id", T::String),
-                ("tier", T::String),
-                ("points", T::Int),
-                ("joined_on", T::Date),
-            ],
+            &[("loyalty_account_id", T::String), ("individual_id", T::String), ("tier", T::String), ("points", T::Int), ("joined_on", T::Date)],
         ),
     ]
 }
@@ -222,15 +214,8 @@ pub(super) fn generate(ctx: &GenContext) -> anyhow::Result<Tenant> {
     let tables = tables();
     ctx.prepare_tables(&tables)?;
     let table = |name: &str| tables.iter().find(|t| t.name == name).cloned().expect("retail table names are fixed");
-    let (individual_t, order_t, line_t, product_t, email_t, web_t, loyalty_t) = (
-        table("individual"),
-        table("order"),
-        table("order_line"),
-        table("product"),
-        table("email_event"),
-        table("web_visit"),
-        table("loyalty_account"),
-    );
+    let (individual_t, order_t, line_t, product_t, email_t, web_t, loyalty_t) =
+        (table("individual"), table("order"), table("order_line"), table("product"), table("email_event"), table("web_visit"), table("loyalty_account"));
 
     let n = ctx.scale;
     let product_count = (n / 50).clamp(200, 20_000);
@@ -255,9 +240,7 @@ pub(super) fn generate(ctx: &GenContext) -> anyhow::Result<Tenant> {
     for part in 0..part_count(orders, ROWS_PER_PART) {
         let range = part_range(orders, ROWS_PER_PART, part);
         let (ot, lt, people, popular, infos) = (&order_t, &line_t, &people, &popular, &product_infos);
-        tasks.push(Box::new(move |progress| {
-            write_orders(ctx, ot, lt, part, range, orders, people, popular, infos, progress)
-        }));
+        tasks.push(Box::new(move |progress| write_orders(ctx, ot, lt, part, range, orders, people, popular, infos, progress)));
     }
     for part in 0..part_count(email_events, ROWS_PER_PART) {
         let range = part_range(email_events, ROWS_PER_PART, part);
@@ -267,9 +250,7 @@ pub(super) fn generate(ctx: &GenContext) -> anyhow::Result<Tenant> {
     for part in 0..part_count(web_visits, ROWS_PER_PART) {
         let range = part_range(web_visits, ROWS_PER_PART, part);
         let (wt, readers, popular) = (&web_t, &readers, &popular);
-        tasks.push(Box::new(move |progress| {
-            write_web_visits(ctx, wt, part, range, readers, popular, product_count, progress)
-        }));
+        tasks.push(Box::new(move |progress| write_web_visits(ctx, wt, part, range, readers, popular, product_count, progress)));
     }
     // Order parts are the slowest: put them first so the tail is short.
     tasks.rotate_left(part_count(n, ROWS_PER_PART));
@@ -278,13 +259,7 @@ pub(super) fn generate(ctx: &GenContext) -> anyhow::Result<Tenant> {
         *rows.entry(object).or_default() += count;
     }
 
-    Ok(Tenant {
-        tables,
-        relationships: relationships(),
-        guardrails: Some(json!({"max_hops": 4})),
-        segments: segments(),
-        rows,
-    })
+    Ok(Tenant { tables, relationships: relationships(), guardrails: Some(json!({"max_hops": 4})), segments: segments(), rows })
 }
 
 fn individual_key(w: &mut PartWriter, column: usize, index: u64) {
@@ -307,12 +282,7 @@ fn null_if_empty(value: &str) -> Option<&str> {
     if value.is_empty() { None } else { Some(value) }
 }
 
-fn write_products(
-    ctx: &GenContext,
-    table: &Table,
-    count: u64,
-    progress: &indicatif::ProgressBar,
-) -> anyhow::Result<(Vec<ProductInfo>, u64)> {
+fn write_products(ctx: &GenContext, table: &Table, count: u64, progress: &indicatif::ProgressBar) -> anyhow::Result<(Vec<ProductInfo>, u64)> {
     let mut rng = stream_rng(ctx.seed, stream_id(STREAM_PRODUCTS, 0));
     let mut w = PartWriter::create(&ctx.out, table, 0, progress)?;
     let category_weights: Vec<(usize, u32)> = CATEGORIES.iter().enumerate().map(|(i, c)| (i, c.1)).collect();
@@ -562,9 +532,7 @@ fn write_email_events(
         individual_ref(&mut rng, &mut w, 1, individual, n, 0.005, 0.01);
         let kind = if chance(&mut rng, BOUNCE_RATE) && unit_hash(ctx.seed, individual, TRAIT_BOUNCES) < BOUNCING_INDIVIDUALS {
             "bounce"
-        } else if chance(&mut rng, UNSUBSCRIBE_RATE)
-            && unit_hash(ctx.seed, individual, TRAIT_UNSUBSCRIBES) < UNSUBSCRIBING_INDIVIDUALS
-        {
+        } else if chance(&mut rng, UNSUBSCRIBE_RATE) && unit_hash(ctx.seed, individual, TRAIT_UNSUBSCRIBES) < UNSUBSCRIBING_INDIVIDUALS {
             "unsubscribe"
         } else {
             *pick(&mut rng, EMAIL_KINDS)
@@ -698,12 +666,12 @@ fn segments() -> Vec<(String, Value)> {
         segment(
             "recent_electronics_buyers",
             json!({"related": "order",
-                   "where": {"and": [
-                       {"field": "ordered_at", "op": "within_last", "value": "90d"},
-                       {"field": "status", "op": "in", "value": ["completed", "pending"]},
-                       {"related": "product", "via": ["order_line_order", "order_line_product"],
-                        "where": {"field": "category", "op": "eq", "value": "electronics"}}
-                   ]}}),
+            "where": {"and": [
+                {"field": "ordered_at", "op": "within_last", "value": "90d"},
+                {"field": "status", "op": "in", "value": ["completed", "pending"]},
+                {"related": "product", "via": ["order_line_order", "order_line_product"],
+                 "where": {"field": "category", "op": "eq", "value": "electronics"}}
+            ]}}),
         ),
         // Born 1980–1999 and bought products of 4+ categories (3 hops; `via` picks the
         // order path over the shorter web-visit path to product).

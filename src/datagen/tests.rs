@@ -47,8 +47,7 @@ async fn every_segment_is_valid_against_its_model() -> anyhow::Result<()> {
         let mut segments = 0;
         for entry in std::fs::read_dir(dir.path().join("segments"))? {
             let path = entry?.path();
-            let segment = cohort_executor::Segment::from_file(&path, &catalog)
-                .with_context(|| format!("{}: {}", profile.name(), path.display()))?;
+            let segment = cohort_executor::Segment::from_file(&path, &catalog).with_context(|| format!("{}: {}", profile.name(), path.display()))?;
             if path.file_stem().and_then(|s| s.to_str()) == Some("twenty_related") {
                 let shape = segment.shape();
                 assert_eq!(shape.related_predicates, 20, "twenty_related has exactly 20 related predicates");

@@ -144,14 +144,7 @@ fn make_relationships(rng: &mut ChaCha8Rng, tables: &[Table]) -> Vec<Relationshi
     relationships
 }
 
-fn write_object(
-    ctx: &GenContext,
-    table: &Table,
-    index: usize,
-    rows: u64,
-    keys: &Skewed,
-    progress: &ProgressBar,
-) -> anyhow::Result<u64> {
+fn write_object(ctx: &GenContext, table: &Table, index: usize, rows: u64, keys: &Skewed, progress: &ProgressBar) -> anyhow::Result<u64> {
     let mut rng = stream_rng(ctx.seed, stream_id(STREAM_ROWS, index));
     let mut w = PartWriter::create(&ctx.out, table, 0, progress)?;
     for r in 0..rows {
@@ -287,9 +280,7 @@ fn leaf(rng: &mut ChaCha8Rng, table: &Table) -> Value {
 
 /// `YYYY-MM-DD` of a day number.
 fn date_text(day: i32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "2025-06-01".to_string())
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_else(|| "2025-06-01".to_string())
 }
 
 /// A `having` on `table`: a count, or an aggregate of a numeric field when it has one.
@@ -374,10 +365,7 @@ fn make_segments(rng: &mut ChaCha8Rng, graph: &Graph<'_>) -> Vec<(String, Value)
     // One long path with a filter at its end.
     let root_table = &graph.tables[root_b];
     let far = related(rng, graph, root_b, 4, None);
-    segments.push((
-        "four_hops".to_string(),
-        json!({"name": "four_hops", "root": root_table.name, "filter": {"and": [leaf(rng, root_table), far]}}),
-    ));
+    segments.push(("four_hops".to_string(), json!({"name": "four_hops", "root": root_table.name, "filter": {"and": [leaf(rng, root_table), far]}})));
 
     // A small segment: three related predicates, one of them nested two deep.
     let root_table = &graph.tables[root_c];

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -43,18 +42,12 @@ pub struct Table {
 impl Table {
     /// A table from static field names.
     pub fn new(name: &str, primary_key: &str, fields: &[(&str, FieldType)]) -> Table {
-        Table {
-            name: name.to_string(),
-            primary_key: primary_key.to_string(),
-            fields: fields.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
-        }
+        Table { name: name.to_string(), primary_key: primary_key.to_string(), fields: fields.iter().map(|(n, t)| (n.to_string(), *t)).collect() }
     }
 
     /// The Arrow schema of its Parquet files (every column nullable: the data is dirty).
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.fields.iter().map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect::<Vec<_>>()))
     }
 
     /// The object's entry in `model.json`.
@@ -86,13 +79,7 @@ pub struct Relationship {
 impl Relationship {
     /// A relationship from string slices.
     pub fn new(name: &str, from: &str, from_field: &str, to: &str, to_field: &str) -> Relationship {
-        Relationship {
-            name: name.to_string(),
-            from: from.to_string(),
-            from_field: from_field.to_string(),
-            to: to.to_string(),
-            to_field: to_field.to_string(),
-        }
+        Relationship { name: name.to_string(), from: from.to_string(), from_field: from_field.to_string(), to: to.to_string(), to_field: to_field.to_string() }
     }
 
     /// Its entry in `model.json`.
@@ -125,9 +112,7 @@ impl Column {
             FieldType::Float => Column::Float(Float64Builder::with_capacity(BATCH_ROWS)),
             FieldType::Bool => Column::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
             FieldType::Date => Column::Date(Date32Builder::with_capacity(BATCH_ROWS)),
-            FieldType::Timestamp => {
-                Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"))
-            }
+            FieldType::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
         }
     }
 
@@ -181,10 +166,7 @@ impl PartWriter {
         let path = dir.join(&table.name).join(format!("part-{part}.parquet"));
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let schema = table.schema();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(ROW_GROUP_ROWS)).build();
         let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), Arc::clone(&schema), Some(properties))
             .with_context(|| format!("starting the Parquet writer for {}", path.display()))?;
         Ok(PartWriter {
@@ -280,8 +262,8 @@ impl PartWriter {
             return Ok(());
         }
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-            .with_context(|| format!("building a batch for {} (datagen bug)", self.path.display()))?;
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), arrays).with_context(|| format!("building a batch for {} (datagen bug)", self.path.display()))?;
         self.writer.write(&batch).with_context(|| format!("writing {}", self.path.display()))?;
         self.progress.inc(self.pending_rows as u64);
         self.rows_written += self.pending_rows as u64;

@@ -35,7 +35,16 @@ fn the_conformance_runner_passes_every_case() {
                 continue;
             }
             let as_of = std::fs::read_to_string(d.join("as_of.txt")).expect("as_of");
-            let out = cohort(&["segment", "run", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", as_of.trim()]);
+            let out = cohort(&[
+                "segment",
+                "run",
+                "--model",
+                &d.join("model.json").to_string_lossy(),
+                "--segment",
+                &d.join("segment.json").to_string_lossy(),
+                "--as-of",
+                as_of.trim(),
+            ]);
             if d.join("expect_exit.txt").exists() {
                 assert_eq!(out.status.code(), Some(2), "{}", d.display());
             } else {
@@ -53,7 +62,18 @@ fn the_conformance_runner_passes_every_case() {
 #[test]
 fn run_prints_sorted_members_and_a_summary() {
     let d = cases().join("case-04");
-    let out = cohort(&["segment", "run", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", "2026-09-01T12:00:00Z", "--plan", "phased"]);
+    let out = cohort(&[
+        "segment",
+        "run",
+        "--model",
+        &d.join("model.json").to_string_lossy(),
+        "--segment",
+        &d.join("segment.json").to_string_lossy(),
+        "--as-of",
+        "2026-09-01T12:00:00Z",
+        "--plan",
+        "phased",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let members: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     let mut sorted = members.clone();
@@ -68,13 +88,35 @@ fn output_files_hold_one_key_column() {
     let d = cases().join("case-04");
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("members.csv");
-    let out = cohort(&["segment", "run", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", "2026-09-01T12:00:00Z", "--output", &csv.to_string_lossy()]);
+    let out = cohort(&[
+        "segment",
+        "run",
+        "--model",
+        &d.join("model.json").to_string_lossy(),
+        "--segment",
+        &d.join("segment.json").to_string_lossy(),
+        "--as-of",
+        "2026-09-01T12:00:00Z",
+        "--output",
+        &csv.to_string_lossy(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = std::fs::read_to_string(&csv).expect("csv");
     let expected = std::fs::read_to_string(d.join("expected.txt")).expect("expected");
     assert_eq!(written, format!("key\n{expected}"));
     let parquet = dir.path().join("members.parquet");
-    let out = cohort(&["segment", "run", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", "2026-09-01T12:00:00Z", "--output", &parquet.to_string_lossy()]);
+    let out = cohort(&[
+        "segment",
+        "run",
+        "--model",
+        &d.join("model.json").to_string_lossy(),
+        "--segment",
+        &d.join("segment.json").to_string_lossy(),
+        "--as-of",
+        "2026-09-01T12:00:00Z",
+        "--output",
+        &parquet.to_string_lossy(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(std::fs::metadata(&parquet).expect("parquet written").len() > 0);
 }
@@ -89,7 +131,11 @@ fn exit_statuses_follow_the_contract() {
     // Unreadable data: a model whose source is missing.
     let dir = tempfile::tempdir().expect("tempdir");
     let model = dir.path().join("model.json");
-    std::fs::write(&model, r#"{"objects":[{"name":"p","primary_key":"id","source":{"format":"csv","path":"missing.csv"},"fields":[{"name":"id","type":"string"}]}]}"#).expect("model");
+    std::fs::write(
+        &model,
+        r#"{"objects":[{"name":"p","primary_key":"id","source":{"format":"csv","path":"missing.csv"},"fields":[{"name":"id","type":"string"}]}]}"#,
+    )
+    .expect("model");
     let segment = dir.path().join("segment.json");
     std::fs::write(&segment, r#"{"root":"p","filter":{"field":"id","op":"is_not_null"}}"#).expect("segment");
     let out = cohort(&["segment", "run", "--model", &model.to_string_lossy(), "--segment", &segment.to_string_lossy()]);
@@ -105,7 +151,18 @@ fn exit_statuses_follow_the_contract() {
 
     // A memory limit far too small: exit 3 with a message that says so.
     let d = cases().join("case-05");
-    let out = cohort(&["segment", "run", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", "2026-09-01T12:00:00Z", "--memory-limit", "1KiB"]);
+    let out = cohort(&[
+        "segment",
+        "run",
+        "--model",
+        &d.join("model.json").to_string_lossy(),
+        "--segment",
+        &d.join("segment.json").to_string_lossy(),
+        "--as-of",
+        "2026-09-01T12:00:00Z",
+        "--memory-limit",
+        "1KiB",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("memory limit of 1024 bytes was not enough"), "{}", text(&out.stderr));
 
@@ -123,7 +180,16 @@ fn validate_and_explain_describe_the_segment() {
     let out = cohort(&["segment", "validate", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("segment ok"), "{}", text(&out.stderr));
-    let out = cohort(&["segment", "explain", "--model", &d.join("model.json").to_string_lossy(), "--segment", &d.join("segment.json").to_string_lossy(), "--as-of", "2026-09-01T12:00:00Z"]);
+    let out = cohort(&[
+        "segment",
+        "explain",
+        "--model",
+        &d.join("model.json").to_string_lossy(),
+        "--segment",
+        &d.join("segment.json").to_string_lossy(),
+        "--as-of",
+        "2026-09-01T12:00:00Z",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     for needle in ["resolved paths:", "-[r2_accounts_subscriptions", "plan mode: single", "logical", "physical"] {

@@ -88,8 +88,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
         }
         if !killed {
             // Everything is submitted: wait for final states (long polls), killing midway.
-            let waiting: Vec<(usize, String)> =
-                submitted.iter().filter(|(i, _)| !finals.contains_key(i)).map(|(i, id)| (*i, id.clone())).collect();
+            let waiting: Vec<(usize, String)> = submitted.iter().filter(|(i, _)| !finals.contains_key(i)).map(|(i, id)| (*i, id.clone())).collect();
             let mut stream = futures::stream::iter(waiting)
                 .map(|(i, id)| {
                     let (tenant, _, _) = job_of(i);
@@ -143,8 +142,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
                     None => break,
                 }
             }
-            let expected: BTreeSet<String> =
-                submitted.iter().filter(|(i, _)| job_of(**i).0 == t && job_of(**i).1 == s).map(|(_, id)| id.clone()).collect();
+            let expected: BTreeSet<String> = submitted.iter().filter(|(i, _)| job_of(**i).0 == t && job_of(**i).1 == s).map(|(_, id)| id.clone()).collect();
             assert_eq!(listed, expected, "{t}/{s}: the jobs listed are not the jobs submitted");
 
             // Committed once each: one history record per succeeded run, chained, and the
@@ -153,8 +151,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
             let run_ids: BTreeSet<String> = records.iter().map(|r| r["run_id"].as_str().expect("run").to_string()).collect();
             assert_eq!(run_ids.len(), records.len(), "{t}/{s}: a run has two history records");
             assert_eq!(run_ids, expected, "{t}/{s}: history records are not one per succeeded run");
-            let by_previous: HashMap<String, &Value> =
-                records.iter().map(|r| (r["previous_run_id"].as_str().unwrap_or_default().to_string(), r)).collect();
+            let by_previous: HashMap<String, &Value> = records.iter().map(|r| (r["previous_run_id"].as_str().unwrap_or_default().to_string(), r)).collect();
             assert_eq!(by_previous.len(), records.len(), "{t}/{s}: two runs replaced the same run");
             let (mut balance, mut at, mut walked) = (0i64, String::new(), 0);
             while let Some(r) = by_previous.get(&at) {
@@ -171,10 +168,7 @@ async fn crash_run(backend: &Backend, dir: &std::path::Path) {
         let runs = job["transitions"].as_array().expect("transitions");
         recovered += runs.iter().filter(|t| t["detail"].as_str().unwrap_or_default().starts_with("recovered")).count();
     }
-    println!(
-        "crash test on {}: {JOBS} jobs, {kills} SIGKILLs, {recovered} recoveries of interrupted jobs, all final, none committed twice",
-        backend.name()
-    );
+    println!("crash test on {}: {JOBS} jobs, {kills} SIGKILLs, {recovered} recoveries of interrupted jobs, all final, none committed twice", backend.name());
     drop(server);
     store.drop_database().await;
 }

@@ -89,12 +89,8 @@ async fn transient_failures_back_off_and_recover_and_invalid_ones_never_retry_an
     datagen("retail", 300, 6, &flaky_root);
     datagen("retail", 300, 7, &broken_root);
     datagen("retail", 20_000, 8, &slow_root);
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &format!("sqlite://{}", dir.path().join("c.db").display()),
-        2,
-        &[("COHORT_RETRY_BACKOFF_MS", "1000")],
-    );
+    let server =
+        Server::start_with(&dir.path().join("data"), &format!("sqlite://{}", dir.path().join("c.db").display()), 2, &[("COHORT_RETRY_BACKOFF_MS", "1000")]);
     let admin = Api::new(&server.base, ADMIN);
 
     // A source that fails twice, then recovers.

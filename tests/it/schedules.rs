@@ -25,9 +25,7 @@ async fn sleep_until(t: DateTime<Utc>) {
 }
 
 async fn schedule(api: &Api, tenant: &str, segment: &str, definition: &Value, cron: Option<&str>, overlap: &str) {
-    let put = api
-        .put(&format!("/v1/tenants/{tenant}/segments/{segment}"), &json!({"definition": definition, "schedule": cron, "overlap": overlap}))
-        .await;
+    let put = api.put(&format!("/v1/tenants/{tenant}/segments/{segment}"), &json!({"definition": definition, "schedule": cron, "overlap": overlap})).await;
     assert!(put.status == 200 || put.status == 201, "{:?}", put.body);
 }
 
@@ -42,8 +40,7 @@ async fn a_run_due_while_the_service_is_down_runs_once_after_the_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("t");
     datagen("retail", 300, 21, &root);
-    let mut definition: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
+    let mut definition: Value = serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
     definition.as_object_mut().expect("object").remove("name");
     let data = dir.path().join("data");
     let url = format!("sqlite://{}", dir.path().join("c.db").display());
@@ -99,8 +96,7 @@ async fn two_serve_processes_on_one_postgres_enqueue_each_due_run_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("t");
     datagen("retail", 300, 22, &root);
-    let mut definition: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
+    let mut definition: Value = serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
     definition.as_object_mut().expect("object").remove("name");
     let store = TestStore::new(&Backend::Postgres(pg), dir.path()).await;
     // Both processes share the store and the membership folder, as replicas would.
@@ -119,8 +115,7 @@ async fn two_serve_processes_on_one_postgres_enqueue_each_due_run_once() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for s in &segments {
         loop {
-            let due: std::collections::BTreeSet<String> =
-                runs(&api_b, "t", s).await.iter().filter_map(|j| j["due_at"].as_str().map(String::from)).collect();
+            let due: std::collections::BTreeSet<String> = runs(&api_b, "t", s).await.iter().filter_map(|j| j["due_at"].as_str().map(String::from)).collect();
             if due.len() >= 3 {
                 break;
             }

@@ -72,9 +72,8 @@ impl TestStore {
                 use sqlx::Connection;
                 sqlx::any::install_default_drivers();
                 let name = format!("cohort_test_{:016x}", rand_u64());
-                let mut conn = sqlx::AnyConnection::connect(url)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at COHORT_TEST_DATABASE_URL={url} does not answer: {e}"));
+                let mut conn =
+                    sqlx::AnyConnection::connect(url).await.unwrap_or_else(|e| panic!("PostgreSQL at COHORT_TEST_DATABASE_URL={url} does not answer: {e}"));
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
                 let _ = conn.close().await;
                 let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("the URL names a database");

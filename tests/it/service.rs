@@ -106,7 +106,11 @@ async fn tenants_models_segments_runs_and_members_on_each_store() {
             (Method::PUT, "/v1/tenants/acme/model".into(), Some(model)),
             (Method::GET, "/v1/tenants/acme/segments".into(), None),
             (Method::GET, format!("/v1/tenants/acme/segments/{segment}"), None),
-            (Method::PUT, format!("/v1/tenants/acme/segments/{segment}"), Some(json!({"definition": {"root": "individual", "filter": {"field": "country", "op": "eq", "value": "US"}}}))),
+            (
+                Method::PUT,
+                format!("/v1/tenants/acme/segments/{segment}"),
+                Some(json!({"definition": {"root": "individual", "filter": {"field": "country", "op": "eq", "value": "US"}}})),
+            ),
             (Method::DELETE, format!("/v1/tenants/acme/segments/{segment}"), None),
             (Method::POST, format!("/v1/tenants/acme/segments/{segment}/runs"), None),
             (Method::GET, format!("/v1/tenants/acme/segments/{segment}/runs"), None),
@@ -174,15 +178,12 @@ async fn a_queued_job_says_why_it_waits_and_can_be_cancelled() {
     let api = Api::new(&server.base, created.body["token"].as_str().expect("token"));
     let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json")).expect("model")).expect("json");
     assert_eq!(api.put("/v1/tenants/slowpoke/model", &model).await.status, 200);
-    let mut definition: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
+    let mut definition: Value = serde_json::from_str(&std::fs::read_to_string(root.join("segments/lapsed_buyers.json")).expect("segment")).expect("json");
     definition.as_object_mut().expect("object").remove("name");
     assert_eq!(api.put("/v1/tenants/slowpoke/segments/lapsed", &json!({"definition": definition})).await.status, 201);
     // The schedules' own idempotency keys are not for callers.
-    let taken = api
-        .try_send(Method::POST, "/v1/tenants/slowpoke/segments/lapsed/runs", None, &[("Idempotency-Key", "schedule:lapsed:x")])
-        .await
-        .expect("answer");
+    let taken =
+        api.try_send(Method::POST, "/v1/tenants/slowpoke/segments/lapsed/runs", None, &[("Idempotency-Key", "schedule:lapsed:x")]).await.expect("answer");
     assert_eq!((taken.status, taken.body["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")), "{:?}", taken.body);
     let first = run_and_wait(&api, "slowpoke", "lapsed", AS_OF).await;
     assert_eq!(first["waiting"], Value::Null);

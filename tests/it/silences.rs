@@ -18,10 +18,8 @@ async fn next_for(hooks: &mut mpsc::UnboundedReceiver<Webhook>, tenant: &str) ->
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let hook = tokio::time::timeout(left, hooks.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no webhook about {tenant} within a minute"))
-            .expect("receiver running");
+        let hook =
+            tokio::time::timeout(left, hooks.recv()).await.unwrap_or_else(|_| panic!("no webhook about {tenant} within a minute")).expect("receiver running");
         if hook.label("tenant") == tenant {
             return hook;
         }
@@ -80,7 +78,11 @@ async fn a_silence_holds_back_only_what_it_matches_and_once_deleted_the_alert_no
         let id = created.body["id"].as_str().expect("id").to_string();
         let list = admin.get("/v1/silences").await;
         assert_eq!((listed(&list.body, &id)["active"].as_bool(), listed(&list.body, &id)["comment"].as_str()), (Some(true), Some("maintenance")));
-        for bad in [json!({"matchers": [], "duration_seconds": 60}), json!({"matchers": ["tenant"], "duration_seconds": 60}), json!({"matchers": ["tenant=acme"], "duration_seconds": 0})] {
+        for bad in [
+            json!({"matchers": [], "duration_seconds": 60}),
+            json!({"matchers": ["tenant"], "duration_seconds": 60}),
+            json!({"matchers": ["tenant=acme"], "duration_seconds": 0}),
+        ] {
             let refused = admin.post("/v1/silences", &bad).await;
             assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (400, Some("invalid_silence")), "{bad}: {:?}", refused.body);
         }

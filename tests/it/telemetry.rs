@@ -118,7 +118,9 @@ async fn every_series_a_dashboard_or_rule_reads_has_a_sample_before_any_job() {
     assert!(missing.is_empty(), "series a dashboard or rule reads are absent from a fresh service's /metrics:\n{}", missing.join("\n"));
     // The failure rules' `increase()` sees a tenant's first failures: the series is there at 0.
     assert!(
-        scrape.lines().any(|l| l.starts_with("cohort_jobs_finished_total{") && l.contains("tenant=\"acme\"") && l.contains("outcome=\"failed\"") && l.ends_with(" 0")),
+        scrape
+            .lines()
+            .any(|l| l.starts_with("cohort_jobs_finished_total{") && l.contains("tenant=\"acme\"") && l.contains("outcome=\"failed\"") && l.ends_with(" 0")),
         "no failed-jobs series at 0 for acme"
     );
 }
@@ -277,10 +279,7 @@ async fn a_two_phase_job_has_one_trace_with_the_documented_span_tree() {
     .await
     .expect("the job's spans within a minute");
 
-    let request = spans
-        .iter()
-        .find(|s| s["name"] == "POST /v1/tenants/{tenant}/segments/{segment}/runs")
-        .expect("the API request's span");
+    let request = spans.iter().find(|s| s["name"] == "POST /v1/tenants/{tenant}/segments/{segment}/runs").expect("the API request's span");
     assert_eq!(request["traceId"], caller_trace, "the request continues the caller's trace");
     assert_eq!(request["parentSpanId"], caller_span);
 

@@ -63,10 +63,7 @@ async fn inject(cause: &str, root: &Path) {
         "type-change" => rewrite(&order, |f| f.with_column("amount", cast(col("amount"), DataType::Utf8)).expect("cast")).await,
         "duplicate-keys" => {
             // Every person five times over.
-            rewrite(&root.join("individual"), |f| {
-                (0..4).fold(f.clone(), |all, _| all.union(f.clone()).expect("union"))
-            })
-            .await;
+            rewrite(&root.join("individual"), |f| (0..4).fold(f.clone(), |all, _| all.union(f.clone()).expect("union"))).await;
         }
         "heavy-skew" => {
             let ctx = SessionContext::new();
@@ -128,11 +125,8 @@ async fn labelled_failures(dir: &Path, database_url: &str) {
             copy_dir(&template, &root);
             let region = if n == 1 { "eu-west" } else { "us-east" };
             // A memory quota below what the segment needs here: retries cannot grow past it.
-            let settings = if matches!(cause, "duplicate-keys" | "heavy-skew" | "too-little-memory") {
-                json!({"memory_quota_bytes": QUOTA})
-            } else {
-                json!({})
-            };
+            let settings =
+                if matches!(cause, "duplicate-keys" | "heavy-skew" | "too-little-memory") { json!({"memory_quota_bytes": QUOTA}) } else { json!({}) };
             let api = setup_tenant_with(&admin, &id, region, &root, &[SEGMENT], settings).await;
             inject(cause, &root).await;
             tenants.insert(id, (cause, api));
@@ -158,13 +152,10 @@ async fn labelled_failures(dir: &Path, database_url: &str) {
     // notification has reached the receiver (on PostgreSQL the evaluator takes finished jobs
     // from the store some time after they end).
     loop {
-        let hook = tokio::time::timeout(Duration::from_secs(60), webhooks.recv())
-            .await
-            .expect("the global failure alert within a minute")
-            .expect("receiver");
-        let global_firing = hook.body["alerts"]
-            .as_array()
-            .is_some_and(|alerts| alerts.iter().any(|a| a["status"] == "firing" && a["labels"]["scope"] == "global" && a["labels"]["alertname"] != "TriageReport"));
+        let hook = tokio::time::timeout(Duration::from_secs(60), webhooks.recv()).await.expect("the global failure alert within a minute").expect("receiver");
+        let global_firing = hook.body["alerts"].as_array().is_some_and(|alerts| {
+            alerts.iter().any(|a| a["status"] == "firing" && a["labels"]["scope"] == "global" && a["labels"]["alertname"] != "TriageReport")
+        });
         if global_firing {
             break;
         }

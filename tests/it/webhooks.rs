@@ -98,9 +98,8 @@ async fn webhook_redirects_are_not_followed() {
 
     // The target a redirect names, and the receiver that answers with it.
     let (target, reached) = counting_listener("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
-    let redirect: &'static str = Box::leak(
-        format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target}/hook\r\ncontent-length: 0\r\n\r\n").into_boxed_str(),
-    );
+    let redirect: &'static str =
+        Box::leak(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target}/hook\r\ncontent-length: 0\r\n\r\n").into_boxed_str());
     let (address, asked) = counting_listener(redirect).await;
     let created = admin.post("/v1/receivers", &json!({"id": "oncall", "url": format!("http://{address}/hook"), "secret": SECRET})).await;
     assert_eq!(created.status, 201, "{:?}", created.body);

@@ -8,10 +8,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn as_lines(transitions: &[Transition]) -> Vec<(String, String, String, String, u64)> {
-    transitions
-        .iter()
-        .map(|t| (format_time(t.at), t.scope.as_str().to_string(), t.key.clone(), t.state.as_str().to_string(), u64::from(t.failures)))
-        .collect()
+    transitions.iter().map(|t| (format_time(t.at), t.scope.as_str().to_string(), t.key.clone(), t.state.as_str().to_string(), u64::from(t.failures))).collect()
 }
 
 #[test]

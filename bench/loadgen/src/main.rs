@@ -103,13 +103,20 @@ async fn main() -> Result<(), String> {
     let client = reqwest::Client::new();
     // Tenants: one per folder of DIR, each with the first segment of its segments/.
     let mut targets = Vec::new();
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(&a.data).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).filter(|p| p.join("model.json").exists()).collect();
+    let mut folders: Vec<PathBuf> =
+        std::fs::read_dir(&a.data).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).filter(|p| p.join("model.json").exists()).collect();
     folders.sort();
     for (i, folder) in folders.iter().enumerate() {
         let id = format!("bench{i}");
         let root = folder.canonicalize().map_err(|e| e.to_string())?;
-        let (status, body) = call(&client, reqwest::Method::POST, format!("{}/v1/tenants", a.base), &a.admin,
-            Some(json!({"id": id, "region": "bench", "data_root": root, "max_concurrent_jobs": 1000, "jobs_per_minute": 1000000}))).await?;
+        let (status, body) = call(
+            &client,
+            reqwest::Method::POST,
+            format!("{}/v1/tenants", a.base),
+            &a.admin,
+            Some(json!({"id": id, "region": "bench", "data_root": root, "max_concurrent_jobs": 1000, "jobs_per_minute": 1000000})),
+        )
+        .await?;
         if status != 201 {
             return Err(format!("creating {id}: {status} {body}"));
         }
@@ -120,8 +127,12 @@ async fn main() -> Result<(), String> {
             return Err(format!("model of {id}: {status} {body}"));
         }
         let segment = "recent_big_spenders_not_unsubscribed";
-        let definition: Value = serde_json::from_str(&std::fs::read_to_string(root.join("segments").join(format!("{segment}.json"))).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let (status, body) = call(&client, reqwest::Method::PUT, format!("{}/v1/tenants/{id}/segments/{segment}", a.base), &token, Some(json!({"definition": definition}))).await?;
+        let definition: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("segments").join(format!("{segment}.json"))).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        let (status, body) =
+            call(&client, reqwest::Method::PUT, format!("{}/v1/tenants/{id}/segments/{segment}", a.base), &token, Some(json!({"definition": definition})))
+                .await?;
         if status != 201 {
             return Err(format!("segment of {id}: {status} {body}"));
         }
@@ -141,8 +152,14 @@ async fn main() -> Result<(), String> {
         .map(|i| async move {
             let (id, token, segment) = &targets[i % targets.len()];
             let t = Instant::now();
-            let (status, body) = call(client_ref, reqwest::Method::POST, format!("{base}/v1/tenants/{id}/segments/{segment}/runs"), token,
-                Some(json!({"as_of": as_of(i, distinct)}))).await?;
+            let (status, body) = call(
+                client_ref,
+                reqwest::Method::POST,
+                format!("{base}/v1/tenants/{id}/segments/{segment}/runs"),
+                token,
+                Some(json!({"as_of": as_of(i, distinct)})),
+            )
+            .await?;
             if status != 202 {
                 return Err(format!("submission {i}: {status} {body}"));
             }

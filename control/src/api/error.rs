@@ -100,14 +100,16 @@ impl From<cohort_executor::Error> for ApiError {
         use cohort_executor::Error as E;
         let message = e.to_string();
         match &e {
-            E::InvalidModel { place, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", message)
-                .with_details(json!({ "place": place })),
-            E::InvalidSegment { place, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_segment", message)
-                .with_details(json!({ "place": place })),
-            E::SchemaMismatch { place, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch", message)
-                .with_details(json!({ "place": place })),
-            E::Source { object, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "source_unavailable", message)
-                .with_details(json!({ "object": object })),
+            E::InvalidModel { place, .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", message).with_details(json!({ "place": place })),
+            E::InvalidSegment { place, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_segment", message).with_details(json!({ "place": place }))
+            }
+            E::SchemaMismatch { place, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch", message).with_details(json!({ "place": place }))
+            }
+            E::Source { object, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "source_unavailable", message).with_details(json!({ "object": object }))
+            }
             E::Unreadable { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "source_unavailable", message),
             E::ResourcesExhausted { .. } | E::Execution(_) | E::Internal(_) => ApiError::internal(message),
         }
@@ -149,8 +151,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // serde_json keeps its nesting limit (128): deeper documents are refused, not recursed.
     serde_json::from_slice(bytes).map_err(|e: serde_json::Error| {
         let code = if e.is_syntax() || e.is_eof() { "malformed_json" } else { "invalid_body" };
-        ApiError::bad_request(code, format!("the body is not what this call takes: {e}"))
-            .with_details(json!({ "line": e.line(), "column": e.column() }))
+        ApiError::bad_request(code, format!("the body is not what this call takes: {e}")).with_details(json!({ "line": e.line(), "column": e.column() }))
     })
 }
 

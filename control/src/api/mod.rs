@@ -29,9 +29,9 @@ use utoipa::OpenApi;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail, parse_json};
 
 use crate::alerts::{AlertEventView, AlertView, ReceiverView, SilenceView};
+use crate::estimates::{Accuracy, Estimates, EstimatorStatus, RegimeStatus};
 use crate::jobs::JobStatus;
 use crate::membership::{KeyPage, MembershipFiles};
-use crate::estimates::{Accuracy, Estimates, EstimatorStatus, RegimeStatus};
 use crate::pool::{Pool, Sizing, Waiting};
 use crate::schedules::CronSchedule;
 use crate::store::{AttemptRow, JobRow, RunRow, SegmentRow, Store, Tenant};
@@ -118,9 +118,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::internal("a handler panicked").into_response()
-        }))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal("a handler panicked").into_response()))
         .with_state(state)
 }
 
@@ -193,13 +191,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = |m: &str| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string())
-        };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
         let token = value
             .to_str()
             .ok()
@@ -726,10 +719,7 @@ fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_id",
-            format!("{kind} id {id:?} must be 1 to 64 of A-Z a-z 0-9 _ - (not starting with -)"),
-        ))
+        Err(ApiError::bad_request("invalid_id", format!("{kind} id {id:?} must be 1 to 64 of A-Z a-z 0-9 _ - (not starting with -)")))
     }
 }
 
@@ -747,10 +737,7 @@ async fn create_tenant(State(s): State<AppState>, caller: Caller, ApiJson(body):
     }
     let root = FsPath::new(&body.data_root);
     if !root.is_absolute() || !root.is_dir() {
-        return Err(ApiError::bad_request(
-            "invalid_data_root",
-            format!("data_root {:?} must be an absolute path to an existing folder", body.data_root),
-        ));
+        return Err(ApiError::bad_request("invalid_data_root", format!("data_root {:?} must be an absolute path to an existing folder", body.data_root)));
     }
     let positive = |name: &str, v: Option<i64>, default: i64| match v {
         None => Ok(default),
@@ -862,7 +849,12 @@ pub async fn store_model(store: &Store, tenant: &Tenant, definition: &Value) -> 
     request_body(content = Object, description = "The data model (segments.md)"),
     responses((status = 200, body = ModelView), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn put_model(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>, ApiJson(definition): ApiJson<Value>) -> Result<Json<ModelView>, ApiError> {
+async fn put_model(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(definition): ApiJson<Value>,
+) -> Result<Json<ModelView>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     Ok(Json(store_model(&s.store, &tenant, &definition).await?))
 }
@@ -918,9 +910,11 @@ async fn put_segment(
     check_id("segment", &segment)?;
     if let Some(name) = body.definition.get("name") {
         if name.as_str() != Some(segment.as_str()) {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_segment", format!(
-                "invalid segment: name: {name} differs from the segment id {segment:?} in the path (leave it out or make them equal)"
-            ))
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_segment",
+                format!("invalid segment: name: {name} differs from the segment id {segment:?} in the path (leave it out or make them equal)"),
+            )
             .with_details(json!({"place": "name"})));
         }
     }
@@ -982,17 +976,18 @@ async fn get_segment(State(s): State<AppState>, caller: Caller, ApiPath((tenant,
     responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn delete_segment(State(s): State<AppState>, caller: Caller, ApiPath((tenant, segment)): ApiPath<(String, String)>) -> Result<StatusCode, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
-    if s.store.delete_segment(&tenant.id, &segment).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!("no segment {segment:?}")))
-    }
+    if s.store.delete_segment(&tenant.id, &segment).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found(format!("no segment {segment:?}"))) }
 }
 
 /// The tenant's segments.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/segments", tag = "segments", params(("tenant" = String, Path), AfterPage),
     responses((status = 200, body = SegmentPage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn list_segments(State(s): State<AppState>, caller: Caller, ApiPath(tenant): ApiPath<String>, ApiQuery(page): ApiQuery<AfterPage>) -> Result<Json<SegmentPage>, ApiError> {
+async fn list_segments(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(page): ApiQuery<AfterPage>,
+) -> Result<Json<SegmentPage>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     let limit = limit(page.limit, 100, 1000)?;
     let rows = s.store.segments(&tenant.id, page.after.as_deref().unwrap_or(""), limit).await?;
@@ -1099,16 +1094,17 @@ async fn enqueue_run(
     let request: EnqueueRun = if body.iter().all(u8::is_ascii_whitespace) { EnqueueRun::default() } else { parse_json(&body)? };
     let as_of = match &request.as_of {
         None => now_micros(),
-        Some(text) => cohort_executor::parse_timestamp(text).ok_or_else(|| {
-            ApiError::bad_request("invalid_body", format!("as_of {text:?} is not an RFC 3339 timestamp"))
-        })?,
+        Some(text) => cohort_executor::parse_timestamp(text)
+            .ok_or_else(|| ApiError::bad_request("invalid_body", format!("as_of {text:?} is not an RFC 3339 timestamp")))?,
     };
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
-            })?;
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters"))?;
             if k.starts_with("schedule:") {
                 return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key may not start with \"schedule:\" (the schedules' own keys)"));
             }
@@ -1157,9 +1153,10 @@ async fn get_run(
     let missing = || ApiError::not_found(format!("no run {run:?}"));
     let while_status = match wait.while_status.as_deref() {
         None => None,
-        Some(name) => Some(JobStatus::parse(name).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("while_status {name:?}: expected a job status such as queued or running"))
-        })?),
+        Some(name) => Some(
+            JobStatus::parse(name)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", format!("while_status {name:?}: expected a job status such as queued or running")))?,
+        ),
     };
     let waiting = |status: JobStatus| match while_status {
         Some(w) => status == w,
@@ -1179,13 +1176,7 @@ async fn get_run(
         }
         job = s.store.job(&tenant.id, &run).await?.ok_or_else(missing)?;
     }
-    let transitions = s
-        .store
-        .job_events(&job.id)
-        .await?
-        .into_iter()
-        .map(|(at, from, to, detail)| Transition { at: rfc3339(at), from, to, detail })
-        .collect();
+    let transitions = s.store.job_events(&job.id).await?.into_iter().map(|(at, from, to, detail)| Transition { at: rfc3339(at), from, to, detail }).collect();
     let attempts = s.store.attempts(&job.id).await?.into_iter().map(AttemptView::from).collect();
     let mut view = job_view_waiting(&s.pool, job);
     view.transitions = transitions;
@@ -1430,9 +1421,7 @@ impl ReportFormat {
     fn respond(self, report: &cohort_alerting::triage::Report, title: &str) -> Response {
         match self {
             ReportFormat::Json => Json(report).into_response(),
-            ReportFormat::Markdown => {
-                ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], cohort_alerting::triage::markdown(report)).into_response()
-            }
+            ReportFormat::Markdown => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], cohort_alerting::triage::markdown(report)).into_response(),
             ReportFormat::Html => axum::response::Html(ui::triage_page(report, title)).into_response(),
         }
     }
@@ -1448,8 +1437,8 @@ fn window_start(since: &str, until: i64) -> Result<i64, ApiError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) {
         return Ok(t.timestamp_micros());
     }
-    let ms = cohort_alerting::config::parse_duration_ms(since)
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("since: {e}; or an RFC 3339 time")))?;
+    let ms =
+        cohort_alerting::config::parse_duration_ms(since).map_err(|e| ApiError::bad_request("invalid_query", format!("since: {e}; or an RFC 3339 time")))?;
     Ok(until.saturating_sub(ms.saturating_mul(1000)))
 }
 
@@ -1518,7 +1507,12 @@ pub struct ReportQuery {
 #[utoipa::path(get, path = "/v1/triage/reports/{report}", tag = "triage", params(("report" = String, Path), ReportQuery),
     responses((status = 200, description = "The report: JSON, Markdown or HTML by `format`"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn get_triage_report(State(s): State<AppState>, caller: Caller, ApiPath(id): ApiPath<String>, ApiQuery(q): ApiQuery<ReportQuery>) -> Result<Response, ApiError> {
+async fn get_triage_report(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
     caller.admin()?;
     let format = ReportFormat::parse(q.format.as_deref())?;
     let json = crate::triage::stored_report(&s.store, &id).await?.ok_or_else(|| ApiError::not_found(format!("no triage report {id:?}")))?;
@@ -1740,7 +1734,12 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         f.sample(&[], value);
         families.push(f);
     };
-    single(Family::counter, "cohort_schedule_runs_missed_total", "Due runs skipped: missed while the service was down past the catch-up window.", missed as f64);
+    single(
+        Family::counter,
+        "cohort_schedule_runs_missed_total",
+        "Due runs skipped: missed while the service was down past the catch-up window.",
+        missed as f64,
+    );
     single(Family::counter, "cohort_schedule_runs_overlapped_total", "Due runs skipped because the segment's previous run was still going.", overlapped as f64);
     single(Family::gauge, "cohort_pool_queued_jobs", "Jobs this process's dispatcher holds queued.", s.pool.queued() as f64);
     single(Family::gauge, "cohort_pool_slots", "Executor worker slots.", slots as f64);
@@ -1751,12 +1750,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     single(Family::gauge, "cohort_estimator_recent_runs", "Recent finished runs the accuracy gauges look at.", recent.runs as f64);
     single(Family::gauge, "cohort_estimator_under_grant_ratio", "Share of recent runs whose first grant ran out of memory.", recent.under_grant_rate);
     single(Family::gauge, "cohort_estimator_coverage_target_ratio", "The share of runs meant to stay within their grant.", estimator.coverage);
-    single(
-        Family::gauge,
-        "cohort_estimator_relative_slack_ratio",
-        "Mean (grant - peak) / grant of recent runs whose first grant held.",
-        recent.relative_slack,
-    );
+    single(Family::gauge, "cohort_estimator_relative_slack_ratio", "Mean (grant - peak) / grant of recent runs whose first grant held.", recent.relative_slack);
     single(Family::gauge, "cohort_estimator_runtime_error_ratio", "Median absolute percentage error of recent runtime estimates.", recent.runtime_mdape);
 
     let mut alerts = Family::gauge("cohort_alerts_firing", "Alerts firing, by rule and scope.");

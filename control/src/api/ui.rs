@@ -185,13 +185,11 @@ async fn window_jobs(s: &AppState, since: i64) -> crate::Result<Vec<WindowJob>> 
 
 /// Attempts that ended in the window: (ended, grant, peak, elapsed).
 async fn window_attempts(s: &AppState, since: i64) -> crate::Result<Vec<(i64, i64, Option<i64>, Option<i64>)>> {
-    let rows = sqlx::query(
-        "SELECT finished_at, grant_bytes, peak_memory_bytes, elapsed_micros FROM attempts WHERE job_id >= $1 AND finished_at >= $2",
-    )
-    .bind(format!("run_{:014x}", (since - WINDOW_MICROS).max(0)))
-    .bind(since)
-    .fetch_all(s.store.pool())
-    .await?;
+    let rows = sqlx::query("SELECT finished_at, grant_bytes, peak_memory_bytes, elapsed_micros FROM attempts WHERE job_id >= $1 AND finished_at >= $2")
+        .bind(format!("run_{:014x}", (since - WINDOW_MICROS).max(0)))
+        .bind(since)
+        .fetch_all(s.store.pool())
+        .await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
 }
 
@@ -408,7 +406,11 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
         ("success rate", total.rate_text(), "t-rate"),
         ("waiting", total.waiting.to_string(), "t-waiting"),
         ("running", format!("{used_slots} of {slots} slots"), "t-running"),
-        ("memory granted", format!("{} of {}", bytes(i64::try_from(granted).unwrap_or(i64::MAX)), bytes(i64::try_from(budget).unwrap_or(i64::MAX))), "t-memory"),
+        (
+            "memory granted",
+            format!("{} of {}", bytes(i64::try_from(granted).unwrap_or(i64::MAX)), bytes(i64::try_from(budget).unwrap_or(i64::MAX))),
+            "t-memory",
+        ),
         ("alerts firing", firing.len().to_string(), "t-alerts"),
     ] {
         let _ = write!(body, "<div class=\"tile\" id=\"{id}\"><b>{}</b>{label}</div>", esc(&value));
@@ -419,15 +421,7 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     body.push_str(&alerts_table(&firing));
     body.push_str("<h2>Success rate by region</h2><table><tr><th>region</th><th>succeeded</th><th>failed</th><th>success rate</th><th>waiting</th></tr>");
     for (region, t) in &regions {
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(region),
-            t.succeeded,
-            t.failed,
-            t.rate_text(),
-            t.waiting
-        );
+        let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(region), t.succeeded, t.failed, t.rate_text(), t.waiting);
     }
     body.push_str("</table><h2>Recent failures</h2>");
     let mut failures: Vec<&WindowJob> = jobs.iter().filter(|j| j.status == "failed").collect();
@@ -453,7 +447,11 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
             let more = report.signatures.len().saturating_sub(5);
             report.signatures.truncate(5);
             body.push_str(&signatures_table(&report));
-            let _ = write!(body, "<p><a href=\"/ui/triage\">The whole report</a>{}</p>", if more > 0 { format!(" ({more} more signatures)") } else { String::new() });
+            let _ = write!(
+                body,
+                "<p><a href=\"/ui/triage\">The whole report</a>{}</p>",
+                if more > 0 { format!(" ({more} more signatures)") } else { String::new() }
+            );
         }
         Err(e) => {
             let _ = write!(body, "<p class=\"bad\">The triage report could not be made: {}</p>", esc(&e.to_string()));
@@ -591,13 +589,12 @@ pub(super) async fn tenant(State(s): State<AppState>, headers: HeaderMap, ApiPat
         Ok(g) => g,
         Err(e) => return unavailable(e),
     };
-    let jobs = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 50"
-    ))
-    .bind(&tenant.id)
-    .fetch_all(s.store.pool())
-    .await
-    .and_then(|rows| rows.iter().map(window_job).collect::<Result<Vec<_>, _>>());
+    let jobs =
+        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 50"))
+            .bind(&tenant.id)
+            .fetch_all(s.store.pool())
+            .await
+            .and_then(|rows| rows.iter().map(window_job).collect::<Result<Vec<_>, _>>());
     let jobs = match jobs {
         Ok(j) => j,
         Err(e) => return unavailable(e),
@@ -724,10 +721,11 @@ pub(super) async fn alerts(State(s): State<AppState>, headers: HeaderMap) -> Res
     if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
-    let (firing, resolved, silences) = match tokio::try_join!(s.store.alerts(Some("firing"), None, 200), s.store.alerts(Some("resolved"), None, 25), s.store.silences()) {
-        Ok(v) => v,
-        Err(e) => return unavailable(e),
-    };
+    let (firing, resolved, silences) =
+        match tokio::try_join!(s.store.alerts(Some("firing"), None, 200), s.store.alerts(Some("resolved"), None, 25), s.store.silences()) {
+            Ok(v) => v,
+            Err(e) => return unavailable(e),
+        };
     let mut body = String::from("<h1>Alerts</h1><h2>Firing</h2>");
     body.push_str(&alerts_table(&firing));
     body.push_str("<h2>Recently resolved</h2>");
@@ -876,11 +874,7 @@ fn report_body(report: &Report, title: &str) -> String {
 /// Signatures as a table, with what to do about each.
 fn signatures_table(report: &Report) -> String {
     let list = |items: &[String], link: bool| -> String {
-        let shown: Vec<String> = items
-            .iter()
-            .take(5)
-            .map(|i| if link { format!("<a href=\"/ui/jobs/{}\">{}</a>", url(i), esc(i)) } else { esc(i) })
-            .collect();
+        let shown: Vec<String> = items.iter().take(5).map(|i| if link { format!("<a href=\"/ui/jobs/{}\">{}</a>", url(i), esc(i)) } else { esc(i) }).collect();
         let more = items.len().saturating_sub(5);
         format!("{}{}", shown.join(", "), if more > 0 { format!(" and {more} more") } else { String::new() })
     };

@@ -37,8 +37,8 @@ use serde::Serialize;
 use crate::pool::{Deadlines, Retry, RetryPolicy, SizeRule, Sizer, SizingInput, TRANSIENT_CLASSES};
 use crate::scheduler::{Core, CoreConfig, Job, Kind, Micros};
 use crate::{Error, Result};
-pub use report::{Report, SizeClassWaits};
 use report::Tally;
+pub use report::{Report, SizeClassWaits};
 use workload::{Arrival, World};
 
 /// A second of virtual time.
@@ -377,7 +377,8 @@ impl Simulation {
             window = past.into_iter().skip(skip).collect::<VecDeque<_>>();
             estimator.model = Some(cohort_estimator::fit(window.make_contiguous(), &estimator.config, 1));
         }
-        let size_rule = SizeRule { min_bytes: settings.min_grant_bytes, per_source_byte: settings.grant_per_source_byte, max_bytes: settings.memory_budget_bytes };
+        let size_rule =
+            SizeRule { min_bytes: settings.min_grant_bytes, per_source_byte: settings.grant_per_source_byte, max_bytes: settings.memory_budget_bytes };
         let mut tally = Tally::new(&world);
         tally.warm_start_records = warm_start_records;
         Simulation {
@@ -532,7 +533,14 @@ impl Simulation {
     fn submit(&mut self, job: &SimJob) {
         let tenant = &self.world.tenants[self.world.segments[job.segment as usize].tenant];
         self.core.submit(
-            Job { id: job.id.clone(), tenant: tenant.name.clone(), grant: job.grant, expected_runtime: job.expected_runtime, submitted: job.created, kind: job.kind },
+            Job {
+                id: job.id.clone(),
+                tenant: tenant.name.clone(),
+                grant: job.grant,
+                expected_runtime: job.expected_runtime,
+                submitted: job.created,
+                kind: job.kind,
+            },
             self.now,
         );
     }
@@ -770,7 +778,13 @@ struct AttemptSummary {
 
 fn attempt_summary(a: &Attempt, first_grant: u64, true_peak: u64) -> AttemptSummary {
     // A failed attempt held its grant for its time; it touched at most its peak.
-    AttemptSummary { grant: a.grant, over_granted: first_grant / 10 > true_peak, used: true_peak.min(a.grant), elapsed: a.elapsed, class: a.failure.unwrap_or("succeeded") }
+    AttemptSummary {
+        grant: a.grant,
+        over_granted: first_grant / 10 > true_peak,
+        used: true_peak.min(a.grant),
+        elapsed: a.elapsed,
+        class: a.failure.unwrap_or("succeeded"),
+    }
 }
 
 fn micros(d: Duration) -> Micros {

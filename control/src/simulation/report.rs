@@ -658,17 +658,16 @@ impl fmt::Display for Report {
             m.under_grant_rate * 100.0,
             grouped(m.under_granted_jobs)
         )?;
-        writeln!(
-            f,
-            "Grants over 10x the peak: {} jobs, {:.1} GiB-h granted to them",
-            grouped(m.over_granted_10x_jobs),
-            m.over_granted_10x_gib_hours
-        )?;
+        writeln!(f, "Grants over 10x the peak: {} jobs, {:.1} GiB-h granted to them", grouped(m.over_granted_10x_jobs), m.over_granted_10x_gib_hours)?;
         let e = &self.estimator;
         writeln!(
             f,
             "Estimator: {}{} fits, model version {} trained on {} runs; estimates by basis: {}; runtime MdAPE {:.1}%",
-            if e.warm_start_records > 0 { format!("started from {} runs before the month; ", grouped(e.warm_start_records as u64)) } else { "started cold; ".into() },
+            if e.warm_start_records > 0 {
+                format!("started from {} runs before the month; ", grouped(e.warm_start_records as u64))
+            } else {
+                "started cold; ".into()
+            },
             e.fits,
             e.model_version,
             grouped(e.trained_on as u64),

@@ -202,9 +202,8 @@ impl SimSegment {
     /// What a run with `features` really needs: (peak bytes, runtime), drawn from the job's
     /// own stream.
     pub fn true_cost(&self, features: &Features, rng: &mut ChaCha8Rng) -> (u64, Micros) {
-        let shape_memory = ((1.0 + 0.3 * f64::from(self.joins.min(10))) * (1.0 + 0.1 * f64::from(self.related_predicates))
-            / f64::from(self.phases.max(1)).powf(0.4))
-        .min(4.0);
+        let shape_memory =
+            ((1.0 + 0.3 * f64::from(self.joins.min(10))) * (1.0 + 0.1 * f64::from(self.related_predicates)) / f64::from(self.phases.max(1)).powf(0.4)).min(4.0);
         let mut peak = BASE_PEAK_BYTES
             + PEAK_BYTES_PER_PARTITION * f64::from(features.partitions)
             + PEAK_BYTES_PER_ROW * (features.root_rows.max(1) as f64).powf(PEAK_ROWS_EXPONENT) * shape_memory * self.skew;
@@ -213,8 +212,8 @@ impl SimSegment {
         if rng.random::<f64>() < 0.002 {
             peak *= 1.5 + 1.5 * rng.random::<f64>();
         }
-        let shape_runtime = (1.0 + 0.25 * f64::from(self.joins.min(10))) * (1.0 + 0.05 * f64::from(self.related_predicates))
-            * f64::from(self.phases.max(1)).sqrt();
+        let shape_runtime =
+            (1.0 + 0.25 * f64::from(self.joins.min(10))) * (1.0 + 0.05 * f64::from(self.related_predicates)) * f64::from(self.phases.max(1)).sqrt();
         let rows_per_second = ROWS_PER_SECOND_PER_PARTITION * f64::from(features.partitions.max(1)).powf(0.9);
         let overhead = RUN_OVERHEAD_SECONDS + RUN_OVERHEAD_SECONDS_PER_OBJECT * f64::from(self.objects);
         let mut seconds = overhead + features.source_rows as f64 / rows_per_second * shape_runtime.min(3.0);
@@ -309,9 +308,8 @@ impl World {
     /// Builds the world of `settings` (validated).
     pub fn new(settings: &Settings) -> World {
         let mut rng = stream(settings.seed, STREAM_WORLD);
-        let regions: Vec<String> = (0..settings.regions as usize)
-            .map(|i| REGION_NAMES.get(i).map_or_else(|| format!("region-{}", i + 1), |n| (*n).to_string()))
-            .collect();
+        let regions: Vec<String> =
+            (0..settings.regions as usize).map(|i| REGION_NAMES.get(i).map_or_else(|| format!("region-{}", i + 1), |n| (*n).to_string())).collect();
         // Larger regions first: weights 1, 1/2^0.7, 1/3^0.7, …
         let region_weights: Vec<f64> = (0..regions.len())
             .scan(0.0, |sum, i| {

@@ -28,9 +28,8 @@ async fn stores() -> Vec<Scratch> {
             use sqlx::Connection;
             sqlx::any::install_default_drivers();
             let name = format!("cohort_store_{}", &new_id("")[6..]);
-            let mut conn = sqlx::AnyConnection::connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at COHORT_TEST_DATABASE_URL={url} does not answer: {e}"));
+            let mut conn =
+                sqlx::AnyConnection::connect(&url).await.unwrap_or_else(|e| panic!("PostgreSQL at COHORT_TEST_DATABASE_URL={url} does not answer: {e}"));
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
             let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL with a database");
             let scratch_url = format!("{base}/{name}");
@@ -127,10 +126,12 @@ async fn idempotency_keys_answer_the_first_job() {
         assert!(!created);
         assert_eq!(first.id, again.id);
         // Racing submissions with one key: one job.
-        let racers: Vec<_> = (0..8).map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.insert_job(&job(Some("k2"))).await.expect("insert") })
-        }).collect();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_job(&job(Some("k2"))).await.expect("insert") })
+            })
+            .collect();
         let mut ids = std::collections::BTreeSet::new();
         for r in racers {
             ids.insert(r.await.expect("join").0.id);

@@ -71,7 +71,8 @@ fn simulate(w: &Workload, until: Micros) -> Outcome {
         assert_eq!(used, core.used());
         assert!(running.len() <= w.config.slots, "{} jobs on {} slots", running.len(), w.config.slots);
         for (tenant, policy) in &policies {
-            let (n, memory) = running.iter().filter(|(_, id)| grant[id.as_str()].1 == *tenant).fold((0u32, 0u64), |(n, m), (_, id)| (n + 1, m + grant[id.as_str()].0));
+            let (n, memory) =
+                running.iter().filter(|(_, id)| grant[id.as_str()].1 == *tenant).fold((0u32, 0u64), |(n, m), (_, id)| (n + 1, m + grant[id.as_str()].0));
             assert!(n <= policy.max_concurrent, "{tenant}: {n} running, cap {}", policy.max_concurrent);
             assert!(memory <= policy.memory_quota, "{tenant}: {memory} held, quota {}", policy.memory_quota);
             // Token bucket: in any minute, at most burst + one minute of refill.
@@ -94,45 +95,46 @@ fn simulate(w: &Workload, until: Micros) -> Outcome {
 fn workload_strategy() -> impl Strategy<Value = Workload> {
     let tenant = (1u32..4, 1u64..16, 1u32..120, 1u32..6, 1u32..5);
     let job = (0usize..6, 1u64..12, 1i64..120, 0i64..600, any::<bool>(), 0i64..3);
-    (1usize..5, 4u64..24, prop::collection::vec(tenant, 1..6), prop::collection::vec(job, 1..80)).prop_map(
-        |(slots, budget_gib, tenants, jobs)| {
-            let gib = 1u64 << 30;
-            let tenants: Vec<(String, TenantPolicy)> = tenants
-                .into_iter()
-                .enumerate()
-                .map(|(i, (cap, quota, rate, burst, weight))| {
-                    (format!("t{i}"), TenantPolicy {
+    (1usize..5, 4u64..24, prop::collection::vec(tenant, 1..6), prop::collection::vec(job, 1..80)).prop_map(|(slots, budget_gib, tenants, jobs)| {
+        let gib = 1u64 << 30;
+        let tenants: Vec<(String, TenantPolicy)> = tenants
+            .into_iter()
+            .enumerate()
+            .map(|(i, (cap, quota, rate, burst, weight))| {
+                (
+                    format!("t{i}"),
+                    TenantPolicy {
                         max_concurrent: cap,
                         memory_quota: quota * gib,
                         jobs_per_minute: f64::from(rate),
                         burst: f64::from(burst),
                         weight: f64::from(weight),
-                    })
-                })
-                .collect();
-            let n = tenants.len();
-            let jobs = jobs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (t, grant, runtime, at, scheduled, error))| {
-                    let (_, policy) = &tenants[t % n];
-                    // A job never needs more than its tenant's quota (else it could never run).
-                    let grant = (grant * gib / 2).min(policy.memory_quota).max(1);
-                    let job = Job {
-                        id: format!("j{i:03}"),
-                        tenant: tenants[t % n].0.clone(),
-                        grant,
-                        expected_runtime: runtime * SECOND,
-                        submitted: at * SECOND,
-                        kind: if scheduled { Kind::Scheduled } else { Kind::OnDemand },
-                    };
-                    // Real runtimes differ from the estimate by up to ±2 s.
-                    (job, ((runtime + error - 1).max(1)) * SECOND)
-                })
-                .collect();
-            Workload { config: CoreConfig { slots, budget: budget_gib * gib, half_life: 600 * SECOND, ..CoreConfig::default() }, tenants, jobs }
-        },
-    )
+                    },
+                )
+            })
+            .collect();
+        let n = tenants.len();
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, grant, runtime, at, scheduled, error))| {
+                let (_, policy) = &tenants[t % n];
+                // A job never needs more than its tenant's quota (else it could never run).
+                let grant = (grant * gib / 2).min(policy.memory_quota).max(1);
+                let job = Job {
+                    id: format!("j{i:03}"),
+                    tenant: tenants[t % n].0.clone(),
+                    grant,
+                    expected_runtime: runtime * SECOND,
+                    submitted: at * SECOND,
+                    kind: if scheduled { Kind::Scheduled } else { Kind::OnDemand },
+                };
+                // Real runtimes differ from the estimate by up to ±2 s.
+                (job, ((runtime + error - 1).max(1)) * SECOND)
+            })
+            .collect();
+        Workload { config: CoreConfig { slots, budget: budget_gib * gib, half_life: 600 * SECOND, ..CoreConfig::default() }, tenants, jobs }
+    })
 }
 
 proptest! {
@@ -177,7 +179,10 @@ proptest! {
 fn small_jobs_backfill_around_a_waiting_big_one() {
     let gib = 1u64 << 30;
     let job = |id: &str, tenant: &str, grant: u64, secs: i64, at: i64| {
-        (Job { id: id.into(), tenant: tenant.into(), grant: grant * gib, expected_runtime: secs * SECOND, submitted: at * SECOND, kind: Kind::Scheduled }, secs * SECOND)
+        (
+            Job { id: id.into(), tenant: tenant.into(), grant: grant * gib, expected_runtime: secs * SECOND, submitted: at * SECOND, kind: Kind::Scheduled },
+            secs * SECOND,
+        )
     };
     let w = Workload {
         config: CoreConfig { slots: 4, budget: 8 * gib, ..CoreConfig::default() },
@@ -198,10 +203,16 @@ fn a_flood_does_not_hold_back_a_light_tenant() {
     let gib = 1u64 << 30;
     let mut jobs = Vec::new();
     for i in 0..10_000 {
-        jobs.push((Job { id: format!("heavy-{i:05}"), tenant: "heavy".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::OnDemand }, 10 * SECOND));
+        jobs.push((
+            Job { id: format!("heavy-{i:05}"), tenant: "heavy".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::OnDemand },
+            10 * SECOND,
+        ));
     }
     for i in 0..10 {
-        jobs.push((Job { id: format!("light-{i}"), tenant: "light".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 305 * SECOND, kind: Kind::OnDemand }, 10 * SECOND));
+        jobs.push((
+            Job { id: format!("light-{i}"), tenant: "light".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 305 * SECOND, kind: Kind::OnDemand },
+            10 * SECOND,
+        ));
     }
     let unlimited = TenantPolicy { max_concurrent: 100, jobs_per_minute: 1e9, burst: 1e9, ..TenantPolicy::default() };
     let w = Workload {
@@ -226,7 +237,10 @@ fn long_run_shares_follow_the_weights() {
     let mut jobs = Vec::new();
     for (tenant, n) in [("w1", 4000), ("w3", 4000)] {
         for i in 0..n {
-            jobs.push((Job { id: format!("{tenant}-{i:05}"), tenant: tenant.into(), grant: gib, expected_runtime: 7 * SECOND, submitted: 0, kind: Kind::Scheduled }, 7 * SECOND));
+            jobs.push((
+                Job { id: format!("{tenant}-{i:05}"), tenant: tenant.into(), grant: gib, expected_runtime: 7 * SECOND, submitted: 0, kind: Kind::Scheduled },
+                7 * SECOND,
+            ));
         }
     }
     let policy = |weight: f64| TenantPolicy { max_concurrent: 100, jobs_per_minute: 1e9, burst: 1e9, weight, ..TenantPolicy::default() };
@@ -278,7 +292,15 @@ fn a_waiting_job_is_told_why() {
     core.set_tenant("quota", TenantPolicy { memory_quota: 30, ..open.clone() }, 0);
     core.set_tenant("rated", TenantPolicy { jobs_per_minute: 1.0, burst: 1.0, ..open.clone() }, 0);
     core.set_tenant("big", open.clone(), 0);
-    for j in [job("c1", "capped", 10), job("c2", "capped", 10), job("q1", "quota", 20), job("q2", "quota", 20), job("r1", "rated", 10), job("r2", "rated", 10), job("r3", "rated", 10)] {
+    for j in [
+        job("c1", "capped", 10),
+        job("c2", "capped", 10),
+        job("q1", "quota", 20),
+        job("q2", "quota", 20),
+        job("r1", "rated", 10),
+        job("r2", "rated", 10),
+        job("r3", "rated", 10),
+    ] {
         core.submit(j, 0);
     }
     let started: Vec<String> = core.decide(0).into_iter().map(|j| j.id).collect();
@@ -347,9 +369,15 @@ fn without_fair_share_the_oldest_job_goes_first_across_tenants() {
     let gib = 1u64 << 30;
     let mut jobs = Vec::new();
     for i in 0..20 {
-        jobs.push((Job { id: format!("heavy-{i:02}"), tenant: "heavy".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::Scheduled }, 10 * SECOND));
+        jobs.push((
+            Job { id: format!("heavy-{i:02}"), tenant: "heavy".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 0, kind: Kind::Scheduled },
+            10 * SECOND,
+        ));
     }
-    jobs.push((Job { id: "light".into(), tenant: "light".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 5 * SECOND, kind: Kind::Scheduled }, 10 * SECOND));
+    jobs.push((
+        Job { id: "light".into(), tenant: "light".into(), grant: gib, expected_runtime: 10 * SECOND, submitted: 5 * SECOND, kind: Kind::Scheduled },
+        10 * SECOND,
+    ));
     let unlimited = TenantPolicy { max_concurrent: 100, jobs_per_minute: 1e9, burst: 1e9, ..TenantPolicy::default() };
     let workload = |fair_share: bool| Workload {
         config: CoreConfig { slots: 2, budget: 8 * gib, fair_share, ..CoreConfig::default() },

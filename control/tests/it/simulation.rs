@@ -68,10 +68,8 @@ fn the_default_fault_mix_keeps_the_success_rate_above_the_objective() {
 #[test]
 fn a_long_regional_incident_fires_region_alerts() {
     let calm = Settings { faults: Faults { regional_incidents_per_region_month: 0.0, ..Faults::default() }, ..reduced(2, 5_000, 200) };
-    let stormy = Settings {
-        faults: Faults { regional_incidents_per_region_month: 30.0, regional_incident_minutes: 90.0, ..Faults::default() },
-        ..calm.clone()
-    };
+    let stormy =
+        Settings { faults: Faults { regional_incidents_per_region_month: 30.0, regional_incident_minutes: 90.0, ..Faults::default() }, ..calm.clone() };
     let (calm, stormy) = (simulate(&calm), simulate(&stormy));
     println!("calm: {:?}\nstormy: {:?}", calm.alerts, stormy.alerts);
     assert_eq!(calm.world.regional_incidents, 0);

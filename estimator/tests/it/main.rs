@@ -58,11 +58,8 @@ fn synthetic(segments: usize, runs: usize, noise: f64, seed: u64) -> Vec<Record>
 }
 
 fn features() -> impl Strategy<Value = Features> {
-    (
-        (0u32..50, 0u32..50, 0u32..50, 0u32..10, 0u32..20, 0u32..64),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
-    )
-        .prop_map(|((objects, joins, related_predicates, max_hops, phases, partitions), (rows, bytes, root, largest))| Features {
+    ((0u32..50, 0u32..50, 0u32..50, 0u32..10, 0u32..20, 0u32..64), (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())).prop_map(
+        |((objects, joins, related_predicates, max_hops, phases, partitions), (rows, bytes, root, largest))| Features {
             objects,
             joins,
             related_predicates,
@@ -73,13 +70,17 @@ fn features() -> impl Strategy<Value = Features> {
             source_bytes: bytes >> (bytes % 64),
             root_rows: root >> (root % 64),
             largest_rows: largest >> (largest % 64),
-        })
+        },
+    )
 }
 
 fn history() -> impl Strategy<Value = Vec<PastRun>> {
     prop::collection::vec(
-        (features(), 1.0f64..1e13, any::<bool>(), prop::option::of(0.0f64..1e5)).prop_map(|(features, peak_bytes, censored, runtime_seconds)| {
-            PastRun { features, peak_bytes, censored, runtime_seconds }
+        (features(), 1.0f64..1e13, any::<bool>(), prop::option::of(0.0f64..1e5)).prop_map(|(features, peak_bytes, censored, runtime_seconds)| PastRun {
+            features,
+            peak_bytes,
+            censored,
+            runtime_seconds,
         }),
         0..6,
     )
@@ -191,7 +192,18 @@ fn replay_meets_its_coverage_on_exchangeable_runs() {
 #[test]
 fn an_exhausted_grant_raises_the_next_estimate() {
     let estimator = fitted();
-    let f = Features { objects: 2, joins: 1, related_predicates: 1, max_hops: 1, phases: 1, partitions: 1, source_rows: 200_000, source_bytes: 8_000_000, root_rows: 20_000, largest_rows: 120_000 };
+    let f = Features {
+        objects: 2,
+        joins: 1,
+        related_predicates: 1,
+        max_hops: 1,
+        phases: 1,
+        partitions: 1,
+        source_rows: 200_000,
+        source_bytes: 8_000_000,
+        root_rows: 20_000,
+        largest_rows: 120_000,
+    };
     let mut histories = Histories::default();
     let run = |peak: Option<u64>, exhausted: Option<u64>, at: i64| Record {
         at,
@@ -247,7 +259,18 @@ fn bad_settings_are_refused() {
 #[test]
 fn a_repeat_of_the_last_run_is_granted_its_peak_within_what_repeats_varied_by() {
     let config = Config::default();
-    let f = Features { objects: 2, joins: 1, related_predicates: 1, max_hops: 1, phases: 1, partitions: 1, source_rows: 50_000, source_bytes: 2_000_000, root_rows: 5_000, largest_rows: 30_000 };
+    let f = Features {
+        objects: 2,
+        joins: 1,
+        related_predicates: 1,
+        max_hops: 1,
+        phases: 1,
+        partitions: 1,
+        source_rows: 50_000,
+        source_bytes: 2_000_000,
+        root_rows: 5_000,
+        largest_rows: 30_000,
+    };
     let peak = 1_234_567u64;
     let repeat = |at: i64| Record {
         at,

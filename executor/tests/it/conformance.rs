@@ -43,11 +43,7 @@ async fn every_case_gives_the_expected_members_in_every_plan_mode_and_join_strat
                 }
                 continue;
             }
-            let expected: Vec<String> = std::fs::read_to_string(dir.join("expected.txt"))
-                .expect("expected.txt")
-                .lines()
-                .map(str::to_string)
-                .collect();
+            let expected: Vec<String> = std::fs::read_to_string(dir.join("expected.txt")).expect("expected.txt").lines().map(str::to_string).collect();
             match result {
                 Ok(report) if report.members == expected => {}
                 Ok(report) => failures.push(format!(
@@ -68,9 +64,7 @@ async fn every_case_gives_the_expected_members_in_every_plan_mode_and_join_strat
 async fn invalid_cases_name_the_place() {
     for dir in case_dirs().iter().filter(|d| d.join("expect_exit.txt").exists()) {
         let as_of = std::fs::read_to_string(dir.join("as_of.txt")).expect("as_of.txt");
-        let err = run_files(&dir.join("model.json"), &dir.join("segment.json"), &as_of, PlanChoice::Single)
-            .await
-            .expect_err("an invalid case must fail");
+        let err = run_files(&dir.join("model.json"), &dir.join("segment.json"), &as_of, PlanChoice::Single).await.expect_err("an invalid case must fail");
         let text = err.to_string();
         assert!(text.contains("filter"), "{}: the message should name the place in the filter: {text}", dir.display());
     }

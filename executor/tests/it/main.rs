@@ -14,12 +14,7 @@ use std::path::Path;
 use cohort_executor::{Catalog, JoinStrategy, Model, PlanChoice, RunOptions, RunReport, Segment};
 
 /// Loads a model and segment from files and runs them with the given plan choice.
-pub async fn run_files(
-    model: &Path,
-    segment: &Path,
-    as_of: &str,
-    plan: PlanChoice,
-) -> cohort_executor::Result<RunReport> {
+pub async fn run_files(model: &Path, segment: &Path, as_of: &str, plan: PlanChoice) -> cohort_executor::Result<RunReport> {
     run_files_with(model, segment, as_of, plan, JoinStrategy::Hash, KeySets::InPlan).await
 }
 
@@ -61,8 +56,8 @@ pub async fn run_files_on(
     let model = Model::from_file(model)?;
     let catalog = Catalog::load(model, &Default::default()).await?;
     let segment = Segment::from_file(segment, &catalog)?;
-    let as_of = cohort_executor::parse_timestamp(as_of.trim())
-        .ok_or_else(|| cohort_executor::Error::Internal(format!("bad as_of {as_of:?} in a test case")))?;
+    let as_of =
+        cohort_executor::parse_timestamp(as_of.trim()).ok_or_else(|| cohort_executor::Error::Internal(format!("bad as_of {as_of:?} in a test case")))?;
     let mut options = RunOptions::new(as_of);
     options.plan = plan;
     options.join_strategy = join;

@@ -65,7 +65,10 @@ async fn bad_models_are_rejected_with_their_place() {
         (edited(|m| m["objects"][0]["fields"][1]["name"] = json!("__cohort_x")), "reserved"),
         (edited(|m| m["relationships"][0]["to"] = json!("persn")), "relationships[0].to: \"persn\" is not an object of the model (did you mean \"person\"?)"),
         (edited(|m| m["relationships"][0]["from_field"] = json!("person_ref")), "relationships[0].from_field"),
-        (edited(|m| m["relationships"][0]["to_field"] = json!("cat_pr")), "relationships[0].to_field: \"cat_pr\" is not a field of \"person\" (did you mean \"cat_per\"?)"),
+        (
+            edited(|m| m["relationships"][0]["to_field"] = json!("cat_pr")),
+            "relationships[0].to_field: \"cat_pr\" is not a field of \"person\" (did you mean \"cat_per\"?)",
+        ),
         (edited(|m| m["relationships"][0]["to_field"] = json!("date_per")), "a relationship joins fields of one type"),
         (edited(|m| m["relationships"][1]["name"] = json!("r0_campaigns_person")), "names another relationship"),
         (edited(|m| m["guardrails"] = json!({"max_hops": -1})), "guardrails.max_hops"),
@@ -149,11 +152,8 @@ async fn bad_segments_are_rejected_with_their_place() {
         }
         json!({"root": "person", "filter": node}).to_string()
     };
-    let deep_text = format!(
-        "{{\"root\":\"person\",\"filter\":{}{{\"field\":\"cat_per\",\"op\":\"is_null\"}}{}}}",
-        "{\"not\":".repeat(10_000),
-        "}".repeat(10_000)
-    );
+    let deep_text =
+        format!("{{\"root\":\"person\",\"filter\":{}{{\"field\":\"cat_per\",\"op\":\"is_null\"}}{}}}", "{\"not\":".repeat(10_000), "}".repeat(10_000));
     let seg = |filter: Value| json!({"name": "s", "root": "person", "filter": filter}).to_string();
     let related = |r: Value| seg(r);
     let many_related = seg(json!({"or": (0..65).map(|_| json!({"related": "accounts"})).collect::<Vec<_>>()}));
@@ -165,7 +165,10 @@ async fn bad_segments_are_rejected_with_their_place() {
         (nots(40), "max_depth"),
         (huge_in, "max_in_list"),
         (many_related, "max_related"),
-        (json!({"root": "persons", "filter": {"field": "cat_per", "op": "is_null"}}).to_string(), "root: \"persons\" is not an object of the model (did you mean \"person\"?)"),
+        (
+            json!({"root": "persons", "filter": {"field": "cat_per", "op": "is_null"}}).to_string(),
+            "root: \"persons\" is not an object of the model (did you mean \"person\"?)",
+        ),
         (json!({"root": "person"}).to_string(), "filter: required"),
         (json!({"root": "person", "filter": {"field": "cat_per", "op": "is_null"}, "limit": 5}).to_string(), "limit: unknown key"),
         (seg(json!({"field": "cat_pr", "op": "eq", "value": "x"})), "filter.field: \"cat_pr\" is not a field of \"person\" (did you mean \"cat_per\"?)"),

@@ -12,17 +12,23 @@ use serde_json::json;
 fn write_tenant(dir: &std::path::Path) {
     let write = |name: &str, columns: Vec<(&str, ArrayRef)>| crate::write_parquet(&dir.join(name), columns);
     let people = 200_000i64;
-    write("person", vec![
-        ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
-        ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
-    ]);
+    write(
+        "person",
+        vec![
+            ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
+            ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
+        ],
+    );
     let events = 1_000_000i64;
-    write("event", vec![
-        ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
-        // Squares skew the references towards low ids.
-        ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:08}", (i * i) % people))))),
-        ("amount", Arc::new(Int64Array::from_iter_values((0..events).map(|i| i % 500)))),
-    ]);
+    write(
+        "event",
+        vec![
+            ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
+            // Squares skew the references towards low ids.
+            ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:08}", (i * i) % people))))),
+            ("amount", Arc::new(Int64Array::from_iter_values((0..events).map(|i| i % 500)))),
+        ],
+    );
     crate::write_person_event_model(dir);
     let _ = DataType::Utf8;
 }
@@ -83,15 +89,21 @@ async fn wide_or(dir: &std::path::Path, limit: Option<usize>) -> Result<cohort_e
 async fn phase_tables_final_batches_and_members_count_against_the_memory_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let people = 300_000i64;
-    crate::write_parquet(&dir.path().join("person"), vec![
-        ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
-        ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
-    ]);
-    crate::write_parquet(&dir.path().join("event"), vec![
-        ("event_id", Arc::new(Int64Array::from_iter_values(0..1))),
-        ("person_id", Arc::new(StringArray::from_iter_values(["P00000000".to_string()]))),
-        ("amount", Arc::new(Int64Array::from_iter_values(0..1))),
-    ]);
+    crate::write_parquet(
+        &dir.path().join("person"),
+        vec![
+            ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{i:08}"))))),
+            ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
+        ],
+    );
+    crate::write_parquet(
+        &dir.path().join("event"),
+        vec![
+            ("event_id", Arc::new(Int64Array::from_iter_values(0..1))),
+            ("person_id", Arc::new(StringArray::from_iter_values(["P00000000".to_string()]))),
+            ("amount", Arc::new(Int64Array::from_iter_values(0..1))),
+        ],
+    );
     crate::write_person_event_model(dir.path());
 
     let unlimited = wide_or(dir.path(), None).await.expect("runs without a limit");

@@ -132,8 +132,7 @@ impl Db<'_> {
             "not_in" => value.as_array().expect("list").iter().all(|x| cmp(v, &lit(x)) != Some(std::cmp::Ordering::Equal)),
             "between" => {
                 let b = value.as_array().expect("pair");
-                cmp(v, &lit(&b[0])).is_some_and(|o| o != std::cmp::Ordering::Less)
-                    && cmp(v, &lit(&b[1])).is_some_and(|o| o != std::cmp::Ordering::Greater)
+                cmp(v, &lit(&b[0])).is_some_and(|o| o != std::cmp::Ordering::Less) && cmp(v, &lit(&b[1])).is_some_and(|o| o != std::cmp::Ordering::Greater)
             }
             "contains" | "starts_with" | "ends_with" => {
                 let (V::S(s), Some(needle)) = (v, value.as_str()) else { return false };
@@ -150,11 +149,7 @@ impl Db<'_> {
                     V::D(days) => i64::from(*days) * 86_400_000_000,
                     _ => return false,
                 };
-                if op == "within_last" {
-                    self.as_of_micros - d <= t && t <= self.as_of_micros
-                } else {
-                    t < self.as_of_micros - d
-                }
+                if op == "within_last" { self.as_of_micros - d <= t && t <= self.as_of_micros } else { t < self.as_of_micros - d }
             }
             other => panic!("the generator made an unknown op {other}"),
         }

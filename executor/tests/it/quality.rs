@@ -12,16 +12,22 @@ use serde_json::json;
 fn write_tenant(dir: &std::path::Path, people: i64, dup_every: i64, skew: f64) {
     let write = |name: &str, columns: Vec<(&str, ArrayRef)>| crate::write_parquet(&dir.join(name), columns);
     let key = |i: i64| if dup_every > 0 && i % dup_every == dup_every - 1 { i - 1 } else { i };
-    write("person", vec![
-        ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{:06}", key(i)))))),
-        ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
-    ]);
+    write(
+        "person",
+        vec![
+            ("person_id", Arc::new(StringArray::from_iter_values((0..people).map(|i| format!("P{:06}", key(i)))))),
+            ("age", Arc::new(Int64Array::from_iter_values((0..people).map(|i| i % 90)))),
+        ],
+    );
     let events = people * 10;
     let heavy = (events as f64 * skew) as i64;
-    write("event", vec![
-        ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
-        ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:06}", if i < heavy { 0 } else { i % people })))) as ArrayRef),
-    ]);
+    write(
+        "event",
+        vec![
+            ("event_id", Arc::new(Int64Array::from_iter_values(0..events))),
+            ("person_id", Arc::new(StringArray::from_iter_values((0..events).map(|i| format!("P{:06}", if i < heavy { 0 } else { i % people })))) as ArrayRef),
+        ],
+    );
     crate::write_person_event_model(dir);
 }
 
@@ -51,10 +57,7 @@ async fn the_probe_finds_duplicate_keys_and_skew_and_nothing_in_clean_data() {
     write_tenant(dirty.path(), 6_000, 3, 0.6);
     assert_eq!(
         probe(dirty.path()).await,
-        vec![
-            ("duplicate_keys".into(), "person".into(), "person_id".into(), 33),
-            ("key_skew".into(), "event".into(), "person_id".into(), 60),
-        ]
+        vec![("duplicate_keys".into(), "person".into(), "person_id".into(), 33), ("key_skew".into(), "event".into(), "person_id".into(), 60),]
     );
 
     // Too few rows to judge: nothing, however dirty.

@@ -138,11 +138,7 @@ fn leaf(rng: &mut ChaCha8Rng, table: &Table) -> Value {
 }
 
 fn key_or_value(rng: &mut ChaCha8Rng, field: &str, ty: &str) -> V {
-    let v = if field.starts_with("id") || field.starts_with("ref") || field.starts_with("link") {
-        key_value(rng, ty, 0.0)
-    } else {
-        random_value(rng, ty, 0.0)
-    };
+    let v = if field.starts_with("id") || field.starts_with("ref") || field.starts_with("link") { key_value(rng, ty, 0.0) } else { random_value(rng, ty, 0.0) };
     // A bool never orders usefully as a key; any value of the type will do.
     v
 }
@@ -347,11 +343,7 @@ async fn conditions_on_one_related_object_agree_with_the_naive_evaluator() {
 /// Runs a segment from `filter` over a random model for each seed, in every plan mode, and
 /// compares its members with the naive evaluator's.
 /// At least one case in `nonempty_one_in` must select something.
-async fn agree_with_the_naive_evaluator(
-    seeds: std::ops::Range<u64>,
-    nonempty_one_in: u64,
-    filter: impl Fn(&mut ChaCha8Rng, &[Table], &[Rel]) -> Value,
-) {
+async fn agree_with_the_naive_evaluator(seeds: std::ops::Range<u64>, nonempty_one_in: u64, filter: impl Fn(&mut ChaCha8Rng, &[Table], &[Rel]) -> Value) {
     let as_of = crate::naive::micros(AS_OF);
     let cases = seeds.end - seeds.start;
     let mut failures = Vec::new();
@@ -383,10 +375,7 @@ async fn agree_with_the_naive_evaluator(
             let (model, segment_file) = (dir.path().join("model.json"), dir.path().join("segment.json"));
             match run_files_with(&model, &segment_file, AS_OF, mode.0, JoinStrategy::Hash, mode.1).await {
                 Ok(report) if report.members == expected => {}
-                Ok(report) => failures.push(format!(
-                    "seed {seed} {mode:?}: got {:?}, want {expected:?}\nsegment: {segment}",
-                    report.members
-                )),
+                Ok(report) => failures.push(format!("seed {seed} {mode:?}: got {:?}, want {expected:?}\nsegment: {segment}", report.members)),
                 Err(e) => failures.push(format!("seed {seed} {mode:?}: {e}\nsegment: {segment}")),
             }
         }

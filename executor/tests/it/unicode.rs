@@ -68,8 +68,22 @@ fn value() -> impl Strategy<Value = Value> {
 /// A filter node of the segment language with its names and values drawn as text.
 fn node() -> impl Strategy<Value = Value> {
     let ops = vec![
-        "eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "contains", "starts_with", "ends_with", "is_null",
-        "is_not_null", "within_last", "older_than",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "in",
+        "not_in",
+        "between",
+        "contains",
+        "starts_with",
+        "ends_with",
+        "is_null",
+        "is_not_null",
+        "within_last",
+        "older_than",
     ];
     let leaf = (text(), prop::sample::select(ops), prop_oneof![text().prop_map(Value::String), value()])
         .prop_map(|(field, op, value)| json!({"field": field, "op": op, "value": value}));
