@@ -3,6 +3,7 @@
 mod alerts;
 mod bad_input;
 mod ballista;
+mod benchmarks;
 mod cli;
 mod crash;
 mod docs;
