@@ -18,6 +18,7 @@ mod server;
 mod service;
 mod silences;
 mod simulate;
+mod snapshots;
 mod telemetry;
 mod tokens;
 mod triage;
