@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cohort_alerting::notify;
-use cohort_alerting::triage::{DataFinding, Failure, FiredAlert, Report, report};
-use serde::Serialize;
-use sqlx::Row;
+use cohort_alerting::triage::{Report, report};
 
-use crate::store::Store;
+pub use crate::store::StoredReport;
+use crate::store::{NewReport, Store};
 use crate::{Result, now_micros};
 
 /// How reports are made.
@@ -36,108 +35,6 @@ pub struct TriageSettings {
     pub external_url: String,
 }
 
-/// The failed attempts that finished in `[from, to)` (microseconds), of one tenant or all.
-pub async fn failures(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Result<Vec<Failure>> {
-    let sql = format!(
-        "SELECT a.finished_at, j.tenant_id, t.region, j.segment_id, a.job_id, a.attempt, a.error_class, a.error_message, \
-         j.status, a.grant_bytes, a.data_quality \
-         FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN tenants t ON t.id = j.tenant_id \
-         WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2{} ORDER BY a.finished_at",
-        if tenant.is_some() { " AND j.tenant_id = $3" } else { "" }
-    );
-    let mut query = sqlx::query(&sql).bind(from).bind(to);
-    if let Some(t) = tenant {
-        query = query.bind(t);
-    }
-    let rows = query.fetch_all(store.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let data: Option<String> = r.try_get(10)?;
-        let status: String = r.try_get(8)?;
-        let grant: i64 = r.try_get(9)?;
-        out.push(Failure {
-            at: r.try_get::<i64, _>(0)? / 1000,
-            tenant: r.try_get(1)?,
-            region: r.try_get(2)?,
-            segment: r.try_get(3)?,
-            job: r.try_get(4)?,
-            attempt: u32::try_from(r.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-            class: r.try_get::<Option<String>, _>(6)?.unwrap_or_else(|| "internal".into()),
-            message: r.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
-            recovered: status == "succeeded",
-            job_failed: status == "failed",
-            grant: u64::try_from(grant).ok(),
-            // A finding that does not parse is dropped, not the failure.
-            data: data.and_then(|d| serde_json::from_str::<Vec<DataFinding>>(&d).ok()).unwrap_or_default(),
-        });
-    }
-    Ok(out)
-}
-
-/// The failed attempts of `[from, to)` (microseconds) with only what a report needs of the
-/// windows before its own: when, class, message and data findings.
-async fn history(store: &Store, from: i64, to: i64, tenant: Option<&str>) -> Result<Vec<Failure>> {
-    let sql = match tenant {
-        Some(_) => {
-            "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a JOIN jobs j ON j.id = a.job_id \
-                    WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2 AND j.tenant_id = $3"
-        }
-        None => {
-            "SELECT a.finished_at, a.error_class, a.error_message, a.data_quality FROM attempts a \
-                 WHERE a.outcome = 'failed' AND a.finished_at >= $1 AND a.finished_at < $2"
-        }
-    };
-    let mut query = sqlx::query(sql).bind(from).bind(to);
-    if let Some(t) = tenant {
-        query = query.bind(t);
-    }
-    let rows = query.fetch_all(store.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let data: Option<String> = r.try_get(3)?;
-        out.push(Failure {
-            at: r.try_get::<i64, _>(0)? / 1000,
-            tenant: String::new(),
-            region: String::new(),
-            segment: String::new(),
-            job: String::new(),
-            attempt: 0,
-            class: r.try_get::<Option<String>, _>(1)?.unwrap_or_else(|| "internal".into()),
-            message: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
-            recovered: false,
-            job_failed: false,
-            grant: None,
-            data: data.and_then(|d| serde_json::from_str::<Vec<DataFinding>>(&d).ok()).unwrap_or_default(),
-        });
-    }
-    Ok(out)
-}
-
-/// The alerts that fired during `[from, to)` (microseconds), or started up to `window_ms`
-/// after it (fed by its last failures); of one tenant's own alerts only, when `tenant` is given.
-async fn fired_alerts(store: &Store, from: i64, to: i64, window_ms: i64, tenant: Option<&str>) -> Result<Vec<FiredAlert>> {
-    let rows =
-        sqlx::query("SELECT id, scope, alert_key, started_at, resolved_at FROM alerts WHERE started_at < $1 AND (resolved_at IS NULL OR resolved_at >= $2)")
-            .bind(to.saturating_add(window_ms.saturating_mul(1000)))
-            .bind(from)
-            .fetch_all(store.pool())
-            .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let alert = FiredAlert {
-            id: r.try_get(0)?,
-            scope: r.try_get(1)?,
-            key: r.try_get(2)?,
-            started: r.try_get::<i64, _>(3)? / 1000,
-            resolved: r.try_get::<Option<i64>, _>(4)?.map(|t| t / 1000),
-        };
-        if tenant.is_none_or(|t| alert.scope == "tenant" && alert.key == t) {
-            out.push(alert);
-        }
-    }
-    Ok(out)
-}
-
 /// The report over `[from, to)` (microseconds), of one tenant or all.
 pub async fn make(store: &Store, settings: &TriageSettings, from: i64, to: i64, tenant: Option<&str>) -> Result<Report> {
     let len = (to - from).max(1);
@@ -146,64 +43,15 @@ pub async fn make(store: &Store, settings: &TriageSettings, from: i64, to: i64, 
     // own; of the history only what decides new and trend (time, class, message, findings).
     let mid = from + (to - from) / 2;
     let (mut failures, later, history, alerts) = tokio::try_join!(
-        failures(store, from, mid, tenant),
-        failures(store, mid, to, tenant),
-        history(store, earliest, from, tenant),
-        fired_alerts(store, from, to, settings.alert_window_ms, tenant)
+        store.triage_failures(from, mid, tenant),
+        store.triage_failures(mid, to, tenant),
+        store.triage_history(earliest, from, tenant),
+        store.fired_alerts_between(from, to, settings.alert_window_ms, tenant)
     )?;
     failures.extend(later);
     failures.extend(history);
     let evaluated_until = (now_micros() / 1000 - settings.alert_lag_ms).min(to / 1000);
     Ok(report(&failures, from / 1000, to / 1000, settings.history, &alerts, settings.alert_window_ms, Some(evaluated_until)))
-}
-
-/// A stored report, as the API lists it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct StoredReport {
-    /// Its id (`tr_` and the end of its window in microseconds).
-    pub id: String,
-    /// Window start (RFC 3339).
-    pub from: String,
-    /// Window end (RFC 3339).
-    pub to: String,
-    /// Failed attempts in the window.
-    pub failures: i64,
-    /// Signatures.
-    pub signatures: i64,
-    /// Signatures not seen in the windows before.
-    pub new_signatures: i64,
-    /// When it was made (RFC 3339).
-    pub created_at: String,
-}
-
-/// Stored reports, newest first.
-pub async fn stored(store: &Store, limit: i64) -> Result<Vec<StoredReport>> {
-    let rows = sqlx::query("SELECT id, from_at, to_at, failures, signatures, new_signatures, created_at FROM triage_reports ORDER BY to_at DESC LIMIT $1")
-        .bind(limit)
-        .fetch_all(store.pool())
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StoredReport {
-                id: r.try_get(0)?,
-                from: crate::rfc3339(r.try_get(1)?),
-                to: crate::rfc3339(r.try_get(2)?),
-                failures: r.try_get(3)?,
-                signatures: r.try_get(4)?,
-                new_signatures: r.try_get(5)?,
-                created_at: crate::rfc3339(r.try_get(6)?),
-            })
-        })
-        .collect()
-}
-
-/// One stored report's JSON.
-pub async fn stored_report(store: &Store, id: &str) -> Result<Option<serde_json::Value>> {
-    let row = sqlx::query("SELECT report FROM triage_reports WHERE id = $1").bind(id).fetch_optional(store.pool()).await?;
-    Ok(match row {
-        Some(r) => Some(serde_json::from_str(&r.try_get::<String, _>(0)?).map_err(|e| crate::Error::Internal(format!("stored report {id}: {e}")))?),
-        None => None,
-    })
 }
 
 /// The labels a triage notification carries, for receivers' matchers.
@@ -215,7 +63,7 @@ pub fn notification_labels() -> BTreeMap<String, String> {
 /// exists already. True if this call made it.
 pub async fn make_scheduled(store: &Store, settings: &TriageSettings, to: i64) -> Result<bool> {
     let id = format!("tr_{to}");
-    if stored_report(store, &id).await?.is_some() {
+    if store.triage_report(&id).await?.is_some() {
         return Ok(false);
     }
     let from = to - i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX / 2);
@@ -224,53 +72,34 @@ pub async fn make_scheduled(store: &Store, settings: &TriageSettings, to: i64) -
     let markdown = cohort_alerting::triage::markdown(&r);
     let new = r.signatures.iter().filter(|s| s.new).count();
     let now = now_micros();
-    let mut tx = store.begin_write().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO triage_reports (id, from_at, to_at, failures, signatures, new_signatures, report, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(from)
-    .bind(to)
-    .bind(i64::try_from(r.failures).unwrap_or(i64::MAX))
-    .bind(i64::try_from(r.signatures.len()).unwrap_or(i64::MAX))
-    .bind(i64::try_from(new).unwrap_or(i64::MAX))
-    .bind(json.to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
+    let report = NewReport {
+        id: &id,
+        from,
+        to,
+        failures: i64::try_from(r.failures).unwrap_or(i64::MAX),
+        signatures: i64::try_from(r.signatures.len()).unwrap_or(i64::MAX),
+        new_signatures: i64::try_from(new).unwrap_or(i64::MAX),
+        json: json.to_string(),
+        at: now,
+    };
     // One notification per receiver whose matchers take the report's labels.
     let labels = notification_labels();
-    let receivers = sqlx::query("SELECT id, matchers FROM receivers WHERE enabled = 1").fetch_all(&mut *tx).await?;
-    for row in receivers {
-        let (receiver, matchers): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let matchers: Vec<notify::Matcher> = serde_json::from_str(&matchers).unwrap_or_default();
-        if !notify::all_match(&matchers, &labels) {
-            continue;
+    let notification = |receiver: &str, matchers: &[notify::Matcher]| {
+        if !notify::all_match(matchers, &labels) {
+            return None;
         }
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), format!("{} failed attempts, {} signatures ({new} new)", r.failures, r.signatures.len()));
         annotations.insert("description".to_string(), markdown.clone());
         annotations.insert("report".to_string(), format!("{}/v1/triage/reports/{id}", settings.external_url.trim_end_matches('/')));
         let alert = notify::Alert { labels: labels.clone(), annotations, starts_at: to / 1000, ends_at: None, link: format!("/v1/triage/reports/{id}") };
-        let mut body = notify::payload(&receiver, &settings.external_url, &[alert]);
+        let mut body = notify::payload(receiver, &settings.external_url, &[alert]);
         body["triage"] = json.clone();
-        sqlx::query(
-            "INSERT INTO deliveries (id, receiver_id, report_id, kind, state, body, attempts, not_before, created_at) \
-             VALUES ($1, $2, $3, 'triage', 'pending', $4, 0, $5, $5)",
-        )
-        .bind(crate::new_id("msg_"))
-        .bind(&receiver)
-        .bind(&id)
-        .bind(body.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        Some(body.to_string())
+    };
+    if !store.save_triage_report(&report, notification).await? {
+        return Ok(false);
     }
-    tx.commit().await?;
     tracing::info!(report = %id, failures = r.failures, signatures = r.signatures.len(), new, "triage report made");
     Ok(true)
 }
@@ -284,7 +113,7 @@ pub async fn run_schedule(store: Store, settings: Arc<TriageSettings>, alerting:
     let mut now = chrono::Utc::now();
     // The latest due time in the last window that passed while the service was down: only
     // for a service that made reports before (a new one starts with the next due time).
-    let made_before = match stored(&store, 1).await {
+    let made_before = match store.triage_reports(1).await {
         Ok(reports) => !reports.is_empty(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the stored triage reports; no catch-up report");

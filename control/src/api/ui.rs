@@ -14,7 +14,6 @@ use axum::extract::{Form, Path as ApiPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sqlx::Row as _;
 use subtle::ConstantTimeEq as _;
 
 use cohort_dashboards::html::{esc, layout, url};
@@ -132,36 +131,7 @@ fn bytes(b: i64) -> String {
 
 // ---- the jobs of the window
 
-/// One job seen in the window.
-#[derive(Debug, Clone)]
-struct WindowJob {
-    id: String,
-    tenant: String,
-    region: String,
-    segment: String,
-    status: String,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    error_class: Option<String>,
-}
-
-/// The columns [`window_job`] reads, over `jobs j JOIN tenants t`.
-const JOB_COLUMNS: &str = "j.id, j.tenant_id, t.region, j.segment_id, j.status, j.created_at, j.started_at, j.finished_at, j.error_class";
-
-fn window_job(r: &sqlx::any::AnyRow) -> Result<WindowJob, sqlx::Error> {
-    Ok(WindowJob {
-        id: r.try_get(0)?,
-        tenant: r.try_get(1)?,
-        region: r.try_get(2)?,
-        segment: r.try_get(3)?,
-        status: r.try_get(4)?,
-        created_at: r.try_get(5)?,
-        started_at: r.try_get(6)?,
-        finished_at: r.try_get(7)?,
-        error_class: r.try_get(8)?,
-    })
-}
+use crate::store::WindowJob;
 
 /// The page for a store that could not be read.
 fn unavailable(e: impl std::fmt::Display) -> Response {
@@ -170,27 +140,12 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 
 /// Jobs that finished in the window, and those not finished yet.
 async fn window_jobs(s: &AppState, since: i64) -> crate::Result<Vec<WindowJob>> {
-    let columns = JOB_COLUMNS;
-    let rows = sqlx::query(&format!(
-        "SELECT {columns} FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
-         WHERE j.status IN ('succeeded', 'failed', 'cancelled') AND j.finished_at >= $1 \
-         UNION ALL SELECT {columns} FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
-         WHERE j.status IN ('queued', 'admitted', 'running', 'retrying') LIMIT 200000"
-    ))
-    .bind(since)
-    .fetch_all(s.store.pool())
-    .await?;
-    Ok(rows.iter().map(window_job).collect::<Result<_, _>>()?)
+    s.store.window_jobs(since).await
 }
 
 /// Attempts that ended in the window: (ended, grant, peak, elapsed).
 async fn window_attempts(s: &AppState, since: i64) -> crate::Result<Vec<(i64, i64, Option<i64>, Option<i64>)>> {
-    let rows = sqlx::query("SELECT finished_at, grant_bytes, peak_memory_bytes, elapsed_micros FROM attempts WHERE job_id >= $1 AND finished_at >= $2")
-        .bind(format!("run_{:014x}", (since - WINDOW_MICROS).max(0)))
-        .bind(since)
-        .fetch_all(s.store.pool())
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+    s.store.window_attempts(since, since - WINDOW_MICROS).await
 }
 
 /// Counts of finished jobs.
@@ -466,7 +421,7 @@ pub(super) async fn regions(State(s): State<AppState>, headers: HeaderMap) -> Re
         return login_page(None).into_response();
     }
     let since = now_micros() - WINDOW_MICROS;
-    let tenants = sqlx::query("SELECT region, COUNT(*) FROM tenants GROUP BY region ORDER BY region").fetch_all(s.store.pool()).await;
+    let tenants = s.store.tenants_by_region().await;
     let (tenants, jobs) = match (tenants, window_jobs(&s, since).await) {
         (Ok(t), Ok(j)) => (t, j),
         (Err(e), _) => return unavailable(e),
@@ -479,9 +434,7 @@ pub(super) async fn regions(State(s): State<AppState>, headers: HeaderMap) -> Re
     let mut body = String::from(
         "<h1>Regions</h1><p class=\"muted\">Jobs of the last hour.</p><table><tr><th>region</th><th>tenants</th><th>succeeded</th><th>failed</th><th>success rate</th><th>waiting</th><th>running</th></tr>",
     );
-    for r in &tenants {
-        let region: String = r.try_get(0).unwrap_or_default();
-        let n: i64 = r.try_get(1).unwrap_or_default();
+    for (region, n) in &tenants {
         let t = tally.get(region.as_str()).copied().unwrap_or_default();
         let _ = write!(
             body,
@@ -515,18 +468,7 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
     let q = query.q.unwrap_or_default();
     let region = query.region.unwrap_or_default();
     let after = query.after.unwrap_or_default();
-    // `LIKE` wildcards in the search are taken literally.
-    let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-    let rows = sqlx::query(
-        "SELECT t.id, t.region, (SELECT COUNT(*) FROM segments g WHERE g.tenant_id = t.id) FROM tenants t \
-         WHERE t.id LIKE $1 ESCAPE '\\' AND ($2 = '' OR t.region = $2) AND t.id > $3 ORDER BY t.id LIMIT $4",
-    )
-    .bind(&pattern)
-    .bind(&region)
-    .bind(&after)
-    .bind(TENANTS_PER_PAGE)
-    .fetch_all(s.store.pool())
-    .await;
+    let rows = s.store.tenant_list(&q, &region, &after, TENANTS_PER_PAGE).await;
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return unavailable(e),
@@ -548,10 +490,7 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
         if region.is_empty() { String::new() } else { format!("<p>Region <b>{}</b> · <a href=\"/ui/tenants\">all regions</a></p>", esc(&region)) }
     );
     let mut last = None;
-    for r in &rows {
-        let id: String = r.try_get(0).unwrap_or_default();
-        let reg: String = r.try_get(1).unwrap_or_default();
-        let segments: i64 = r.try_get(2).unwrap_or_default();
+    for (id, reg, segments) in &rows {
         let t = tally.get(id.as_str()).copied().unwrap_or_default();
         let _ = write!(
             body,
@@ -563,7 +502,7 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
             t.failed,
             t.waiting
         );
-        last = Some(id);
+        last = Some(id.clone());
     }
     body.push_str("</table>");
     if rows.is_empty() {
@@ -589,12 +528,7 @@ pub(super) async fn tenant(State(s): State<AppState>, headers: HeaderMap, ApiPat
         Ok(g) => g,
         Err(e) => return unavailable(e),
     };
-    let jobs =
-        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 50"))
-            .bind(&tenant.id)
-            .fetch_all(s.store.pool())
-            .await
-            .and_then(|rows| rows.iter().map(window_job).collect::<Result<Vec<_>, _>>());
+    let jobs = s.store.tenant_jobs(&tenant.id, 50).await;
     let jobs = match jobs {
         Ok(j) => j,
         Err(e) => return unavailable(e),
@@ -794,7 +728,7 @@ pub(super) async fn triage(State(s): State<AppState>, headers: HeaderMap, Query(
     let Ok(from) = super::window_start(&since, now) else {
         return error_page(StatusCode::BAD_REQUEST, &format!("since {since:?}: a duration (24h, 7d) or an RFC 3339 time"));
     };
-    let (report, stored) = match tokio::try_join!(crate::triage::make(&s.store, &s.triage, from.min(now - 1), now, None), crate::triage::stored(&s.store, 30)) {
+    let (report, stored) = match tokio::try_join!(crate::triage::make(&s.store, &s.triage, from.min(now - 1), now, None), s.store.triage_reports(30)) {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
@@ -837,7 +771,7 @@ pub(super) async fn triage_report(State(s): State<AppState>, headers: HeaderMap,
     if !is_admin(&s, &headers).await {
         return login_page(None).into_response();
     }
-    let json = match crate::triage::stored_report(&s.store, &id).await {
+    let json = match s.store.triage_report(&id).await {
         Ok(Some(json)) => json,
         Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no triage report {id:?}")),
         Err(e) => return unavailable(e),
