@@ -385,8 +385,8 @@ impl Config {
     }
 
     /// The pool's retry policy.
-    pub fn retry_policy(&self) -> crate::pool::RetryPolicy {
-        crate::pool::RetryPolicy {
+    pub fn retry_policy(&self) -> crate::policy::RetryPolicy {
+        crate::policy::RetryPolicy {
             transient_attempts: self.retry_attempts,
             backoff_base: std::time::Duration::from_millis(self.retry_backoff_ms),
             backoff_max: std::time::Duration::from_secs_f64(self.retry_backoff_max_seconds),
@@ -435,8 +435,8 @@ impl Config {
     }
 
     /// Attempt deadlines.
-    pub fn deadlines(&self) -> crate::pool::Deadlines {
-        crate::pool::Deadlines {
+    pub fn deadlines(&self) -> crate::policy::Deadlines {
+        crate::policy::Deadlines {
             factor: self.deadline_factor,
             floor: std::time::Duration::from_secs_f64(self.deadline_floor_seconds),
             ceiling: std::time::Duration::from_secs_f64(self.deadline_ceiling_seconds),

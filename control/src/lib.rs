@@ -22,6 +22,7 @@ pub mod estimates;
 pub mod jobs;
 pub mod membership;
 pub mod metrics;
+pub mod policy;
 pub mod pool;
 pub mod scheduler;
 pub mod schedules;

@@ -26,8 +26,15 @@ pub const DURATION_BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 /// and the control plane's (`timeout`, `store`, `commit`). `cohort_job_failures_total` shows
 /// each at 0 for every tenant it knows, so that a tenant's first failures are an increase
 /// Prometheus sees (`increase()` cannot count the samples that create a series).
-pub const FAILURE_CLASSES: [&str; 9] =
-    ["invalid", "schema_mismatch", "source_unavailable", "resources_exhausted", "execution", "internal", "timeout", "store", "commit"];
+pub const FAILURE_CLASSES: [&str; 9] = {
+    let mut out = [""; 9];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = crate::policy::FailureClass::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
 
 /// The label value of the tenants without series of their own.
 pub const OTHER: &str = "other";
@@ -471,8 +478,9 @@ mod tests {
         m.set_region("new", "us");
         let text = render(&registry(m.clone()), Vec::new());
         assert!(text.contains("cohort_job_failures_total{tenant=\"other\",region=\"us\",error_class=\"timeout\"} 0"), "a tenant with no job yet: {text}");
-        m.finished("a", "failed", Some("timeout"));
-        m.finished("a", "failed", Some("timeout"));
+        let timeout = crate::policy::FailureClass::Timeout.as_str();
+        m.finished("a", "failed", Some(timeout));
+        m.finished("a", "failed", Some(timeout));
         let text = render(&registry(m.clone()), Vec::new());
         assert!(text.contains("cohort_job_failures_total{tenant=\"a\",region=\"us\",error_class=\"timeout\"} 2"), "{text}");
         assert!(text.contains("cohort_job_failures_total{tenant=\"a\",region=\"us\",error_class=\"invalid\"} 0"), "{text}");
@@ -509,7 +517,8 @@ mod tests {
     #[test]
     fn five_thousand_tenants_make_a_bounded_scrape() {
         let m = std::sync::Arc::new(Metrics::new(50));
-        let classes = ["invalid", "schema_mismatch", "source_unavailable", "resources_exhausted", "timeout"];
+        use crate::policy::FailureClass as C;
+        let classes = [C::Invalid, C::SchemaMismatch, C::SourceUnavailable, C::ResourcesExhausted, C::Timeout].map(C::as_str);
         for i in 0..5000 {
             let tenant = format!("tenant-{i:04}");
             m.set_region(&tenant, ["us-east", "eu-west", "ap-south"][i % 3]);

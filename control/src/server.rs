@@ -16,7 +16,8 @@ use std::time::Duration;
 use crate::api::{self, AppState, new_token, token_hash};
 use crate::estimates::Estimates;
 use crate::membership::MembershipFiles;
-use crate::pool::{Pool, PoolSettings, Route, SizeRule, Sizing};
+use crate::policy::{Route, SizeRule};
+use crate::pool::{Pool, PoolSettings, Sizing};
 use crate::{Config, Error, Result, Store};
 
 /// Work to start once the service is up (the demo uses it).

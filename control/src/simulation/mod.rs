@@ -34,7 +34,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::pool::{Deadlines, Retry, RetryPolicy, SizeRule, Sizer, SizingInput, TRANSIENT_CLASSES};
+use crate::policy::{Deadlines, FailureClass, Retry, RetryPolicy, SizeRule, Sizer, SizingInput};
 use crate::scheduler::{Core, CoreConfig, Job, Kind, Micros};
 use crate::{Error, Result};
 use report::Tally;
@@ -292,7 +292,7 @@ struct Attempt {
     grant: u64,
     elapsed: Micros,
     /// `None`: it succeeds.
-    failure: Option<&'static str>,
+    failure: Option<FailureClass>,
 }
 
 /// A job between its arrival and its final state.
@@ -605,8 +605,8 @@ impl Simulation {
         let runtime = job.true_runtime;
         let faults = &self.settings.faults;
         // Candidates (elapsed, failure); the earliest wins.
-        let mut outcome: (Micros, Option<&'static str>) = (runtime, None);
-        let mut consider = |elapsed: Micros, failure: &'static str| {
+        let mut outcome: (Micros, Option<FailureClass>) = (runtime, None);
+        let mut consider = |elapsed: Micros, failure: FailureClass| {
             if elapsed < outcome.0 || (elapsed == outcome.0 && outcome.1.is_none()) {
                 outcome = (elapsed.max(1), Some(failure));
             }
@@ -619,19 +619,19 @@ impl Simulation {
         if let Some(incident) = self.world.incident_during(region, now, now + reading)
             && incident_draw < faults.regional_incident_failure_probability
         {
-            consider((incident - now).max(0) + SECOND / 2, "source_unavailable");
+            consider((incident - now).max(0) + SECOND / 2, FailureClass::SourceUnavailable);
         }
         if transient_draw < faults.transient_failure_probability {
-            let class = if transient_kind < 0.8 { "source_unavailable" } else { "execution" };
+            let class = if transient_kind < 0.8 { FailureClass::SourceUnavailable } else { FailureClass::Execution };
             consider((runtime as f64 * transient_at) as Micros, class);
         }
         if grant < job.true_peak {
             // Memory climbs through the run; it runs out when it passes the grant.
             let share = 0.1 + 0.8 * (grant as f64 / job.true_peak as f64) * (0.5 + 0.5 * oom_at);
-            consider((runtime as f64 * share) as Micros, "resources_exhausted");
+            consider((runtime as f64 * share) as Micros, FailureClass::ResourcesExhausted);
         }
         if runtime > job.deadline {
-            consider(job.deadline, "timeout");
+            consider(job.deadline, FailureClass::Timeout);
         }
         let (elapsed, failure) = outcome;
         job.running = Some(Attempt { grant, elapsed, failure });
@@ -655,10 +655,10 @@ impl Simulation {
         match attempt.failure {
             None => self.finish(job, true, None),
             Some(class) => {
-                if class == "resources_exhausted" {
+                if class == FailureClass::ResourcesExhausted {
                     job.exhausted = Some(job.exhausted.map_or(attempt.grant, |e| e.max(attempt.grant)));
                 }
-                if TRANSIENT_CLASSES.contains(&class) {
+                if class.is_transient() {
                     job.transient_failures += 1;
                 }
                 let tenant = self.world.segments[job.segment as usize].tenant;
@@ -674,7 +674,7 @@ impl Simulation {
                         self.schedule(self.now.saturating_add(micros(wait)), Event::RetryDue(number));
                         self.jobs.insert(number, job);
                     }
-                    Retry::No(_) => self.finish(job, false, Some(class)),
+                    Retry::No(_) => self.finish(job, false, Some(class.as_str())),
                 }
             }
         }
@@ -783,7 +783,7 @@ fn attempt_summary(a: &Attempt, first_grant: u64, true_peak: u64) -> AttemptSumm
         over_granted: first_grant / 10 > true_peak,
         used: true_peak.min(a.grant),
         elapsed: a.elapsed,
-        class: a.failure.unwrap_or("succeeded"),
+        class: a.failure.map_or("succeeded", FailureClass::as_str),
     }
 }
 

@@ -234,7 +234,7 @@ pub struct BadDeployment {
     /// When it was fixed.
     pub end: Micros,
     /// `schema_mismatch` or `invalid`.
-    pub class: &'static str,
+    pub class: crate::policy::FailureClass,
 }
 
 /// The simulated world, fixed by the seed.
@@ -480,7 +480,7 @@ impl World {
 /// A tenant's limits by its size: small tenants run 2 jobs at once, medium 4, large and huge
 /// 8; large tenants weigh 2 in the fair share and huge ones 4; the memory quota is half the
 /// budget (three quarters for huge tenants); 60 jobs a minute. The burst follows the
-/// service's rule (`pool::policy`).
+/// service's rule (`policy::policy`).
 fn tenant_policy(name: &str, records: f64, budget: u64) -> TenantPolicy {
     let (max_concurrent, share, quota) = if records < 1e6 {
         (2, 1.0, budget / 2)
@@ -501,7 +501,7 @@ fn tenant_policy(name: &str, records: f64, budget: u64) -> TenantPolicy {
         share,
         created_at: String::new(),
     };
-    crate::pool::policy(&row)
+    crate::policy::policy(&row)
 }
 
 /// A minute of the hour as tenants choose it: mostly round.
@@ -573,7 +573,7 @@ fn lay_out_faults(rng: &mut ChaCha8Rng, faults: &Faults, days: u32, regions: usi
             let tenant = rng.random_range(0..tenants);
             let start = (rng.random::<f64>() * span) as Micros;
             let hours = log_normal(rng, faults.bad_deployment_hours, 0.8).clamp(10.0 / 60.0, 72.0);
-            let class = if rng.random::<f64>() < 0.6 { "schema_mismatch" } else { "invalid" };
+            let class = if rng.random::<f64>() < 0.6 { crate::policy::FailureClass::SchemaMismatch } else { crate::policy::FailureClass::Invalid };
             bad[tenant].push(BadDeployment { start, end: start + (hours * HOUR as f64) as Micros, class });
         }
         for list in bad.iter_mut() {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cohort_control::Store;
 use cohort_control::jobs::JobStatus;
-use cohort_control::pool::{Deadlines, SizeRule, Sizing};
+use cohort_control::policy::{Deadlines, SizeRule};
+use cohort_control::pool::Sizing;
 use cohort_control::schedules::{CronSchedule, Micros, tick};
 use cohort_control::store::{JobRow, SegmentRow};
 
