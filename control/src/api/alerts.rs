@@ -2,7 +2,6 @@
 
 use super::*;
 
-/// A Prometheus label value, escaped.
 /// A page of alerts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertPage {
