@@ -9,6 +9,7 @@ mod crash;
 mod docs;
 mod estimator;
 mod fencing;
+mod layout;
 mod members;
 mod prometheus;
 mod replicas;
