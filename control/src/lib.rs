@@ -65,8 +65,14 @@ pub enum Error {
     #[error("store: {0}")]
     Store(#[from] sqlx::Error),
     /// A file of the service (memberships) could not be read or written.
-    #[error("{0}")]
-    Io(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Something asked for does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -179,8 +179,8 @@ pub fn diff(previous: &[String], current: &[String]) -> (Vec<String>, Vec<String
     (added, removed)
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io(format!("{}: {e}", path.display()))
+fn io(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Io { path: path.to_path_buf(), source: e.into() }
 }
 
 fn write_keys(path: &Path, keys: &[String], changes: Option<&[&str]>) -> Result<()> {

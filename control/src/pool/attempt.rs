@@ -370,15 +370,22 @@ pub(super) enum Committed {
 }
 
 /// Why an execution failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The executor refused or failed.
+    #[error(transparent)]
     Executor(cohort_executor::Error),
     /// The job's tenant, model or segment is gone or unusable.
+    #[error("{0}")]
     Missing(String),
     /// The store failed while the job was set up (may pass by itself).
-    Store(String),
-    /// A bug.
+    #[error(transparent)]
+    Store(Error),
+    /// The service failed otherwise while the job was set up.
+    #[error(transparent)]
+    Service(Error),
+    /// The execution task ended without an answer (a bug).
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -388,7 +395,8 @@ impl ExecError {
         match self {
             ExecError::Executor(e) => (e.class().into(), e.to_string()),
             ExecError::Missing(m) => (FailureClass::Invalid, m.clone()),
-            ExecError::Store(m) => (FailureClass::Store, m.clone()),
+            ExecError::Store(e) => (FailureClass::Store, e.to_string()),
+            ExecError::Service(e) => (FailureClass::Internal, e.to_string()),
             ExecError::Internal(m) => (FailureClass::Internal, m.clone()),
         }
     }
@@ -397,8 +405,8 @@ impl ExecError {
 impl From<Error> for ExecError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Store(_) => ExecError::Store(e.to_string()),
-            other => ExecError::Internal(other.to_string()),
+            Error::Store(_) => ExecError::Store(e),
+            other => ExecError::Service(other),
         }
     }
 }
