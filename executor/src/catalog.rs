@@ -173,7 +173,7 @@ impl Catalog {
 fn load_locally(model: Model, ctx: &SessionContext) -> Result<Catalog> {
     let state = ctx.state();
     let n = model.objects.len();
-    let threads = crate::run::cores().clamp(1, 8).min(n.max(1));
+    let threads = crate::machine::cores().clamp(1, 8).min(n.max(1));
     let share = n.div_ceil(threads);
     let parts: Vec<Result<Vec<LoadedObject>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)

@@ -32,7 +32,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::catalog::{Catalog, LoadedObject, arrow_type};
 use crate::error::{Error, Result};
-use crate::model::{FieldType, SourceFormat};
+use crate::model::{FieldType, RESERVED_PREFIX, SourceFormat};
 use crate::segment::{Agg, CmpOp, Having, Leaf, LeafOp, Literal, Node, Number, Related, Segment};
 
 /// The table that reads an object's source files with the schema the catalog found.
@@ -61,9 +61,6 @@ pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<ListingTable>> {
     let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("listing table for {:?}: {e}", o.name)))?;
     Ok(Arc::new(table))
 }
-
-/// Columns the compiler adds start with this; the model rejects field names that do.
-pub const RESERVED_PREFIX: &str = "__cohort";
 
 const START: &str = "__cohort_start";
 const WALK: &str = "__cohort_walk";

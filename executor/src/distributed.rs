@@ -211,7 +211,7 @@ async fn scheduler_client(url: &BallistaUrl) -> Result<SchedulerGrpcClient<tonic
 pub async fn serve_scheduler(bind: SocketAddr, external_host: &str) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
-    let state = cluster_state(crate::run::cores());
+    let state = cluster_state(crate::machine::cores());
     let session_config = state.config().clone();
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),

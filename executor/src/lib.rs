@@ -34,15 +34,16 @@ mod compile;
 pub mod distributed;
 mod error;
 mod json;
+mod machine;
 mod model;
 mod quality;
 mod run;
 mod segment;
 
 pub use catalog::{Catalog, LoadedObject, arrow_type, model_type};
-pub use compile::RESERVED_PREFIX;
 pub use distributed::{BallistaUrl, LocalCluster};
 pub use error::{Error, ErrorClass, Result};
+pub use model::RESERVED_PREFIX;
 pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
 pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use run::{

@@ -12,6 +12,9 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::json::{did_you_mean, index_place, is_valid_name, key_place, parse_document, type_name, unknown_key};
 
+/// Columns the compiler adds start with this, so field names may not.
+pub const RESERVED_PREFIX: &str = "__cohort";
+
 /// The type of a field, as the model declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,8 +265,8 @@ fn get_name(map: &serde_json::Map<String, Value>, key: &str, place: &str, what: 
     let at = key_place(place, key);
     let value = map.get(key).ok_or_else(|| Error::invalid_model(&at, "required"))?;
     let name = value.as_str().ok_or_else(|| Error::invalid_model(&at, format!("must be a string, not {}", type_name(value))))?;
-    if name.starts_with(crate::compile::RESERVED_PREFIX) {
-        return Err(Error::invalid_model(at, format!("{name:?}: names starting with {:?} are reserved", crate::compile::RESERVED_PREFIX)));
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(Error::invalid_model(at, format!("{name:?}: names starting with {:?} are reserved", RESERVED_PREFIX)));
     }
     if !is_valid_name(name) {
         return Err(Error::invalid_model(at, format!("{name:?} is not a valid {what} name (letters, digits and _, not starting with a digit, at most 128)")));

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, LoadedObject};
 use crate::compile::Compiler;
 use crate::distributed::{self, BallistaUrl};
 use crate::error::{Error, Result};
+use crate::machine::cores;
 use crate::model::{FieldType, SourceFormat};
 use crate::segment::{Node, PlanShape, Segment};
 
@@ -116,13 +117,6 @@ impl RunOptions {
             ballista: None,
         }
     }
-}
-
-/// The cores this process may use, read once (the standard library reads the cgroup's files
-/// at every call; a service makes options for every job).
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }
 
 /// What one phase of a phased run did.
