@@ -10,6 +10,8 @@
 //! their grant is what [`Config::coverage`] says. [`eval::replay`] checks exactly that on a
 //! recorded trace, against a static grant and an Autopilot-style decayed maximum.
 
+#![deny(missing_docs)]
+
 pub mod eval;
 mod features;
 mod model;
