@@ -17,7 +17,7 @@ use cohort_control::store::{SegmentRow, Tenant};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::datagen::{self, DatagenArgs, Profile};
+use cohort_datagen::{self as datagen, DatagenArgs, Profile};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// Every demo segment is also recomputed on this schedule (every five minutes).

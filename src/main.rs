@@ -2,7 +2,6 @@
 
 mod alerts;
 mod ballista;
-mod datagen;
 mod demo;
 mod estimator;
 mod simulate;
@@ -21,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use cohort_datagen as datagen;
 use cohort_executor::{Catalog, FieldType, JoinStrategy, Model, PlanChoice, RunOptions, Segment, explain, run_segment};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};

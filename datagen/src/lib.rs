@@ -1,4 +1,4 @@
-//! `cohort datagen`: synthetic tenants (Parquet data, `model.json`, `segments/`).
+//! `cohort datagen` (the crate `cohort-datagen`): synthetic tenants (Parquet data, `model.json`, `segments/`).
 //!
 //! Three profiles: `retail` (individuals, orders, lines, products, email events, web visits,
 //! loyalty accounts), `b2b` (accounts, contacts, opportunities, cases, activities, users) and
@@ -12,8 +12,10 @@
 //! `--seed`, so the same seed gives byte-identical files whatever the thread scheduling.
 //! `model.json` is written last: when it exists, the tenant is complete.
 
+#![deny(missing_docs)]
+
 mod b2b;
-pub(crate) mod random;
+pub mod random;
 mod retail;
 mod wide;
 mod writer;
