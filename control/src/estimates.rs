@@ -8,6 +8,11 @@
 //! loop refits after `refit_runs` finished runs or every `refit_interval`, stores the new
 //! model version and swaps it in. An attempt that ran out of memory is a record too: its
 //! grant is a lower bound of the segment's peak, so the next estimate goes up.
+//!
+//! A rider's estimate is deleted when it commits (it ran nothing). A segment's recent runs are
+//! read once and reused by its next submissions until a job of this process settles
+//! ([`Estimates::settled`], called before the change is announced) or two seconds pass (other
+//! replicas' runs). A model version another replica stored first is taken instead of one's own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

@@ -7,6 +7,9 @@
 //! An attempt that does not commit (its lease ran out and another attempt committed, or a
 //! crash) never touches the files of the one that did. The store decides which run is a
 //! segment's latest and which files are a run's; files no commit names are never read.
+//!
+//! The name is kept in `runs.files` (migration 0011); runs committed before it use their run id.
+//! Riders have no files of their own: their history records name their leader's.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

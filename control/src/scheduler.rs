@@ -16,6 +16,11 @@
 //!   the time its grant will be free, from the running jobs' expected ends. It goes first at
 //!   every later decision, and another job may start ahead of it (backfill) only if that cannot
 //!   delay it: it ends before the reservation, or leaves the reserved memory and a slot free.
+//!
+//! Tenants with queued jobs sit in a `BTreeSet` keyed by ln(usage/weight) moved to time zero:
+//! uniform decay never reorders it, so only a tenant whose own usage changes moves, and a decision
+//! stops at the first tenant that can start. `ride` takes a queued job out for a starting job's
+//! execution to answer (no slot, memory or token). `why_waiting` names the reason a job waits.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -3,6 +3,13 @@
 //! [`cohort_alerting::triage`]. On demand (`GET /v1/triage`, `cohort triage`) and on a cron
 //! schedule: a scheduled report is stored (once, whichever replica makes it) and sent to the
 //! webhook receivers through the alert outbox.
+//!
+//! A scheduled report's id is `tr_<window end in microseconds>`: inserted once (`ON CONFLICT DO
+//! NOTHING`), so replicas make it once, with outbox rows for the matching receivers in the same
+//! transaction. At start, a service that made reports before makes the one it missed within the
+//! last window. The pool probes a failed attempt's data (`cohort_executor::probe_data`) when it
+//! ran out of memory or time or failed in execution, and stores the findings with the attempt
+//! (`attempts.data_quality`): the report's data findings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
