@@ -3,6 +3,12 @@
 //! tenants whose sources fail now and then (a data file is swapped for a damaged copy and
 //! back), so failures, retries and alerts have material.
 //!
+//! By default: 24 tenants in three regions (`us-east`, `eu-west`, `ap-south`), one in four
+//! B2B; every segment is also scheduled every five minutes; a run of a random tenant's random
+//! segment is submitted every 400 ms. One tenant in eight is flaky: 20 s after each repair, one
+//! of its Parquet files is cut to half for 10 s (the good copy kept beside the tenant, so a
+//! file left damaged by a stop is restored at the next start).
+//!
 //! The demo's data lives in `<data_dir>/demo/`; its tenants' tokens are written to
 //! `<data_dir>/demo/tokens.txt`.
 

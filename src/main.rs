@@ -1,4 +1,13 @@
 //! `cohort`: the command line of Cohort.
+//!
+//! The commands: `serve` (settings from defaults, then `--config` TOML, then `COHORT_*`
+//! variables, then the flags; the service is `cohort_control::server::run`), `segment run |
+//! validate | explain` (here), `datagen` (`datagen/`), `estimator eval | trace`
+//! (`estimator.rs`), `alerts replay` (`alerts.rs`), `triage` (`triage.rs`), `simulate`
+//! (`simulate.rs`) and `ballista scheduler | executor | local` (`ballista.rs`). Errors are
+//! printed with their chain. The exit status is an executor error's own (2 an invalid model or
+//! segment, or a schema mismatch; 3 memory; 1 anything else), 2 for input `alerts replay`
+//! cannot use, and 1 for any other error.
 
 mod alerts;
 mod ballista;

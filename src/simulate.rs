@@ -1,6 +1,7 @@
 //! `cohort simulate`: a month of the service on a virtual clock, to size the pool and price
-//! the policies. The engine is `cohort_control::simulation`; this is its command line: flags,
-//! the progress bar, the printed report and the JSON file.
+//! the policies. The engine is `cohort_control::simulation`; this is its command line: flags
+//! to `simulation::Settings`, the progress bar, the printed report and the JSON file (`--json`:
+//! the report, with `wall_seconds` beside it, the one figure that a seed does not fix).
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! `cohort triage`: the failure triage report over a window, from a service's store (or from
-//! failure records in a file).
+//! failure records in a file, `--failures FILE`, with no alerts to relate them to).
 
 use std::io::Write;
 use std::path::PathBuf;

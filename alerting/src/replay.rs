@@ -1,4 +1,11 @@
 //! `cohort alerts replay`: job outcomes in (JSON lines, any order), every transition out.
+//!
+//! [`parse_events`] names the (1-based) line of anything that is not an outcome; the flat shape
+//! every producer writes is scanned directly and anything else goes to serde_json, so both
+//! paths accept exactly the same lines. Times are RFC 3339 in ([`parse_time`]) and out
+//! ([`format_time`]: UTC, milliseconds, `Z`), milliseconds inside. [`replay`] sorts the
+//! outcomes by time and runs them through the service's own [`Evaluator`];
+//! [`write_transitions`] writes JSON lines.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -8,6 +8,12 @@
 //! Each scope keeps one queue of expiry instants (its window is fixed, so expiries arrive in
 //! order) and one counter per key: work per failure is constant, memory is bounded by the
 //! failures inside the windows plus one small entry per key seen.
+//!
+//! Expiry instants are closed like arrivals, so a resolution falls exactly at `t0 + window`;
+//! the transitions of one instant come out sorted by scope (global, region, tenant), then key.
+//! A failure that arrives after its instant was closed (live only: a replay sorts first)
+//! counts at the earliest instant not yet closed (see [`Evaluator::late`]). [`recount`]
+//! is the rule computed from scratch at every instant, for tests.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

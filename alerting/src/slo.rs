@@ -1,5 +1,12 @@
 //! The rules beyond 5-in-10: success-rate burn (multi-window, multi-burn-rate) at each scope,
 //! and a segment's runtime far above its own recent baseline.
+//!
+//! [`BurnRate`] counts outcomes per scope key in buckets (a fifth of the shortest window, at
+//! most a minute: a minute with the default pairs 1h/5m at 14.4× and 6h/30m at 6×) and fires
+//! while, over both windows of one pair, the error ratio is above the pair's factor × the error
+//! budget `1 - slo`, once the long window holds `min_outcomes` outcomes. [`Runtime`] fires when
+//! a run takes more than `factor ×` the median of its segment's last `baseline_runs` successful
+//! runs (and more than `min_seconds`); the next successful run back under it resolves.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,11 +1,22 @@
 //! Failure triage, pure: failed attempts in, a report of what is going wrong out.
 //!
-//! Each failure gets a **signature**: its error class and its message with the parts that
-//! vary from one occurrence to the next (numbers, ids, UUIDs, paths, URLs, quoted values,
-//! timestamps) replaced by placeholders, so the same cause groups into one signature wherever
-//! and whenever it happens. Each signature is **classified** into [`Category`], which carries
-//! the remediation. A [`Report`] lists signatures new ones first (not seen in the previous
-//! windows), then by count, with who and what they touched.
+//! Each failure gets a **signature** ([`signature`]): its error class and its message with the
+//! parts that vary from one occurrence to the next replaced by placeholders ([`normalize`]:
+//! numbers, ids, UUIDs, paths, URLs, quoted values and timestamps; type names such as `Int64`
+//! kept), so the same cause groups into one signature wherever and whenever it happens. An
+//! out-of-memory message keeps only its head (which operator asked last is chance, not cause);
+//! any other drops its "did you mean" suggestion. An out-of-memory, timeout or execution
+//! failure over data with findings (duplicate or NULL keys, key skew) has another cause than
+//! the same error over clean data: [`signature_with`] gives it a signature of its own and
+//! [`classify_with`] makes it [`Category::DataQuality`].
+//!
+//! Each signature is **classified** ([`classify`]) into [`Category`], which carries the
+//! remediation. A [`Report`] ([`report`], over a window; [`markdown`] renders it) lists
+//! signatures new ones first (not seen in the previous windows), then by count, each with its
+//! trend against the window before, the tenants and regions it touched, sample jobs, recovered
+//! against not, the largest grant, the data findings and the alerts its final failures fed.
+//!
+//! The normalization cases are data: the blocks of `alerting/tests/triage/signatures.txt`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,4 +1,8 @@
 //! The HTML of the built-in dashboard: escaping and the page frame.
+//!
+//! [`esc`] escapes text for HTML content and attribute values, [`url`] percent-encodes a path
+//! segment or a query value, and [`layout`] is the whole page: its title, a header linking the
+//! [`SECTIONS`] (the active one underlined), the body, and a self-refresh when asked for.
 
 use std::fmt::Write as _;
 

@@ -1,4 +1,8 @@
 //! Charts as SVG, drawn on the server.
+//!
+//! [`line_chart`]: lines over equal time buckets, oldest at the left, the y axis from zero; a
+//! bucket with no value leaves a gap in its line. [`timeline`]: [`Bar`]s on one time axis, one
+//! row each.
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,7 @@
 //! Writing generated rows: a table's declared schema, a row-at-a-time batch builder and a
 //! Parquet part writer that flushes every [`BATCH_ROWS`] rows, so memory stays flat however
-//! many rows an object gets.
+//! many rows an object gets. The column types are the executor's own (`FieldType`,
+//! `arrow_type`), so what is written is what the catalog expects.
 
 use std::fmt;
 use std::fs::File;

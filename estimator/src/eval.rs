@@ -1,4 +1,13 @@
 //! Replaying a trace: each run estimated only from the runs before it, against baselines.
+//!
+//! [`replay`] refits as the service would (first after [`Config::first_fit_after`] measured
+//! runs, then every [`Config::refit_every`]) and scores, against each run's measured peak, our
+//! grant and the baselines': a static grant; the Autopilot-style decayed maximum of the
+//! segment's recent peaks (each halved for every four runs of age) plus 15% ([`autopilot`]);
+//! the same with the smallest margin, chosen in hindsight, that under-grants no more runs than
+//! ours; and the static grant at the coverage's quantile of the peaks, in hindsight.
+//! [`PolicyStats`] holds what `cohort estimator eval` prints: the under-grant rate, the relative
+//! slack, the runtime MdAPE, and GiB-hours granted against used.
 
 use std::fmt;
 

@@ -1,4 +1,10 @@
 //! What is known of a run before it starts, and what a finished run taught.
+//!
+//! [`Features`]: the plan's shape, the partitions, and the rows and bytes of the objects read.
+//! [`Record`]: a finished run (its features, the measured peak and runtime, the largest grant
+//! it ran out of), as the control plane stores it and as one line of a trace holds it.
+//! [`PastRun`]: a record as a segment's history holds it (its peak only a lower bound when no
+//! attempt finished). [`Histories`]: each segment's last [`HISTORY_LEN`] runs.
 
 use std::collections::{HashMap, VecDeque};
 

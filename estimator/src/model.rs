@@ -1,17 +1,40 @@
 //! The estimator: regressions per regime, calibrated margins, and the rules they fall back on.
 //!
-//! Two regimes. **Warm**: the segment has run before; the memory regression starts from its
-//! peak scaled to this run (the largest recent peak per row read, times the rows it reads),
-//! the runtime regression from its last runtime and how the sizes it reads moved. **Cold**: a
-//! segment never seen, of a tenant maybe never seen; the regression reads only the plan's
-//! shape and the sizes. Both are fitted on log scales.
+//! [`fit`] replays the records by time, each seeing only the earlier runs as its segment's
+//! history, and fits two regimes, both on log scales. **Warm** (the segment has run before):
+//! the memory regression starts from its peak scaled to this run (the last peak if it reads
+//! exactly what the last run read on one partition, else the largest recent peak per row read
+//! times the rows it reads, and at least the last peak after a run that ran out of its grant);
+//! the runtime regression from its last runtime and the growth of rows and bytes since. **Cold**
+//! (a segment never seen, of a tenant maybe never seen; fitted on every run): the regression
+//! reads only the plan's shape and the sizes.
 //!
 //! The grant is an upper bound, not the prediction: normalized split conformal. A second
-//! regression learns the spread of the log-residuals (wider for a big jump in data, for an
-//! unsettled history), and the bound is the prediction plus a margin × the spread, the margin
-//! being the quantile, at the configured coverage, of residual ÷ spread over recent runs the
-//! regressions were not fitted on. Until a regime has enough runs, rules from the sizes
-//! (cold) or the scaled peak (warm) stand in, with a wide margin.
+//! regression per target learns the spread of the log-residuals (wider for a big jump in data,
+//! for an unsettled history). Each regime's newest runs ([`Config::calibration_share`]) are held
+//! out, and the bound is the prediction plus a margin × the spread, the margin being the
+//! conformal quantile, at the configured coverage, of residual ÷ spread over the held-out runs,
+//! per group of warm runs (the same sizes on one partition, other sizes on one partition,
+//! several partitions: Mondrian conformal). Where there are too few held-out runs for the
+//! quantile, the largest score stands in, plus [`Config::uncalibrated_margin`] (0.05, about 5%)
+//! on the log bound: a group with too few of its own takes the pooled margin or its own largest
+//! score, whichever is more, plus that margin; a group with none takes the pooled margin.
+//!
+//! A run that reads exactly what its segment's last run read, on one partition, is a repeat
+//! (unless that run ran out of its grant): its bound is the last peak raised by
+//! [`Regime::repeat_margin`], the conformal quantile of ln(peak ÷ last peak) over the window's
+//! repeats (or their largest plus `uncalibrated_margin` when there are too few); a run that
+//! reads more never gets less than a repeat would.
+//!
+//! [`Estimator::estimate`] falls back to rules until the regime a run falls in is fitted: with
+//! history, the scaled peak (grown with the partitions) and a bound
+//! [`Config::rule_history_margin`] times that; without, [`Config::rule_base_bytes`] plus
+//! [`Config::rule_bytes_per_source_byte`] per byte read, and a bound of twice that. Runtimes
+//! fall back likewise to the last runtime grown with the rows (the same margin), or without
+//! one to about 100 MB/s of source (at least 50 ms) with a bound four times that. A last run
+//! that ran out of memory makes the floor twice the grant it ran out of. Bytes are rounded up
+//! (a bound of exactly a past peak must not come out a byte short), and the bound is kept
+//! within `[min_bytes, max_bytes]`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,9 @@
 //! Ridge regression on standardized features, solved in closed form with linfa's linear
 //! algebra (`linfa-linalg`: a Cholesky solve of the normal equations, which for a dozen
 //! features is exact and takes microseconds), with chosen coefficients kept non-negative so
-//! that estimates grow with the sizes they read.
+//! that estimates grow with the sizes they read: a chosen column whose weight comes out
+//! negative is dropped and the rest refitted, until none is. A column that does not vary
+//! carries no weight.
 
 use linfa_linalg::cholesky::SolveC;
 use ndarray::Array2;

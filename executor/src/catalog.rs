@@ -1,5 +1,19 @@
 //! A model bound to its data: each object's files listed through DataFusion's object-store
 //! layer, its real schema read (Parquet footers, CSV headers) and checked against the model.
+//!
+//! A source path resolves to a `ListingTableUrl`: a file, a directory or a glob; a URL such as
+//! `s3://…` needs only an object store registered in the session. When every source of a model
+//! is local, the objects are loaded on plain threads (one per core, at most eight, each taking a
+//! share of the objects) outside the async runtime, and Parquet footers are read synchronously:
+//! a handoff to the runtime's blocking pool for every listing and footer costs more than the
+//! read itself when a model has thousands of objects.
+//!
+//! The Parquet files of one source must agree on the model type of the columns they share
+//! (files that differ only in physical type, Int32 here and Int64 there, are read as the first);
+//! the CSV files of one source must have the same header. A declared field must exist with its
+//! declared type; without declared fields every supported column is a field (a CSV source's
+//! types inferred from the first 1,000 rows of its first file). A confined model (one a tenant
+//! sent) has every listed file checked to resolve inside the tenant's data root.
 
 use std::collections::HashMap;
 use std::sync::Arc;

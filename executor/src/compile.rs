@@ -3,14 +3,53 @@
 //!
 //! Every node written at object X becomes a boolean expression over X's rows that is TRUE
 //! exactly for the rows in the node's set (`not` is `IS NOT TRUE`, so NULL never leaks into a
-//! set). A `related` node is evaluated once per distinct value of X's first join field: the
-//! rows of the related object that satisfy `where`, reached through distinct
-//! `(start value, join value)` pairs hop by hop (so each related row counts once however many
-//! chains reach it), aggregated by start value and left-joined back onto X.
+//! set). Each scan reads an object's files through a `ListingTable` with the schema the catalog
+//! found, every field cast to its canonical type; Parquet strings are decoded straight into
+//! `Utf8View`, so short keys are inlined and joins and aggregates on them compare without
+//! chasing offsets.
 //!
-//! Where a node only filters (the whole filter, a `where`, and their conjuncts), a `related`
-//! node or its negation skips the per-row answer: X is semi- or anti-joined to the start
-//! values in (or outside) its set, with `having` applied to the aggregate before the join.
+//! **Per-row answers.** A `related` node is evaluated once per distinct value of X's first join
+//! field, and the result is left-joined back onto X. Existence ("something is connected") is a
+//! chain of semi-joins walked back from the target's join values. An aggregate walks distinct
+//! `(start value, join value)` pairs hop by hop and then joins the target rows that satisfy
+//! `where`: `count`, `sum` and `avg` must see each related row once per start value however
+//! many chains reach it, while `min`, `max` and `count_distinct` give the same answer over
+//! repeats and skip the de-duplication. `count_distinct` is distinct `(start, value)` pairs
+//! counted per start: a plain grouped count, far cheaper in memory than per-group distinct sets.
+//!
+//! **Filtering positions.** Where a node only filters (the whole filter, a `where`, a conjunct
+//! of either), a `related` node or its negation needs no per-row answer: X is semi- or
+//! anti-joined to the start values in (or outside) its set, with `having` applied to the
+//! aggregate before the join. A `count` that only asks whether anything is connected, and a
+//! `min` below or a `max` above a threshold, become existence tests with no aggregate; an `or`
+//! whose branches are all `related` nodes accepting by start value on one start field joins
+//! once against the union of their keys. Distinct key sets (an aggregate's groups) go on the
+//! build side of the join; other key sets are left to the engine's statistics. An `or` or `not`
+//! mix that needs a node's truth value per row is compiled to its predicate instead.
+//!
+//! **The conjuncts of an `and`** apply leaves first, then "something is connected" joins (they
+//! usually keep few rows; their negations usually keep most, and go last), then aggregate
+//! conditions, then the rest. Conjuncts that are `related` nodes (or their negations) over the
+//! same one-hop path with row-local `where`s, one an aggregate condition and one failing on
+//! nothing connected, become one semi-join (`merged_join`): one scan of the related object
+//! filtered by the OR of their `where`s, one aggregate per start value holding each conjunct's
+//! own aggregate over `CASE WHEN its where THEN value END`, and the AND of their conditions.
+//!
+//! **Parts run first** (single-plan mode: `Compiler::next_to_run_first` finds one part per
+//! compilation, `run.rs` executes it, until none is left). The key set of an aggregate
+//! condition in the segment's own filter whose plan reads at least
+//! `RunOptions::key_sets_first_min_rows` rows (default 1M) is executed first and joined as an
+//! in-memory table at its real size, its bytes held in the run's pool: it is small next to the
+//! rows it filters, but the engine cannot know that before running it and would build its hash
+//! table on the wrong side. At the filter, when "something is connected" joins narrowed the
+//! root rows before an aggregate condition, those rows run first too, and if they are at most
+//! `RunOptions::cut_share` (default ¼) of the root's rows, the aggregate's input is semi-joined
+//! to their start values before grouping: a start value outside them could not survive the
+//! later join anyway.
+//!
+//! **Phased mode** materializes, per top-level branch, the distinct signatures (the key plus
+//! every root field the filter reads) of the matching rows and intersects or unites them:
+//! exact even when keys repeat.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -11,7 +11,15 @@
 //! - [`LocalCluster`]: one scheduler and some executors in this process on loopback ports
 //!   (tests, benchmarks, `cohort ballista local`); [`serve_scheduler`] and [`serve_executor`]:
 //!   the long-running processes `cohort ballista scheduler|executor` start, with the codec.
-//! - [`job_costs`]: what a distributed job read and held, from the scheduler's job metrics.
+//! - [`job_costs`]: what a distributed job read and held, from the scheduler's job metrics:
+//!   rows and bytes scanned, spills, and the largest stage's operator memory (Ballista reports
+//!   no pool high-water mark).
+//! - `classify`: a failed job reaches the client only as text (`Job … failed: …`), so the
+//!   executor's error classes are read from it: memory, unreadable sources, and everything else
+//!   (the cluster unreachable included) an execution failure.
+//!
+//! Every gRPC message between Cohort, the scheduler and the executors may be up to
+//! [`MAX_MESSAGE_BYTES`] (512 MiB): plans carry the rows a run computed first.
 
 use std::fmt;
 use std::io::Cursor;

@@ -1,4 +1,11 @@
 //! The executor's one error type.
+//!
+//! The variants of [`Error`] are grouped by what the caller should do about them.
+//! [`Error::class`] gives the [`ErrorClass`] the control plane retries, alerts and triages by;
+//! [`Error::exit_code`] is the status `cohort segment run` exits with (2 invalid model or
+//! segment, or schema mismatch; 3 memory; 1 anything else). An engine error is classified by
+//! its root cause (`Error::from_datafusion`); a Ballista job's, by its text
+//! (`distributed::classify`).
 
 use datafusion::error::DataFusionError;
 

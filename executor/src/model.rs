@@ -3,6 +3,9 @@
 //!
 //! Parsing checks everything that can be checked without data. [`crate::Catalog::load`]
 //! then reads the sources' real schemas and finishes the checks that need them.
+//! [`Model::confined_to`] is for models sent by tenants: every source must stay inside the
+//! tenant's data root (no absolute paths, URLs, `..` or links leading out of it), and the
+//! catalog then checks every file a source lists.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

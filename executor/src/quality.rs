@@ -1,9 +1,15 @@
 //! Data-quality facts, measured cheaply on a sample: the dirt that makes a job run out of
 //! memory or time although its grant would do for clean data. For the objects a segment
-//! reads, the first rows of each source are read (only the key fields it joins on): a primary
-//! key repeated or missing on a large share of them, or one value of a join key holding a
-//! large share of the rows (extreme skew that concentrates the work on one key), is a finding.
+//! reads, the first rows of each source are read (only the key fields: the root's primary key
+//! and both ends of every relationship the segment walks): a primary key repeated or missing
+//! on a large share of them, or one value of a join key holding a large share of the rows
+//! (extreme skew that concentrates the work on one key), is a finding.
 //! Triage attaches the findings to the failed attempt and groups such failures apart.
+//!
+//! The defaults ([`ProbeOptions`]): at most 200,000 rows per object, under a memory pool of its
+//! own of 256 MiB; an object with fewer than 1,000 sampled rows is not judged; a primary key
+//! repeated or NULL on 20% or more of the rows, or one value holding 30% or more of a join
+//! key's non-NULL values, is a [`DataFinding`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,5 +1,31 @@
 //! Running one segment under a memory pool of a given size, in one plan or in phases, and
 //! reporting what it cost.
+//!
+//! Every run has its own `SessionContext` and memory pool ([`session`]): a `GreedyMemoryPool` of
+//! the limit behind a `TrackConsumersPool` (so an exhausted pool names its largest consumers),
+//! wrapped in [`PeakTrackingPool`], a `MemoryPool` that records the high-water mark the report
+//! gives and the estimator learns from. What the run holds outside operators is reserved in the
+//! same pool: the tables run first (phase sets, key sets), the final batches and the member
+//! strings, so the limit and the reported peak cover everything. The session prefers hash joins
+//! unless [`JoinStrategy::SortMerge`] is asked for (slower, but its sorts spill), skips partial
+//! aggregation unless it folds its first rows fifty to one (segments group by keys of people
+//! and accounts), and keeps a sixteenth of the limit (64 KiB to 10 MiB) for merging spilled
+//! sorts.
+//!
+//! [`PlanChoice::Auto`], the default, runs in phases when the filter is an `and` or `or` with
+//! more than eight `related` predicates. In single-plan mode the parts worth running first (see
+//! `compile.rs`) are looked for only when the model's objects hold at least
+//! [`RunOptions::key_sets_first_min_rows`] rows in all; each part found is executed, then the
+//! segment compiled again with its rows.
+//!
+//! With [`RunOptions::ballista`], [`session`] upgrades the session for Ballista, Cohort's
+//! settings over Ballista's defaults, and the costs of each distributed job are read from the
+//! scheduler's job metrics instead of the local plan's (the reported peak is then the larger of
+//! this process's pool and the cluster's largest stage).
+//!
+//! [`explain`] prints the resolved paths, the plan mode and the plans; [`run_analyzed`]
+//! (`cohort segment explain --analyze`) runs them and returns each executed plan with its
+//! operators' metrics.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,6 +1,13 @@
 //! The segment language: parsed from JSON and checked against a [`Catalog`] into a typed
 //! tree ([`Segment`], [`Node`]) in which every field is known, every value has its field's
 //! type and every `related` node carries its resolved relationship path.
+//!
+//! A path named with `via` is walked relationship by relationship, each either way, and must
+//! end at the related object within the model's `max_hops`. Without `via`, the path is the
+//! unique shortest one (breadth-first over the relationships walked either way, self-loops
+//! never shortening a path, within `max_hops`); more than one shortest path is an error that
+//! lists candidates to name with `via`. [`PlanShape`] counts what a plan will do (objects,
+//! joins, `related` predicates, hops, depth): what the plan choice and the estimator read.
 
 use std::collections::VecDeque;
 

@@ -1,5 +1,7 @@
 //! Pushes small jobs through a running `cohort serve` and reports jobs per second end to end and
 //! submission latency. Run through `bench/service.sh`, which starts the servers.
+//! A crate and workspace of its own (`bench/loadgen/Cargo.toml`), so that building it rebuilds
+//! nothing of the service.
 //!
 //! ```text
 //! service_bench --base http://127.0.0.1:PORT --admin TOKEN --data DIR --jobs 10000 --label sqlite [--as-of distinct]
