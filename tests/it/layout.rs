@@ -57,7 +57,12 @@ fn no_query_is_written_or_run_outside_the_store() {
     }
     assert!(outside.is_empty(), "SQL outside control/src/store/ ({} lines):\n{}", outside.len(), outside.join("\n"));
     // The check sees SQL where it is: the store has plenty.
-    let store_lines = control_files().into_iter().filter(|(p, _)| p.starts_with("store")).flat_map(|(_, t)| t.lines().map(String::from).collect::<Vec<_>>()).filter(|l| sql_on(l)).count();
+    let store_lines = control_files()
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("store"))
+        .flat_map(|(_, t)| t.lines().map(String::from).collect::<Vec<_>>())
+        .filter(|l| sql_on(l))
+        .count();
     assert!(store_lines > 100, "only {store_lines} SQL lines found in the store: the check has gone blind");
 }
 
