@@ -82,10 +82,10 @@ pub async fn drive(state: AppState, tenants: Vec<DemoTenant>, data_dir: PathBuf)
             }
             (tenant.clone(), segments[rng.random_range(0..segments.len())].0.clone())
         };
-        if let Ok(Some(row)) = state.store.tenant(&tenant.id).await {
-            if let Err(e) = submit(&state, &row, &segment, as_of, None, "demo", None, None).await {
-                tracing::warn!(tenant = %tenant.id, segment = %segment, error = ?e, "demo: enqueue failed");
-            }
+        if let Ok(Some(row)) = state.store.tenant(&tenant.id).await
+            && let Err(e) = submit(&state, &row, &segment, as_of, None, "demo", None, None).await
+        {
+            tracing::warn!(tenant = %tenant.id, segment = %segment, error = ?e, "demo: enqueue failed");
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
     }

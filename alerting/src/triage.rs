@@ -220,14 +220,15 @@ pub fn normalize(message: &str) -> String {
         let c = chars[i];
         // Quoted values (a quote that opens a word: `tenant's` has no quoted value).
         let opens = i == 0 || !chars[i - 1].is_alphanumeric();
-        if (c == '"' || c == '\'' || c == '`') && opens {
-            if let Some(end) = chars[i + 1..].iter().position(|&d| d == c) {
-                out.push(c);
-                out.push_str("<v>");
-                out.push(c);
-                i += end + 2;
-                continue;
-            }
+        if (c == '"' || c == '\'' || c == '`')
+            && opens
+            && let Some(end) = chars[i + 1..].iter().position(|&d| d == c)
+        {
+            out.push(c);
+            out.push_str("<v>");
+            out.push(c);
+            i += end + 2;
+            continue;
         }
         // A word: everything up to whitespace or simple punctuation.
         if !c.is_whitespace() && !is_separator(c) {

@@ -365,7 +365,7 @@ impl Config {
             schedule: self.triage_cron()?,
             window: std::time::Duration::from_secs_f64(self.triage_window_seconds),
             history: self.triage_history,
-            alert_window_ms: i64::try_from(alert_window_ms).unwrap_or(i64::MAX),
+            alert_window_ms,
             // The evaluator closes an instant `settle` after it; on PostgreSQL it reads the
             // store's finished jobs every 250 ms and takes them 500 ms later still.
             alert_lag_ms: i64::try_from(self.alert_settle_ms).unwrap_or(i64::MAX).saturating_add(1_000),

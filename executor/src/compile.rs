@@ -213,7 +213,7 @@ impl<'a> Compiler<'a> {
         let frame = self.scan(segment.root)?;
         let rows = self.restrict(frame, segment.root, &segment.filter)?;
         let pk = &self.catalog.objects[segment.root].primary_key;
-        Ok(df(rows.select(vec![ident(pk).alias(MEMBER)]).and_then(|d| d.filter(ident(MEMBER).is_not_null())).and_then(|d| d.distinct()))?)
+        df(rows.select(vec![ident(pk).alias(MEMBER)]).and_then(|d| d.filter(ident(MEMBER).is_not_null())).and_then(|d| d.distinct()))
     }
 
     /// One phase: the distinct signatures (primary key plus every root field the filter reads)
@@ -221,7 +221,7 @@ impl<'a> Compiler<'a> {
     /// intersecting and uniting signature sets is exact even with duplicate keys.
     pub(crate) fn phase(&mut self, root: usize, branch: &Node, signature: &[String]) -> Result<DataFrame> {
         let rows = self.matching_rows(root, branch)?;
-        Ok(df(rows.select(signature.iter().map(ident).collect::<Vec<Expr>>()).and_then(DataFrame::distinct))?)
+        df(rows.select(signature.iter().map(ident).collect::<Vec<Expr>>()).and_then(DataFrame::distinct))
     }
 
     /// The columns of the root that decide membership: the key and the fields read at the root.
@@ -284,13 +284,13 @@ impl<'a> Compiler<'a> {
             Node::Related(related) => self.related_join(frame, related, false),
             Node::Not(child) => match child.as_ref() {
                 Node::Related(related) => self.related_join(frame, related, true),
-                _ => self.restrict_by_predicate(frame, object, node),
+                _ => self.restrict_by_predicate(frame, node),
             },
             Node::Or(children) => match self.union_join(&frame, children)? {
                 Some(joined) => Ok(joined),
-                None => self.restrict_by_predicate(frame, object, node),
+                None => self.restrict_by_predicate(frame, node),
             },
-            Node::Leaf(_) => self.restrict_by_predicate(frame, object, node),
+            Node::Leaf(_) => self.restrict_by_predicate(frame, node),
         }
     }
 
@@ -319,8 +319,8 @@ impl<'a> Compiler<'a> {
         Ok(frame)
     }
 
-    fn restrict_by_predicate(&mut self, frame: DataFrame, object: usize, node: &Node) -> Result<DataFrame> {
-        let (frame, predicate) = self.node(frame, object, node)?;
+    fn restrict_by_predicate(&mut self, frame: DataFrame, node: &Node) -> Result<DataFrame> {
+        let (frame, predicate) = self.node(frame, node)?;
         df(frame.filter(predicate))
     }
 
@@ -367,7 +367,7 @@ impl<'a> Compiler<'a> {
                 let mut flags = Vec::with_capacity(members.len());
                 for (related, _) in &members {
                     flags.push(match &related.where_ {
-                        Some(where_) => self.node(target.clone(), related.object, where_)?.1,
+                        Some(where_) => self.node(target.clone(), where_)?.1,
                         None => lit(true),
                     });
                 }
@@ -539,14 +539,14 @@ impl<'a> Compiler<'a> {
 
     /// Compiles `node` at `object` over `frame`: the frame with any joins the node needs, and
     /// the predicate that is TRUE for the rows in its set.
-    fn node(&mut self, frame: DataFrame, object: usize, node: &Node) -> Result<(DataFrame, Expr)> {
+    fn node(&mut self, frame: DataFrame, node: &Node) -> Result<(DataFrame, Expr)> {
         match node {
             Node::Leaf(leaf) => Ok((frame, self.leaf(leaf))),
             Node::And(children) | Node::Or(children) => {
                 let mut frame = frame;
                 let mut predicate: Option<Expr> = None;
                 for child in children {
-                    let (next, p) = self.node(frame, object, child)?;
+                    let (next, p) = self.node(frame, child)?;
                     frame = next;
                     predicate = Some(match (predicate, matches!(node, Node::And(_))) {
                         (None, _) => p,
@@ -558,7 +558,7 @@ impl<'a> Compiler<'a> {
                 Ok((frame, predicate))
             }
             Node::Not(child) => {
-                let (frame, p) = self.node(frame, object, child)?;
+                let (frame, p) = self.node(frame, child)?;
                 Ok((frame, is_not_true(p)))
             }
             Node::Related(related) => self.related(frame, related),

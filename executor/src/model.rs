@@ -243,10 +243,10 @@ impl Model {
             }
             // The longest part without glob characters must resolve inside the root.
             let literal: std::path::PathBuf = path.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
-            if let Ok(real) = self.base_dir.join(&literal).canonicalize() {
-                if !real.starts_with(&root) {
-                    return Err(Error::invalid_model(place, format!("{:?} is a link that leads out of the tenant's data root", object.source.path)));
-                }
+            if let Ok(real) = self.base_dir.join(&literal).canonicalize()
+                && !real.starts_with(&root)
+            {
+                return Err(Error::invalid_model(place, format!("{:?} is a link that leads out of the tenant's data root", object.source.path)));
             }
         }
         self.confinement = Some(root);

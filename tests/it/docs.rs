@@ -46,7 +46,8 @@ fn the_readme_quotes_only_figures_that_its_results_files_hold() {
         rest = next;
     }
     // The passages that quote measured runs are all in such blocks.
-    for quoting in ["With the defaults and seed 1"] {
+    {
+        let quoting = "With the defaults and seed 1";
         let at = readme.find(quoting).unwrap_or_else(|| panic!("README no longer says {quoting:?}"));
         let opened = readme[..at].rfind("<!-- figures: ");
         let closed = readme[..at].rfind("<!-- end figures -->");

@@ -59,7 +59,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 fn sampled(scrape: &str) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let end = line.find(|c: char| c == '{' || c == ' ').unwrap_or(line.len());
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..end];
         let labels = line[end..].split(' ').next().unwrap_or("").to_string();
         out.entry(name.to_string()).or_default().push(labels.clone());

@@ -88,7 +88,7 @@ async fn a_store_and_data_folder_of_the_earlier_release_start_with_everything_in
         let api = Api::new(&server.base, want["token"].as_str().expect("token"));
         let got = api.get(&format!("/v1/tenants/{tenant}")).await;
         assert_eq!(got.status, 200, "{tenant}: the earlier release's token no longer works: {:?}", got.body);
-        holds(&want["tenant"], &got.body, &format!("{tenant}"), &mut wrong);
+        holds(&want["tenant"], &got.body, &tenant.to_string(), &mut wrong);
         holds(&want["model"], &api.get(&format!("/v1/tenants/{tenant}/model")).await.body, &format!("{tenant}.model"), &mut wrong);
         for (segment, s) in want["segments"].as_object().expect("segments") {
             let base = format!("/v1/tenants/{tenant}/segments/{segment}");

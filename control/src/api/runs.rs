@@ -40,6 +40,7 @@ pub(super) fn job_view_waiting(pool: &Pool, job: JobRow) -> JobView {
 }
 
 /// Enqueues a job for a segment; `timeout` replaces the deadline from the estimate.
+#[allow(clippy::too_many_arguments)]
 pub async fn submit(
     state: &AppState,
     tenant: &Tenant,
@@ -235,10 +236,10 @@ pub(super) async fn cancel_run(
 // ---- members and history
 
 pub(super) fn key_value(key: String, key_type: &str) -> Value {
-    if key_type == "int" {
-        if let Ok(n) = key.parse::<i64>() {
-            return Value::from(n);
-        }
+    if key_type == "int"
+        && let Ok(n) = key.parse::<i64>()
+    {
+        return Value::from(n);
     }
     Value::String(key)
 }

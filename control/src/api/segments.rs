@@ -33,15 +33,15 @@ pub(super) async fn put_segment(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
     check_id("segment", &segment)?;
-    if let Some(name) = body.definition.get("name") {
-        if name.as_str() != Some(segment.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_segment",
-                format!("invalid segment: name: {name} differs from the segment id {segment:?} in the path (leave it out or make them equal)"),
-            )
-            .with_details(json!({"place": "name"})));
-        }
+    if let Some(name) = body.definition.get("name")
+        && name.as_str() != Some(segment.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_segment",
+            format!("invalid segment: name: {name} differs from the segment id {segment:?} in the path (leave it out or make them equal)"),
+        )
+        .with_details(json!({"place": "name"})));
     }
     let overlap = body.overlap.unwrap_or_else(|| "skip".into());
     if !matches!(overlap.as_str(), "skip" | "buffer_one" | "allow") {

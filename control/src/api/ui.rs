@@ -380,7 +380,7 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     }
     body.push_str("</table><h2>Recent failures</h2>");
     let mut failures: Vec<&WindowJob> = jobs.iter().filter(|j| j.status == "failed").collect();
-    failures.sort_by(|a, b| b.finished_at.cmp(&a.finished_at));
+    failures.sort_by_key(|j| std::cmp::Reverse(j.finished_at));
     failures.truncate(10);
     if failures.is_empty() {
         body.push_str("<p class=\"muted\">No job failed in the last hour.</p>");
@@ -439,8 +439,8 @@ pub(super) async fn regions(State(s): State<AppState>, headers: HeaderMap) -> Re
         let _ = write!(
             body,
             "<tr><td><a href=\"/ui/tenants?region={}\">{}</a></td><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            url(&region),
-            esc(&region),
+            url(region),
+            esc(region),
             t.succeeded,
             t.failed,
             t.rate_text(),
@@ -495,9 +495,9 @@ pub(super) async fn tenants(State(s): State<AppState>, headers: HeaderMap, Query
         let _ = write!(
             body,
             "<tr><td><a href=\"/ui/tenants/{}\">{}</a></td><td>{}</td><td>{segments}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            url(&id),
-            esc(&id),
-            esc(&reg),
+            url(id),
+            esc(id),
+            esc(reg),
             t.succeeded,
             t.failed,
             t.waiting

@@ -60,6 +60,8 @@ impl Pool {
                 None => std::future::pending().await,
             }
         };
+        // Lives for one match: the size of the run's report is no cost here.
+        #[allow(clippy::large_enum_variant)]
         enum Ended {
             Ran(std::result::Result<Executed, ExecError>),
             Stopped,

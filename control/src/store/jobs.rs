@@ -34,10 +34,10 @@ impl Store {
             job.status = JobStatus::Queued;
             return Ok((job, true));
         }
-        if let Some(key) = &job.idempotency_key {
-            if let Some(existing) = self.job_by_key(&job.tenant_id, key).await? {
-                return Ok((existing, false));
-            }
+        if let Some(key) = &job.idempotency_key
+            && let Some(existing) = self.job_by_key(&job.tenant_id, key).await?
+        {
+            return Ok((existing, false));
         }
         let mut tx = self.begin().await?;
         let inserted = insert_queued_job(&mut tx, job).await;

@@ -90,10 +90,10 @@ impl Store {
 
     /// The tenant a token hash belongs to.
     pub async fn tenant_for_token(&self, token_hash: &str) -> Result<Option<String>> {
-        if let Some((tenant, read)) = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token_hash) {
-            if read.elapsed() < self.token_ttl {
-                return Ok(Some(tenant.clone()));
-            }
+        if let Some((tenant, read)) = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token_hash)
+            && read.elapsed() < self.token_ttl
+        {
+            return Ok(Some(tenant.clone()));
         }
         let row = sqlx::query("SELECT tenant_id FROM tokens WHERE hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
         let tenant = row.map(|r| r.try_get::<String, _>(0)).transpose()?;

@@ -263,10 +263,9 @@ proptest! {
         }
         let model = json!({"objects": [object]});
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        if let Ok(parsed) = Model::from_value(&model, dir.path()).and_then(|m| m.confined_to(dir.path())) {
-            if let Err(Error::Internal(m)) = runtime.block_on(Catalog::load(parsed, &Default::default())) {
+        if let Ok(parsed) = Model::from_value(&model, dir.path()).and_then(|m| m.confined_to(dir.path()))
+            && let Err(Error::Internal(m)) = runtime.block_on(Catalog::load(parsed, &Default::default())) {
                 prop_assert!(false, "internal error for header {:?}: {}", header, m);
             }
-        }
     }
 }
