@@ -11,7 +11,9 @@
 //!   an instant.
 //! - [`dispatch`]: what is notified, when it is due, and what is sent again (group and repeat
 //!   intervals).
-//! - [`replay`]: reading outcome files and writing transitions.
+//! - [`pipeline`]: the three above in memory, transitions in, notifications out, as the
+//!   service's store and outbox take them; `cohort alerts replay --output notifications`.
+//! - [`replay`]: reading outcome and silence files, writing transitions and notifications.
 //! - [`slo`]: burn-rate alerts on the success rate and runtime-versus-baseline alerts.
 //! - [`notify`]: an alert's labels, the Alertmanager webhook payload, Standard Webhooks
 //!   signatures and one delivery's retry schedule.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod dispatch;
 pub mod inhibit;
 pub mod notify;
+pub mod pipeline;
 pub mod replay;
 pub mod rule;
 pub mod silence;
