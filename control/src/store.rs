@@ -17,6 +17,8 @@ use sqlx::{AnyPool, Row};
 use crate::jobs::JobStatus;
 use crate::{Error, Result, now_micros};
 
+pub(crate) mod alerts;
+
 /// The migrations, in order; each runs once, in a transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
