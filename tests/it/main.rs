@@ -10,6 +10,7 @@ mod docs;
 mod estimator;
 mod fencing;
 mod members;
+mod notifications;
 mod prometheus;
 mod replicas;
 mod retries;
