@@ -1,5 +1,7 @@
-//! Notifications: the Alertmanager webhook payload, Standard Webhooks signatures, receiver
-//! matchers, and the delivery schedule (backoff with jitter, `Retry-After`).
+//! Notifications: an alert's labels, the Alertmanager webhook payload, Standard Webhooks
+//! signatures, and the retry schedule of one delivery (backoff with jitter, `Retry-After`).
+//! Receivers choose alerts with the [`Matcher`]s of [`crate::silence`]; when a notification is
+//! due and what is sent again is [`crate::dispatch`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +13,29 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::replay::format_time;
+use crate::rule::{RuleKind, Scope};
+pub use crate::silence::{Matcher, all_match};
+
+/// The labels of an alert of `rule` at `scope` and `key`: `alertname` and `severity` (of the
+/// rule), `scope`, and `region` / `tenant` as the scope has them (a tenant's alert carries its
+/// tenant's region, `tenant_region`; the key of a region alert is its region).
+pub fn alert_labels(rule: RuleKind, scope: Scope, key: &str, tenant_region: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert("alertname".to_string(), rule.alertname().to_string());
+    labels.insert("scope".to_string(), scope.as_str().to_string());
+    labels.insert("severity".to_string(), rule.severity().to_string());
+    match scope {
+        Scope::Global => {}
+        Scope::Region => {
+            labels.insert("region".to_string(), key.to_string());
+        }
+        Scope::Tenant => {
+            labels.insert("tenant".to_string(), key.to_string());
+            labels.insert("region".to_string(), tenant_region.to_string());
+        }
+    }
+    labels
+}
 
 /// An alert as a notification carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,44 +140,6 @@ pub fn verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str)
     header.split(' ').any(|s| s == want)
 }
 
-/// A label matcher: `name=value` or `name!=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Matcher {
-    pub label: String,
-    pub value: String,
-    /// `true` for `!=`.
-    #[serde(default)]
-    pub negate: bool,
-}
-
-impl Matcher {
-    /// Reads `name=value` or `name!=value`.
-    pub fn parse(text: &str) -> Result<Matcher, String> {
-        let (label, value, negate) = if let Some((l, v)) = text.split_once("!=") {
-            (l, v, true)
-        } else if let Some((l, v)) = text.split_once('=') {
-            (l, v, false)
-        } else {
-            return Err(format!("matcher {text:?} is not label=value or label!=value"));
-        };
-        let label = label.trim();
-        if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("matcher {text:?}: label names are letters, digits and _"));
-        }
-        Ok(Matcher { label: label.to_string(), value: value.trim().trim_matches('"').to_string(), negate })
-    }
-
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.label).map_or("", String::as_str);
-        (value == self.value) != self.negate
-    }
-}
-
-/// Whether every matcher holds.
-pub fn all_match(matchers: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
-    matchers.iter().all(|m| m.matches(labels))
-}
-
 /// The wait before retry number `attempt` (1 = the first retry): `base × 2^(attempt-1)`
 /// capped at `max`, the upper half jittered by `jitter` in `[0, 1)`.
 pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
@@ -192,15 +179,6 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").map(|t| t.timestamp_millis()).unwrap_or(0);
         assert_eq!(retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn matchers_select_labels() {
-        let labels: BTreeMap<String, String> = [("scope".to_string(), "tenant".to_string()), ("tenant".to_string(), "acme".to_string())].into();
-        assert!(Matcher::parse("tenant=acme").is_ok_and(|m| m.matches(&labels)));
-        assert!(Matcher::parse("region!=eu").is_ok_and(|m| m.matches(&labels)));
-        assert!(Matcher::parse("scope!=tenant").is_ok_and(|m| !m.matches(&labels)));
-        assert!(Matcher::parse("nothing").is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `cohort alerts replay`: job outcomes in (JSON lines, any order), every transition out.
+//! `cohort alerts replay`: job outcomes in (JSON lines, any order), every transition out, or
+//! every notification ([`crate::pipeline`]) with the silences of a silences file.
 //!
 //! [`parse_events`] names the (1-based) line of anything that is not an outcome; the flat shape
 //! every producer writes is scanned directly and anything else goes to serde_json, so both
@@ -14,7 +15,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::pipeline::Notification;
 use crate::rule::{Evaluator, FailureRule, Transition};
+use crate::silence::Silence;
 use crate::{Error, Result};
 
 /// One job outcome.
@@ -256,6 +259,75 @@ pub fn write_transitions(out: &mut impl Write, transitions: &[Transition]) -> st
             "key": t.key,
             "state": t.state.as_str(),
             "failures": t.failures,
+        });
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// Each tenant's region, as the outcomes name it (the first outcome of a tenant decides): the
+/// `region` label of its alerts.
+pub fn regions(events: &[Outcome]) -> HashMap<String, String> {
+    let mut regions = HashMap::new();
+    for e in events {
+        regions.entry(e.tenant.to_string()).or_insert_with(|| e.region.to_string());
+    }
+    regions
+}
+
+/// One line of a silences file: a silence as `POST /v1/silences` takes it, with when it starts
+/// (`GET /v1/silences` lists them so; other fields are ignored).
+#[derive(Deserialize)]
+struct SilenceLine {
+    matchers: Vec<String>,
+    starts_at: String,
+    ends_at: Option<String>,
+    duration_seconds: Option<f64>,
+}
+
+/// Parses a silences file: one JSON object per line, `{"matchers": ["tenant=acme"],
+/// "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-01T01:00:00Z"}` (or
+/// `"duration_seconds": 3600` for `ends_at`). Blank lines are skipped; any other line that is
+/// not a silence is an error naming its (1-based) line number.
+pub fn parse_silences(text: &str) -> Result<Vec<Silence>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| Error::Input { line: i + 1, message: why };
+        let parsed: SilenceLine = serde_json::from_str(line).map_err(|e| bad(format!("not a silence: {e}")))?;
+        let starts_at = parse_time_micros(&parsed.starts_at).map_err(|e| bad(format!("starts_at: {e}")))?;
+        let ends_at = match (&parsed.ends_at, parsed.duration_seconds) {
+            (Some(end), None) => parse_time_micros(end).map_err(|e| bad(format!("ends_at: {e}")))?,
+            (None, Some(seconds)) if seconds.is_finite() && seconds > 0.0 && seconds <= 366.0 * 86_400.0 => starts_at.saturating_add((seconds * 1e6) as i64),
+            (None, Some(_)) => return Err(bad("duration_seconds must be more than 0 and at most a year".into())),
+            _ => return Err(bad("a silence needs ends_at or duration_seconds (one of them)".into())),
+        };
+        out.push(Silence::parse(&parsed.matchers, starts_at, ends_at).map_err(bad)?);
+    }
+    Ok(out)
+}
+
+/// RFC 3339 to microseconds since the epoch (a silence's instants keep their microseconds, as
+/// the service stores them).
+fn parse_time_micros(text: &str) -> std::result::Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_micros()).map_err(|e| format!("not an RFC 3339 time ({text:?}: {e})"))
+}
+
+/// Writes notifications as JSON lines: when (RFC 3339, milliseconds), the alert (`alertname`,
+/// `scope`, `key`), what its payload says (`state`), why it was sent (`kind`) and the alerts it
+/// lists as inhibited under it.
+pub fn write_notifications(out: &mut impl Write, notifications: &[Notification]) -> std::io::Result<()> {
+    for n in notifications {
+        let line = serde_json::json!({
+            "at": format_time(n.at.div_euclid(1000)),
+            "alertname": n.rule.alertname(),
+            "scope": n.scope.as_str(),
+            "key": n.key,
+            "state": n.state.as_str(),
+            "kind": n.kind.as_str(),
+            "inhibited": n.inhibited,
         });
         writeln!(out, "{line}")?;
     }

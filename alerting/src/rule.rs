@@ -81,6 +81,60 @@ impl State {
     }
 }
 
+/// What kind of rule raised an alert: the store's `rule` column and the `alertname` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// At least T failures within W ([`Evaluator`]).
+    Failures,
+    /// The success rate burning its error budget ([`crate::slo::BurnRate`]).
+    BurnRate,
+    /// A segment's run far slower than its recent ones ([`crate::slo::Runtime`]).
+    Runtime,
+}
+
+impl RuleKind {
+    /// Every kind.
+    pub const ALL: [RuleKind; 3] = [RuleKind::Failures, RuleKind::BurnRate, RuleKind::Runtime];
+
+    /// Its name in the store and the API: `failures`, `burn_rate`, `runtime`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Failures => "failures",
+            RuleKind::BurnRate => "burn_rate",
+            RuleKind::Runtime => "runtime",
+        }
+    }
+
+    /// The kind named `text`, if any.
+    pub fn parse(text: &str) -> Option<RuleKind> {
+        RuleKind::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// The `alertname` label of its alerts.
+    pub fn alertname(self) -> &'static str {
+        match self {
+            RuleKind::Failures => "CohortJobFailures",
+            RuleKind::BurnRate => "CohortSuccessRateBurn",
+            RuleKind::Runtime => "CohortSegmentRuntimeHigh",
+        }
+    }
+
+    /// The `severity` label of its alerts: a page, or a ticket for a slow segment.
+    pub fn severity(self) -> &'static str {
+        match self {
+            RuleKind::Failures | RuleKind::BurnRate => "page",
+            RuleKind::Runtime => "ticket",
+        }
+    }
+}
+
+impl fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One scope's window and threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {

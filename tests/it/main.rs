@@ -16,6 +16,7 @@ mod estimator;
 mod fencing;
 mod layout;
 mod members;
+mod notifications;
 mod prometheus;
 mod replicas;
 mod retries;

@@ -1,4 +1,5 @@
-//! The alert rule against the worked cases and against a naive recount of the window.
+//! The alert rule against the worked cases and against a naive recount of the window; the
+//! notification pipeline against its worked cases.
 
 use std::path::Path;
 
@@ -99,6 +100,69 @@ proptest! {
         }
         live.finish(&mut got);
         prop_assert_eq!(got, want);
+    }
+}
+
+/// The cases of `tests/notifications/`: each directory's events (and silences) replayed with its
+/// settings give its expected notifications, line for line.
+#[test]
+fn the_notification_cases_replay_to_their_expected_notifications() {
+    use cohort_alerting::AlertRules;
+    use cohort_alerting::config::parse_duration_ms;
+    use cohort_alerting::dispatch::Timing;
+    use cohort_alerting::pipeline::{Settings, failure_changes, notifications};
+    use cohort_alerting::replay::{parse_silences, regions, write_notifications};
+
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/notifications");
+    let mut dirs: Vec<_> = std::fs::read_dir(&cases).expect("cases").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 4, "{} cases", dirs.len());
+    for dir in dirs {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
+        let settings: Value = serde_json::from_str(&read("settings.json")).expect("settings");
+        let rules: AlertRules = serde_json::from_value(settings["alerts"].clone()).expect("[alerts] rules");
+        let interval = |name: &str| {
+            let ms = parse_duration_ms(settings[name].as_str().expect("an interval")).expect("a duration");
+            std::time::Duration::from_millis(ms.unsigned_abs())
+        };
+        let timing = Timing::new(interval("group_interval"), interval("repeat_interval"));
+        let silences = if dir.join("silences.jsonl").exists() { parse_silences(&read("silences.jsonl")).expect("silences") } else { Vec::new() };
+        let events = parse_events(&read("events.jsonl")).expect("events");
+        let tenants = regions(&events);
+        let transitions = replay(rules.failure_rule(), events);
+        let sent = notifications(Settings { inhibit: rules.inhibit, timing }, silences, failure_changes(&transitions, &tenants));
+        let mut out = Vec::new();
+        write_notifications(&mut out, &sent).expect("write");
+        let got: Vec<Value> = String::from_utf8_lossy(&out).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let want: Vec<Value> = read("expected.jsonl").lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(got, want, "{}", dir.display());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Without inhibition and silences, and with repeats further apart than the replay lasts,
+    /// every transition is notified once, at its instant, and nothing else is.
+    #[test]
+    fn without_inhibition_or_silences_each_transition_is_notified_once(input in failures()) {
+        use cohort_alerting::dispatch::{Kind, Timing};
+        use cohort_alerting::pipeline::{Settings, failure_changes, notifications};
+        let (rule, events) = input;
+        let outcomes: Vec<_> = events
+            .iter()
+            .map(|(at, tenant, region)| cohort_alerting::replay::Outcome { at: *at, tenant: tenant.as_str().into(), region: region.as_str().into(), failed: true })
+            .collect();
+        let tenants = cohort_alerting::replay::regions(&outcomes);
+        let transitions = replay(rule, outcomes);
+        let settings = Settings { inhibit: false, timing: Timing::new(std::time::Duration::ZERO, std::time::Duration::from_secs(86_400)) };
+        let sent = notifications(settings, Vec::new(), failure_changes(&transitions, &tenants));
+        let want: Vec<(i64, Scope, String, &str)> = transitions.iter().map(|t| (t.at * 1000, t.scope, t.key.clone(), t.state.as_str())).collect();
+        let got: Vec<(i64, Scope, String, &str)> = sent.iter().map(|n| (n.at, n.scope, n.key.clone(), n.state.as_str())).collect();
+        prop_assert_eq!(got, want);
+        for n in &sent {
+            prop_assert_eq!(n.kind, if n.state.as_str() == "firing" { Kind::Firing } else { Kind::Resolved });
+        }
     }
 }
 

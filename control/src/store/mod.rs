@@ -17,6 +17,7 @@ use sqlx::{AnyPool, Row};
 use crate::jobs::JobStatus;
 use crate::{Error, Result, now_micros};
 
+pub(crate) mod alerts;
 mod dashboard;
 mod estimator;
 mod jobs;
@@ -159,19 +160,21 @@ impl Store {
         Ok(store)
     }
 
-    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
-    /// deferred transaction that reads and then writes fails at once, without waiting, when
-    /// another connection wrote in between.
-    /// The connection pool (for the alert tables' queries in `alerts.rs`).
+    /// The connection pool, for the store's own submodules.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE` on SQLite).
+    /// A write transaction, for a caller that records several of the store's steps in one
+    /// (the alert evaluator's transition and its outbox rows); the steps are the store's
+    /// functions taking the transaction.
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         self.begin().await
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes fails at once, without waiting, when
+    /// another connection wrote in between.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
