@@ -187,6 +187,47 @@ async fn a_run_commits_once_and_the_history_chains() {
     }
 }
 
+/// After a commit, the generation of members its run no longer keeps is the run before the one
+/// it replaced, found even when the cleanup runs late: runs of the same segment committed
+/// after it (by jobs running beside it) are never that generation, so their files stay.
+#[tokio::test]
+async fn the_generation_a_commit_drops_is_the_one_before_it_never_a_later_run() {
+    for s in stores().await {
+        let store = &s.store;
+        tenant_and_segment(store).await;
+        let mut runs: Vec<(String, String)> = Vec::new();
+        for members in [1i64, 2, 3, 4] {
+            let (j, _) = store.insert_job(&job(None)).await.expect("insert");
+            assert!(store.admit(&j.id, "p", i64::MAX, "").await.expect("admit"));
+            let attempt = store.start_running(&j.id, "p", 1 << 20).await.expect("start").expect("admitted");
+            let files = format!("{}.attempt-{attempt}", j.id);
+            let previous = runs.last().map(|(run, _)| run.clone()).unwrap_or_default();
+            let commit = Commit {
+                job_id: &j.id,
+                tenant_id: "acme",
+                segment_id: "vip",
+                previous_run_id: &previous,
+                members,
+                added: members,
+                removed: 0,
+                key_type: "string",
+                attempt,
+                owner: "p",
+                files: &files,
+            };
+            assert_eq!(store.commit_run(&commit).await.expect("commit"), CommitResult::Committed);
+            runs.push((j.id.clone(), files));
+        }
+        // The third run replaced the second; its cleanup, run only now (after the fourth
+        // committed), drops the first run's files: not the fourth's, the segment's latest.
+        let dropped = store.files_before("acme", "vip", &runs[2].0, &runs[1].1).await.expect("files_before");
+        assert_eq!(dropped.as_deref(), Some(runs[0].1.as_str()), "runs: {runs:?}");
+        // The second run's cleanup drops nothing: no run came before the first.
+        assert_eq!(store.files_before("acme", "vip", &runs[1].0, &runs[0].1).await.expect("files_before"), None);
+        finish(s).await;
+    }
+}
+
 #[tokio::test]
 async fn riders_commit_after_their_leader_in_one_chain_or_not_at_all() {
     for s in stores().await {
