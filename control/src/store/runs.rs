@@ -219,11 +219,14 @@ impl Store {
 
     /// The files of the newest run of a segment committed before `run` whose files are not
     /// `files` (those of the run `run` replaced, shared by riders): the generation of members
-    /// a commit no longer keeps.
+    /// a commit no longer keeps. Runs committed after `run` (by jobs of the segment running
+    /// beside it, before this cleanup) are never it: one of them is the segment's latest.
     pub async fn files_before(&self, tenant_id: &str, segment_id: &str, run: &str, files: &str) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT COALESCE(files, run_id) FROM runs WHERE tenant_id = $1 AND segment_id = $2 AND run_id <> $3 \
-             AND COALESCE(files, run_id) <> $4 ORDER BY committed_at DESC LIMIT 1",
+             AND COALESCE(files, run_id) <> $4 \
+             AND committed_at < (SELECT committed_at FROM runs WHERE tenant_id = $1 AND run_id = $3) \
+             ORDER BY committed_at DESC LIMIT 1",
         )
         .bind(tenant_id)
         .bind(segment_id)
