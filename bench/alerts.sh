@@ -46,20 +46,7 @@ say "building the release binary"
 cargo build --release --bin cohort
 
 say "generating $EVENTS outcomes"
-python3 - "$EVENTS" "$WORK/events.jsonl" <<'PY'
-import random, sys, datetime
-n, out = int(sys.argv[1]), sys.argv[2]
-rng = random.Random(7)
-t = datetime.datetime(2026, 3, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000
-with open(out, "w") as f:
-    for i in range(n):
-        t += rng.expovariate(1 / 20)  # about 50 outcomes a second
-        tenant = rng.randrange(2000) if rng.random() < 0.9 else rng.randrange(20)  # some tenants are hot
-        failed = rng.random() < 0.4
-        stamp = datetime.datetime.fromtimestamp(int(t) / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        f.write('{"at": "%s", "tenant": "t%d", "region": "r%d", "job": "j%d", "outcome": "%s"}\n'
-                % (stamp, tenant, tenant % 8, i, "failed" if failed else "succeeded"))
-PY
+python3 bench/alerts_events.py "$EVENTS" "$WORK/events.jsonl"
 
 say "replaying on one core: a warm-up run, then three measured runs"
 # The warm-up is printed too. On a fresh VM the first process to touch a few GB of memory pays
