@@ -23,8 +23,11 @@ use crate::rule::{FailureRule, Scope, Window};
 pub struct AlertRules {
     /// Inhibition of narrower alerts by a firing wider one (the spec's default: on).
     pub inhibit: bool,
+    /// The failure rule at each scope (`[alerts.failures.<scope>]`).
     pub failures: FailureScopes,
+    /// Runtime alerts (`[alerts.runtime]`).
     pub runtime: RuntimeRule,
+    /// Burn-rate alerts (`[alerts.burn_rate]`).
     pub burn_rate: BurnRateRule,
 }
 
@@ -72,6 +75,7 @@ impl AlertRules {
         Ok(())
     }
 
+    /// The failure rule the evaluator runs.
     pub fn failure_rule(&self) -> FailureRule {
         FailureRule { global: self.failures.global.window(), region: self.failures.region.window(), tenant: self.failures.tenant.window() }
     }
@@ -81,12 +85,16 @@ impl AlertRules {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailureScopes {
+    /// Every failure, wherever it happened.
     pub global: FailureWindow,
+    /// The failures of one region's tenants.
     pub region: FailureWindow,
+    /// One tenant's failures.
     pub tenant: FailureWindow,
 }
 
 impl FailureScopes {
+    /// The window and threshold at `scope`.
     pub fn at(&self, scope: Scope) -> Window {
         match scope {
             Scope::Global => self.global.window(),
@@ -100,8 +108,10 @@ impl FailureScopes {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailureWindow {
+    /// How far back failures count (milliseconds; written `10m`, `30s`, `1500ms`).
     #[serde(deserialize_with = "de_duration_ms")]
     pub window: i64,
+    /// Failures within the window at which the alert fires.
     pub threshold: u32,
 }
 
@@ -113,6 +123,7 @@ impl Default for FailureWindow {
 }
 
 impl FailureWindow {
+    /// The window the evaluator runs.
     pub fn window(&self) -> Window {
         Window { window_ms: self.window, threshold: self.threshold }
     }
@@ -122,6 +133,7 @@ impl FailureWindow {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeRule {
+    /// Whether these alerts are evaluated at all.
     pub enabled: bool,
     /// Fires when a run takes more than this times the median of the segment's recent runs...
     pub factor: f64,
@@ -142,6 +154,7 @@ impl Default for RuntimeRule {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BurnRateRule {
+    /// Whether these alerts are evaluated at all.
     pub enabled: bool,
     /// The success-rate objective.
     pub slo: f64,
@@ -193,26 +206,7 @@ impl BurnRateRule {
     }
 }
 
-/// `10m`, `30s`, `1h`, `250ms`, `1d` or a number of milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (try 10m, 30s, 500ms)"))?;
-    let scale = match unit.trim() {
-        "" | "ms" => 1.0,
-        "s" => 1e3,
-        "m" => 60e3,
-        "h" => 3600e3,
-        "d" => 86400e3,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)")),
-    };
-    let ms = (value * scale).round();
-    if !(ms.is_finite() && (0.0..9.0e15).contains(&ms)) {
-        return Err(format!("{text:?} is out of range"));
-    }
-    Ok(ms as i64)
-}
+pub use cohort_common::units::parse_duration_ms;
 
 fn de_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
@@ -224,19 +218,5 @@ fn de_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match Raw::deserialize(d)? {
         Raw::Number(n) => Ok(n),
         Raw::Text(t) => parse_duration_ms(&t).map_err(serde::de::Error::custom),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
-        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
-        assert_eq!(parse_duration_ms("250"), Ok(250));
-        assert!(parse_duration_ms("ten minutes").is_err());
-        assert!(parse_duration_ms("5 weeks").expect_err("no such unit").contains("unit"));
     }
 }

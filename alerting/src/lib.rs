@@ -21,6 +21,8 @@
 //! - [`triage`]: failure signatures (normalized messages), their classification and
 //!   remediation, and the triage report.
 
+#![deny(missing_docs)]
+
 pub mod config;
 pub mod dispatch;
 pub mod inhibit;
@@ -40,7 +42,13 @@ pub use rule::{Evaluator, FailureRule, RuleKind, Scope, State, Transition};
 pub enum Error {
     /// A line of an events file that is not a job outcome.
     #[error("line {line}: {message}")]
-    Input { line: usize, message: String },
+    Input {
+        /// The line, counting from 1.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
+/// Alerting's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -40,7 +40,9 @@ pub fn alert_labels(rule: RuleKind, scope: Scope, key: &str, tenant_region: &str
 /// An alert as a notification carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
+    /// What identifies it (`alertname`, `scope`, `tenant`, `region`, ...).
     pub labels: BTreeMap<String, String>,
+    /// What describes it for people (`summary`, links).
     pub annotations: BTreeMap<String, String>,
     /// Milliseconds since the epoch.
     pub starts_at: i64,
@@ -140,14 +142,6 @@ pub fn verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str)
     header.split(' ').any(|s| s == want)
 }
 
-/// The wait before retry number `attempt` (1 = the first retry): `base × 2^(attempt-1)`
-/// capped at `max`, the upper half jittered by `jitter` in `[0, 1)`.
-pub fn backoff(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-    let capped = exp.min(max.as_secs_f64());
-    Duration::from_secs_f64(capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
-}
-
 /// A `Retry-After` header: delay seconds or an HTTP date (relative to `now_ms`).
 pub fn retry_after(header: &str, now_ms: i64) -> Option<Duration> {
     let header = header.trim();
@@ -179,14 +173,5 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").map(|t| t.timestamp_millis()).unwrap_or(0);
         assert_eq!(retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn backoff_doubles_within_its_cap() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(1, base, max, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(3, base, max, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(20, base, max, 0.0), Duration::from_secs(30));
     }
 }

@@ -24,14 +24,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Every job, wherever it ran.
     Global,
+    /// The jobs of one region's tenants.
     Region,
+    /// One tenant's jobs.
     Tenant,
 }
 
 impl Scope {
+    /// Every scope, widest first.
     pub const ALL: [Scope; 3] = [Scope::Global, Scope::Region, Scope::Tenant];
 
+    /// Its name in labels, the store and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Global => "global",
@@ -40,6 +45,7 @@ impl Scope {
         }
     }
 
+    /// The scope named `text` (`global`, `region`, `tenant`).
     pub fn parse(text: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|s| s.as_str() == text)
     }
@@ -68,11 +74,14 @@ impl fmt::Display for Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// The condition holds.
     Firing,
+    /// It held, and no longer does.
     Resolved,
 }
 
 impl State {
+    /// Its name in labels, the store and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Firing => "firing",
@@ -153,12 +162,16 @@ impl Default for Window {
 /// The rule at each scope (the spec's defaults: 10 minutes, 5 failures, everywhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureRule {
+    /// Every failure, wherever it happened.
     pub global: Window,
+    /// The failures of one region's tenants.
     pub region: Window,
+    /// One tenant's failures.
     pub tenant: Window,
 }
 
 impl FailureRule {
+    /// The window and threshold at `scope`.
     pub fn at(&self, scope: Scope) -> Window {
         match scope {
             Scope::Global => self.global,
@@ -179,8 +192,11 @@ impl FailureRule {
 pub struct Transition {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
+    /// Where it counts.
     pub scope: Scope,
+    /// The scope's key: `global`, the region, or the tenant.
     pub key: String,
+    /// Firing or resolved.
     pub state: State,
     /// `n_s(at)` after the transition.
     pub failures: u32,
@@ -236,6 +252,7 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
+    /// An evaluator with no outcomes seen (a window or threshold of 0 counts as 1).
     pub fn new(rule: FailureRule) -> Evaluator {
         let window = |w: Window| Window { window_ms: w.window_ms.max(1), threshold: w.threshold.max(1) };
         Evaluator {

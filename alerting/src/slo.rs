@@ -21,9 +21,13 @@ const MINUTE_MS: i64 = 60_000;
 /// A burn-rate change of state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BurnTransition {
+    /// Milliseconds since the Unix epoch.
     pub at: i64,
+    /// Where it counts.
     pub scope: Scope,
+    /// The scope's key: `global`, the region, or the tenant.
     pub key: String,
+    /// Firing or resolved.
     pub state: State,
     /// The error ratio over the long window that decided it.
     pub error_ratio: f64,
@@ -80,6 +84,7 @@ pub struct BurnRate {
 }
 
 impl BurnRate {
+    /// Burn-rate alerts with no outcomes seen.
     pub fn new(rule: BurnRateRule) -> BurnRate {
         let bucket_ms = rule.bucket_ms().max(1);
         let buckets = |ms: i64| ((ms + bucket_ms - 1) / bucket_ms).max(1);
@@ -167,10 +172,15 @@ fn decide(rule: &BurnRateRule, windows: &[(i64, i64, f64)], bucket_ms: i64, at: 
 /// A runtime change of state for one segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeTransition {
+    /// The segment's tenant.
     pub tenant: String,
+    /// The segment.
     pub segment: String,
+    /// Firing or resolved.
     pub state: State,
+    /// The runtime of the run that decided it.
     pub seconds: f64,
+    /// The median runtime of the segment's recent successful runs.
     pub baseline_seconds: f64,
 }
 
@@ -183,6 +193,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Runtime alerts with no runs seen.
     pub fn new(rule: RuntimeRule) -> Runtime {
         Runtime { rule, segments: HashMap::new() }
     }

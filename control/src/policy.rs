@@ -223,8 +223,7 @@ impl RetryPolicy {
     /// The wait after the `n`th transient failure: `base × 2^(n-1)`, capped, with "equal
     /// jitter" (half of it fixed, half random) so retries of many jobs spread out.
     pub fn backoff(&self, n: u32, jitter: f64) -> Duration {
-        let full = self.backoff_base.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(self.backoff_max);
-        full / 2 + (full / 2).mul_f64(jitter.clamp(0.0, 1.0))
+        cohort_common::backoff::equal_jitter(self.backoff_base, self.backoff_max, n, jitter)
     }
 }
 

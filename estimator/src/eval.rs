@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use cohort_common::units::human_bytes;
 use serde::Serialize;
 
 use crate::features::{Histories, PastRun, Record};
@@ -208,18 +209,6 @@ fn autopilot_at(runs: &[(Option<f64>, f64, f64)], misses: usize, static_grant: f
         t.add(d.map_or(static_grant, |d| d * factor), *peak, *runtime, None);
     }
     Some(t.finish())
-}
-
-/// Bytes in the largest binary unit that keeps a whole part (`1.5 GiB`).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 /// Four significant digits, in plain notation while that stays readable.

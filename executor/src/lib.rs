@@ -48,6 +48,6 @@ pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, So
 pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use run::{
     BallistaRun, JoinStrategy, KEY_SETS_FIRST_MIN_ROWS, PeakTrackingPool, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, compile_plans, explain,
-    human_bytes, plan_mode, run_analyzed, run_segment, session,
+    plan_mode, run_analyzed, run_segment, session,
 };
 pub use segment::{Agg, CmpOp, Having, Hop, Leaf, LeafOp, Literal, Node, Number, PlanShape, Related, Segment, parse_date, parse_timestamp};

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{cast, ident};
-use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::compile::source_table;
@@ -24,20 +23,7 @@ use crate::error::{Error, Result};
 use crate::run::{RunOptions, session};
 use crate::segment::{Node, Segment};
 
-/// One finding: a share of an object's sampled rows with a problem in one key field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataFinding {
-    /// `duplicate_keys` or `null_keys` (of the primary key), `key_skew` (of a join key).
-    pub kind: String,
-    /// The object.
-    pub object: String,
-    /// The field.
-    pub field: String,
-    /// The share of the sampled rows concerned, 0 to 1.
-    pub share: f64,
-    /// Rows sampled.
-    pub sampled: u64,
-}
+pub use cohort_common::DataFinding;
 
 /// How much to read and what counts as a finding.
 #[derive(Debug, Clone)]

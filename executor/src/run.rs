@@ -41,6 +41,8 @@ use datafusion::logical_expr::ident;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
+use cohort_common::units::human_bytes;
+
 use crate::catalog::{Catalog, LoadedObject};
 use crate::compile::Compiler;
 use crate::distributed::{self, BallistaUrl};
@@ -210,31 +212,19 @@ impl RunReport {
             "{} members; {} rows scanned ({}); peak memory {}{}; {:.3}s; plan {}{}{}{}",
             self.members.len(),
             self.rows_scanned,
-            human_bytes(self.bytes_scanned as usize),
-            human_bytes(self.peak_memory_bytes),
-            self.memory_limit_bytes.map(|l| format!(" of {}", human_bytes(l))).unwrap_or_default(),
+            human_bytes(self.bytes_scanned),
+            human_bytes(self.peak_memory_bytes as u64),
+            self.memory_limit_bytes.map(|l| format!(" of {}", human_bytes(l as u64))).unwrap_or_default(),
             self.elapsed.as_secs_f64(),
             self.plan_mode,
             if self.phases.is_empty() { String::new() } else { format!(" ({} phases)", self.phases.len()) },
-            if self.spill_count > 0 { format!("; {} spills ({})", self.spill_count, human_bytes(self.spilled_bytes)) } else { String::new() },
+            if self.spill_count > 0 { format!("; {} spills ({})", self.spill_count, human_bytes(self.spilled_bytes as u64)) } else { String::new() },
             match &self.ballista {
                 Some(b) => format!("; on Ballista {} ({} jobs)", b.scheduler, b.jobs.len()),
                 None => String::new(),
             },
         )
     }
-}
-
-/// Formats a byte count for people: `512.0 MiB`.
-pub fn human_bytes(bytes: usize) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }
 
 /// A memory pool that remembers its high-water mark.

@@ -153,7 +153,8 @@ impl Alerting {
             return self.finish(d, "dead", Some(&format!("given up: {why}"))).await;
         }
         let attempt = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
-        let wait = notify::backoff(attempt, self.settings.retry_base, self.settings.retry_max, rand::random::<f64>()).max(retry_after.unwrap_or_default());
+        let wait = cohort_common::backoff::equal_jitter(self.settings.retry_base, self.settings.retry_max, attempt, rand::random::<f64>())
+            .max(retry_after.unwrap_or_default());
         let next = now + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2);
         self.store.retry_delivery(&d.id, next, why).await?;
         tracing::debug!(delivery = %d.id, receiver = %d.receiver, error = why, wait_ms = wait.as_millis() as u64, "notification will be retried");

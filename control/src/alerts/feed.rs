@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use cohort_alerting::notify::alert_labels;
 use cohort_alerting::slo::{BurnRate, Runtime};
 use cohort_alerting::{AlertRules, Evaluator, RuleKind, Scope, State};
+use cohort_common::units::compact_ms;
 
 use super::{Alerting, Change, Term};
 use crate::jobs::JobStatus;
@@ -348,7 +349,7 @@ impl Live {
         let w = self.rules.failure_rule().at(t.scope);
         let mut annotations = BTreeMap::new();
         let place = if t.scope == Scope::Global { "everywhere".to_string() } else { format!("for {} {}", t.scope, t.key) };
-        annotations.insert("summary".to_string(), format!("{} jobs failed within {} {place} (threshold {})", t.failures, human_ms(w.window_ms), w.threshold));
+        annotations.insert("summary".to_string(), format!("{} jobs failed within {} {place} (threshold {})", t.failures, compact_ms(w.window_ms), w.threshold));
         annotations.insert("failures".to_string(), t.failures.to_string());
         Change {
             rule: RuleKind::Failures,
@@ -425,15 +426,6 @@ impl Live {
 /// A stored firing alert resolving at a rebuild (its labels are the stored ones).
 fn resolution(rule: RuleKind, scope: Scope, key: String, at: i64, failures: i64) -> Change {
     Change { rule, scope, key, state: State::Resolved, at, failures, labels: BTreeMap::new(), annotations: BTreeMap::new() }
-}
-
-fn human_ms(ms: i64) -> String {
-    match ms {
-        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
-        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
-        m if m % 1000 == 0 => format!("{}s", m / 1000),
-        m => format!("{m}ms"),
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
+use cohort_common::units::human_bytes;
 use cohort_dashboards::html::{esc, layout, url};
 use cohort_dashboards::svg::{Bar, Series, line_chart, timeline};
 
@@ -126,7 +127,7 @@ fn seconds(micros: i64) -> String {
 }
 
 fn bytes(b: i64) -> String {
-    cohort_executor::human_bytes(usize::try_from(b).unwrap_or(0))
+    human_bytes(u64::try_from(b).unwrap_or(0))
 }
 
 // ---- the jobs of the window
@@ -213,7 +214,7 @@ fn count(v: f64) -> String {
 }
 
 fn mem(v: f64) -> String {
-    cohort_executor::human_bytes(v.max(0.0) as usize)
+    human_bytes(v.max(0.0) as u64)
 }
 
 /// The overview's four charts.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use cohort_alerting::Scope;
+use cohort_common::units::{human_bytes as bytes, human_seconds as duration};
 use cohort_estimator::{Basis, Features};
 use serde::Serialize;
 
@@ -542,22 +543,6 @@ fn grouped(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Bytes in binary units.
-fn bytes(n: u64) -> String {
-    cohort_estimator::eval::human_bytes(n)
-}
-
-/// Seconds, readable.
-fn duration(seconds: f64) -> String {
-    if seconds < 60.0 {
-        format!("{seconds:.1} s")
-    } else if seconds < 3600.0 {
-        format!("{:.1} min", seconds / 60.0)
-    } else {
-        format!("{:.1} h", seconds / 3600.0)
-    }
 }
 
 fn on_off(b: bool) -> &'static str {
