@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use cohort_control::api::{AppState, new_token, store_model, stored_token, submit};
+use cohort_control::api::{AppState, new_token, stored_token};
 use cohort_control::now_micros;
 use cohort_control::schedules::CronSchedule;
+use cohort_control::service::{Submission, store_model, submit};
 use cohort_control::store::{SegmentRow, Tenant};
 use rand::Rng;
 use serde_json::Value;
@@ -82,8 +83,16 @@ pub async fn drive(state: AppState, tenants: Vec<DemoTenant>, data_dir: PathBuf)
             }
             (tenant.clone(), segments[rng.random_range(0..segments.len())].0.clone())
         };
-        if let Ok(Some(row)) = state.store.tenant(&tenant.id).await
-            && let Err(e) = submit(&state, &row, &segment, as_of, None, "demo", None, None).await
+        if let Ok(Some((row, Some(segment_row)))) = state.store.tenant_and_segment(&tenant.id, &segment).await
+            && let Err(e) = submit(
+                &state.store,
+                &state.sizing,
+                &state.pool,
+                &row,
+                &segment_row,
+                Submission { as_of, key: None, trigger: "demo", timeout: None, trace_link: None },
+            )
+            .await
         {
             tracing::warn!(tenant = %tenant.id, segment = %segment, error = ?e, "demo: enqueue failed");
         }
@@ -125,7 +134,7 @@ async fn register(state: &AppState, tenants: &[DemoTenant], data_dir: &Path) -> 
         state.store.create_tenant(&tenant, &stored_token(&token)).await?;
         tokens.push_str(&format!("{} {token}\n", t.id));
         let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json"))?)?;
-        store_model(&state.store, &tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {}", t.id, e.message))?;
+        store_model(&state.store, &tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {e}", t.id))?;
         for (name, path) in segment_files(&root) {
             let definition = std::fs::read_to_string(&path)?;
             state

@@ -27,6 +27,7 @@ pub mod pool;
 pub mod scheduler;
 pub mod schedules;
 pub mod server;
+pub mod service;
 pub mod simulation;
 pub mod store;
 pub mod traces;
@@ -79,6 +80,10 @@ pub enum Error {
     /// Something to be created exists already.
     #[error("{0}")]
     Conflict(String),
+    /// A model or segment that does not hold against the tenant's data (the executor's
+    /// error: invalid, a schema mismatch, a source missing).
+    #[error("{0}")]
+    Model(#[from] cohort_executor::Error),
     /// A bug.
     #[error("internal: {0}")]
     Internal(String),

@@ -69,9 +69,25 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Hook>) -> Result<()> {
+/// The service put together from its configuration, not yet running: the store opened (its
+/// migrations applied) and recovered, the pool, the estimator, alerting and triage made, and
+/// the API's state that holds them. [`serve`] starts the loops beside it and listens; router
+/// tests call the API on `state` without a socket.
+#[derive(Debug)]
+pub struct Assembled {
+    /// The API's state: the store, the pool, sizing, the estimator, alerting, triage.
+    pub state: AppState,
+    /// Metrics and traces.
+    pub telemetry: Arc<crate::Telemetry>,
+    /// This process as an alert evaluator (its instance name and lease).
+    pub replica: crate::alerts::Replica,
+}
+
+/// Puts the service together (see [`Assembled`]); `address` is where it will listen, the base of
+/// the links in its alerts and reports when no `external_url` is set.
+pub async fn assemble(config: &Config, executor: tokio::runtime::Handle, address: &str) -> Result<Assembled> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display())))?;
-    let admin = admin_token(&config)?;
+    let admin = admin_token(config)?;
     // Tokens found are remembered for a lease period at most: a revocation by another
     // process reaches this one within it.
     let store = Store::connect(&config.database_url(), config.db_connections).await?.with_token_ttl(Duration::from_secs_f64(config.lease_seconds.max(0.3)));
@@ -124,35 +140,40 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     // what the pool may grant runs there.
     let route = config.ballista_url()?.map(|_| Route { budget: config.memory_budget, client_grant: config.min_grant.max(64 << 20) });
     let sizing = Sizing { sizer, deadlines: config.deadlines(), estimates: Some(Arc::clone(&estimates)), catalogs: pool.catalogs(), route };
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
-    let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
-    // Alerting listens to job events from before the first job runs; it rebuilds its windows
-    // from the failures in the store, so a restart forgets nothing. On PostgreSQL one process
-    // at a time evaluates, reading every process's finished jobs from the store.
-    let alerting = crate::alerts::Alerting::new(store.clone(), config.alert_settings(&address.to_string()));
+    let alerting = crate::alerts::Alerting::new(store.clone(), config.alert_settings(address));
     if let Err(e) = telemetry.registry.register(Box::new(alerting.evaluating_gauge())) {
         tracing::warn!(error = %e, "the alert evaluator gauge could not be registered");
     }
-    let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe(), replica.clone()));
-    let deliveries = tokio::spawn(Arc::clone(&alerting).deliver());
-    let schedules_wake = Arc::new(tokio::sync::Notify::new());
-    let triage = Arc::new(config.triage_settings(&address.to_string())?);
-    let reports = tokio::spawn(crate::triage::run_schedule(store.clone(), Arc::clone(&triage), Arc::clone(&alerting)));
+    let triage = Arc::new(config.triage_settings(address)?);
     let state = AppState {
-        store: store.clone(),
-        pool: Arc::clone(&pool),
+        store,
+        pool,
         files,
-        sizing: sizing.clone(),
+        sizing,
         admin_hash: token_hash(&admin),
-        schedules: Arc::clone(&schedules_wake),
-        estimates: Arc::clone(&estimates),
-        alerting: Arc::clone(&alerting),
+        schedules: Arc::new(tokio::sync::Notify::new()),
+        estimates,
+        alerting,
         triage,
         sessions: crate::api::SessionSettings {
             lifetime: Duration::from_secs_f64(config.ui_session_seconds),
             secure: config.external_url.as_deref().is_some_and(|u| u.to_ascii_lowercase().starts_with("https://")),
         },
     };
+    Ok(Assembled { state, telemetry, replica })
+}
+
+async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Hook>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let address = listener.local_addr().map_err(|e| Error::Config(format!("listener address: {e}")))?;
+    let Assembled { state, telemetry, replica } = assemble(&config, executor, &address.to_string()).await?;
+    let (store, pool, alerting, sizing) = (state.store.clone(), Arc::clone(&state.pool), Arc::clone(&state.alerting), state.sizing.clone());
+    // Alerting listens to job events from before the first job runs; it rebuilds its windows
+    // from the failures in the store, so a restart forgets nothing. On PostgreSQL one process
+    // at a time evaluates, reading every process's finished jobs from the store.
+    let evaluator = tokio::spawn(Arc::clone(&alerting).evaluate(pool.subscribe(), replica.clone()));
+    let deliveries = tokio::spawn(Arc::clone(&alerting).deliver());
+    let reports = tokio::spawn(crate::triage::run_schedule(store.clone(), Arc::clone(&state.triage), Arc::clone(&alerting)));
     let catch_up = (config.catch_up_seconds * 1e6) as i64;
     // Runs that fell due while the service was down are enqueued (or counted as missed)
     // before it says it is listening.
@@ -169,8 +190,8 @@ async fn serve(config: Config, executor: tokio::runtime::Handle, hook: Option<Ho
     }
     let dispatcher = tokio::spawn(Arc::clone(&pool).dispatch());
     let leases = tokio::spawn(Arc::clone(&pool).keep_leases());
-    let refits = tokio::spawn(Arc::clone(&estimates).run(store.clone()));
-    let schedules = tokio::spawn(crate::schedules::run(store.clone(), sizing, Arc::clone(&pool), schedules_wake, catch_up));
+    let refits = tokio::spawn(Arc::clone(&state.estimates).run(store.clone()));
+    let schedules = tokio::spawn(crate::schedules::run(store.clone(), sizing.clone(), Arc::clone(&pool), Arc::clone(&state.schedules), catch_up));
     let app = api::router(state.clone(), usize::try_from(config.max_body).unwrap_or(usize::MAX));
     tracing::info!(%address, store = ?store.backend(), workers = config.workers, memory_budget = config.memory_budget, "cohort is serving");
     // The line tests and scripts wait for.

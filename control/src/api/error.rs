@@ -89,6 +89,7 @@ impl From<crate::Error> for ApiError {
         match e {
             crate::Error::NotFound(m) => ApiError::not_found(m),
             crate::Error::Conflict(m) => ApiError::conflict(m),
+            crate::Error::Model(e) => ApiError::from(e),
             other => ApiError::internal(other),
         }
     }

@@ -2,80 +2,11 @@
 
 use super::*;
 
-pub(super) fn job_view(job: JobRow) -> JobView {
-    JobView {
-        id: job.id,
-        segment_id: job.segment_id,
-        status: job.status,
-        idempotency_key: job.idempotency_key,
-        trigger: job.trigger,
-        as_of: rfc3339(job.as_of),
-        grant_bytes: job.grant_bytes,
-        backend: job.backend,
-        attempts: job.attempts,
-        error_class: job.error_class,
-        error_message: job.error_message,
-        members: job.members,
-        added: job.added,
-        removed: job.removed,
-        created_at: rfc3339(job.created_at),
-        updated_at: rfc3339(job.updated_at),
-        started_at: job.started_at.map(rfc3339),
-        finished_at: job.finished_at.map(rfc3339),
-        deadline_seconds: job.deadline_micros as f64 / 1e6,
-        due_at: job.due_at.map(rfc3339),
-        retry_at: job.not_before.filter(|_| job.status == JobStatus::Retrying).map(rfc3339),
-        waiting: None,
-        transitions: Vec::new(),
-        attempt_history: Vec::new(),
-        estimate: None,
-    }
-}
-
 pub(super) fn job_view_waiting(pool: &Pool, job: JobRow) -> JobView {
     let waiting = pool.why_waiting(&job).map(WaitingView::from);
-    let mut view = job_view(job);
+    let mut view = JobView::from(job);
     view.waiting = waiting;
     view
-}
-
-/// Enqueues a job for a segment; `timeout` replaces the deadline from the estimate.
-#[allow(clippy::too_many_arguments)]
-pub async fn submit(
-    state: &AppState,
-    tenant: &Tenant,
-    segment: &str,
-    as_of: i64,
-    key: Option<String>,
-    trigger: &str,
-    timeout: Option<Duration>,
-    trace_link: Option<String>,
-) -> Result<(JobRow, bool), ApiError> {
-    let Some(segment) = state.store.segment(&tenant.id, segment).await? else {
-        return Err(ApiError::not_found(format!("no segment {segment:?}")));
-    };
-    submit_to(state, tenant, &segment, as_of, key, trigger, timeout, trace_link).await
-}
-
-/// [`submit`] for a segment already read.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn submit_to(
-    state: &AppState,
-    tenant: &Tenant,
-    segment: &SegmentRow,
-    as_of: i64,
-    key: Option<String>,
-    trigger: &str,
-    timeout: Option<Duration>,
-    trace_link: Option<String>,
-) -> Result<(JobRow, bool), ApiError> {
-    let mut job = state.sizing.new_job(&state.store, tenant, segment, as_of, key, trigger, timeout).await?;
-    job.trace_link = trace_link;
-    let (job, created) = state.store.insert_job(&job).await?;
-    if created {
-        state.pool.enqueued(job.clone(), Some(tenant));
-    }
-    Ok((job, created))
 }
 
 /// Enqueues a run of the segment. With an `Idempotency-Key` this tenant used before, answers
@@ -122,7 +53,8 @@ pub(super) async fn enqueue_run(
         Some(t) => return Err(ApiError::bad_request("invalid_body", format!("timeout_seconds must be a positive number of seconds, not {t}"))),
     };
     let segment_row = segment_row.ok_or_else(|| ApiError::not_found(format!("no segment {segment:?}")))?;
-    let (job, created) = submit_to(&s, &tenant, &segment_row, as_of, key, "api", timeout, request_trace.map(|t| t.0.0)).await?;
+    let submission = Submission { as_of, key, trigger: "api", timeout, trace_link: request_trace.map(|t| t.0.0) };
+    let (job, created) = crate::service::submit(&s.store, &s.sizing, &s.pool, &tenant, &segment_row, submission).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(job_view_waiting(&s.pool, job))).into_response())
 }

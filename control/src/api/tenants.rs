@@ -103,24 +103,6 @@ pub(super) async fn revoke_token(State(s): State<AppState>, caller: Caller, ApiP
 
 // ---- models
 
-/// Loads and checks a model against the tenant's data: confined to its data root, every source
-/// found and its schema agreeing with the model.
-pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog, ApiError> {
-    let root = FsPath::new(&tenant.data_root);
-    let model = Model::from_value(definition, root)?.confined_to(root)?;
-    Ok(Catalog::load(model, &SessionContext::new()).await?)
-}
-
-/// Checks a model against the tenant's data and stores it as the tenant's model.
-pub async fn store_model(store: &Store, tenant: &Tenant, definition: &Value) -> Result<ModelView, ApiError> {
-    let catalog = check_model(tenant, definition).await?;
-    let objects = catalog.objects.len() as i64;
-    let relationships = catalog.model.relationships.len() as i64;
-    let source_bytes = catalog.objects.iter().map(|o| o.bytes).sum::<u64>().min(i64::MAX as u64) as i64;
-    let version = store.put_model(&tenant.id, &definition.to_string(), objects, relationships, source_bytes).await?;
-    Ok(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null })
-}
-
 /// Replaces the tenant's data model, after checking it against the sources.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/model", tag = "models", params(("tenant" = String, Path)),
     request_body(content = Object, description = "The data model (segments.md)"),
@@ -133,7 +115,9 @@ pub(super) async fn put_model(
     ApiJson(definition): ApiJson<Value>,
 ) -> Result<Json<ModelView>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
-    Ok(Json(store_model(&s.store, &tenant, &definition).await?))
+    let stored = crate::service::store_model(&s.store, &tenant, &definition).await?;
+    let StoredModel { version, objects, relationships, source_bytes } = stored;
+    Ok(Json(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null }))
 }
 
 /// The tenant's data model.

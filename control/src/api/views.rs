@@ -212,6 +212,40 @@ pub struct JobView {
     pub estimate: Option<EstimateView>,
 }
 
+impl From<JobRow> for JobView {
+    /// The job as the API shows it, without what only GET of one job adds (transitions,
+    /// attempts, the estimate) and without why it waits (the pool knows that).
+    fn from(job: JobRow) -> Self {
+        JobView {
+            id: job.id,
+            segment_id: job.segment_id,
+            status: job.status,
+            idempotency_key: job.idempotency_key,
+            trigger: job.trigger,
+            as_of: rfc3339(job.as_of),
+            grant_bytes: job.grant_bytes,
+            backend: job.backend,
+            attempts: job.attempts,
+            error_class: job.error_class,
+            error_message: job.error_message,
+            members: job.members,
+            added: job.added,
+            removed: job.removed,
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            deadline_seconds: job.deadline_micros as f64 / 1e6,
+            due_at: job.due_at.map(rfc3339),
+            retry_at: job.not_before.filter(|_| job.status == JobStatus::Retrying).map(rfc3339),
+            waiting: None,
+            transitions: Vec::new(),
+            attempt_history: Vec::new(),
+            estimate: None,
+        }
+    }
+}
+
 /// What the estimator said of a job before it was queued.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EstimateView {

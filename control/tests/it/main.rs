@@ -2,6 +2,7 @@
 //! transitions are compare-and-set and recorded, idempotency keys answer the first job,
 //! membership commits happen once per run and chain, recovery queues what was left running.
 
+mod router;
 mod scheduler;
 mod schedules;
 mod simulation;
