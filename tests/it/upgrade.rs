@@ -93,7 +93,21 @@ async fn a_store_and_data_folder_of_the_earlier_release_start_with_everything_in
         for (segment, s) in want["segments"].as_object().expect("segments") {
             let base = format!("/v1/tenants/{tenant}/segments/{segment}");
             let at = format!("{tenant}/{segment}");
-            holds(&s["view"], &api.get(&base).await.body, &format!("{at}.view"), &mut wrong);
+            // Whether a scheduled due time has passed depends on today's date, not on the
+            // upgrade: once the fixture's next due time is behind the clock, the service counts
+            // it missed and moves on. Those two fields are compared only while it is ahead.
+            let mut view = s["view"].clone();
+            let mut now = api.get(&base).await.body;
+            let due_passed = view["next_due_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).is_some_and(|t| t < chrono::Utc::now());
+            if due_passed {
+                for v in [&mut view, &mut now] {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("next_due_at");
+                        o.remove("missed_runs");
+                    }
+                }
+            }
+            holds(&view, &now, &format!("{at}.view"), &mut wrong);
             holds(&s["runs"], &api.get(&format!("{base}/runs?limit=100")).await.body, &format!("{at}.runs"), &mut wrong);
             holds(&s["history"], &api.get(&format!("{base}/history")).await.body, &format!("{at}.history"), &mut wrong);
             let members = api.get(&format!("{base}/members?limit=10000")).await;
