@@ -1,5 +1,5 @@
-//! What the API, the demo and the schedules do to the service beyond reading it: submit a run
-//! of a segment, check a tenant's model against its data and store it. Each operation takes
+//! What the API and the demo do to the service beyond reading it: submit a run of a segment,
+//! check a tenant's model against its data and store it. Each operation takes
 //! the parts it needs (the store, the sizing, the pool), not the API's state, and answers the
 //! control plane's [`Error`](crate::Error)s; the API words those as HTTP answers.
 //!
