@@ -129,12 +129,13 @@ async fn register(state: &AppState, tenants: &[DemoTenant], data_dir: &Path) -> 
             jobs_per_minute: 120,
             share: 1.0,
             created_at: String::new(),
+            storage: None,
         };
         let token = new_token("ct_");
         state.store.create_tenant(&tenant, &stored_token(&token)).await?;
         tokens.push_str(&format!("{} {token}\n", t.id));
         let model: Value = serde_json::from_str(&std::fs::read_to_string(root.join("model.json"))?)?;
-        store_model(&state.store, &tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {e}", t.id))?;
+        store_model(&state.store, &state.pool.catalogs(), &tenant, &model).await.map_err(|e| anyhow::anyhow!("{}: model: {e}", t.id))?;
         for (name, path) in segment_files(&root) {
             let definition = std::fs::read_to_string(&path)?;
             state

@@ -367,6 +367,7 @@ fn report_json(report: &cohort_executor::RunReport) -> serde_json::Value {
         "plan_mode": report.plan_mode,
         "shape": report.shape,
         "ballista": report.ballista,
+        "snapshots": report.snapshots.iter().map(|(object, s)| serde_json::json!({"object": object, "format": s.format, "id": s.id, "metadata": s.metadata})).collect::<Vec<_>>(),
         "phases": report.phases.iter().map(|p| serde_json::json!({
             "place": p.place, "rows": p.rows, "elapsed_seconds": p.elapsed.as_secs_f64(), "rows_scanned": p.rows_scanned,
         })).collect::<Vec<_>>(),

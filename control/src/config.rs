@@ -143,6 +143,9 @@ pub struct Config {
     /// A signature is new if none of this many windows before the report's saw it
     /// (`COHORT_TRIAGE_HISTORY`).
     pub triage_history: u32,
+    /// Object storage: credentials tenants' `s3://` data roots name, and how requests are
+    /// retried (`[storage]`).
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl Config {
@@ -211,6 +214,7 @@ impl Default for Config {
             triage_schedule: "0 0 6 * * *".into(),
             triage_window_seconds: 86_400.0,
             triage_history: 7,
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 }
@@ -284,6 +288,9 @@ impl Config {
             "COHORT_TRIAGE_SCHEDULE" => self.triage_schedule = value.into(),
             "COHORT_TRIAGE_WINDOW_SECONDS" => self.triage_window_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_TRIAGE_HISTORY" => self.triage_history = value.parse().map_err(|_| bad("expected a number of windows"))?,
+            "COHORT_STORAGE_REQUEST_TIMEOUT_SECONDS" => self.storage.request_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
+            "COHORT_STORAGE_MAX_RETRIES" => self.storage.max_retries = value.parse().map_err(|_| bad("expected a number of retries"))?,
+            "COHORT_STORAGE_RETRY_TIMEOUT_SECONDS" => self.storage.retry_timeout_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             "COHORT_ESTIMATOR_REFIT_SECONDS" => self.estimator_refit_seconds = value.parse().map_err(|_| bad("expected seconds"))?,
             _ => {}
         }
@@ -293,6 +300,7 @@ impl Config {
     /// Refuses settings that cannot work, saying which.
     pub fn check(&self) -> Result<()> {
         self.ballista_url()?;
+        self.storage.check()?;
         if self.workers == 0 {
             return Err(Error::Config("workers must be at least 1".into()));
         }

@@ -29,6 +29,7 @@ pub mod schedules;
 pub mod server;
 pub mod service;
 pub mod simulation;
+pub mod storage;
 pub mod store;
 pub mod traces;
 pub mod triage;

@@ -133,6 +133,7 @@ pub async fn assemble(config: &Config, executor: tokio::runtime::Handle, address
         }
     }
     let pool = Pool::new(store.clone(), files.clone(), settings, executor, Arc::clone(&telemetry));
+    pool.catalogs().set_storage(config.storage.clone());
     let sizer = Arc::new(SizeRule { min_bytes: config.min_grant, per_source_byte: config.grant_per_source_byte, max_bytes: config.largest_estimate() });
     let estimates = Estimates::load(&store, config.estimator_settings()).await?;
     pool.learn_with(Arc::clone(&estimates));

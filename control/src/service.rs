@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 use serde_json::Value;
 
 use crate::Result;
-use crate::pool::{Pool, Sizing};
+use crate::pool::{Catalogs, Pool, Sizing};
 use crate::store::{JobRow, SegmentRow, Store, Tenant};
 
 /// A run asked for.
@@ -49,9 +49,15 @@ pub async fn submit(store: &Store, sizing: &Sizing, pool: &Pool, tenant: &Tenant
 /// Loads and checks a model against the tenant's data: confined to its data root, every source
 /// found and its schema agreeing with the model. A model that does not hold is
 /// [`Error::Model`](crate::Error::Model).
-pub async fn check_model(tenant: &Tenant, definition: &Value) -> Result<Catalog> {
-    let root = Path::new(&tenant.data_root);
-    let model = Model::from_value(definition, root)?.confined_to(root)?;
+///
+/// A tenant whose data root is in object storage is read with its storage settings and the
+/// credentials `catalogs`' configuration names.
+pub async fn check_model(catalogs: &Catalogs, tenant: &Tenant, definition: &Value) -> Result<Catalog> {
+    let model = Model::from_value(definition, Path::new(&tenant.data_root))?;
+    let model = catalogs.tenant_model(tenant, model).await.map_err(|e| match e {
+        crate::pool::ExecError::Executor(e) => crate::Error::Model(e),
+        other => crate::Error::Internal(other.to_string()),
+    })?;
     Ok(Catalog::load(model, &SessionContext::new()).await?)
 }
 
@@ -70,8 +76,8 @@ pub struct StoredModel {
 
 /// Checks a model against the tenant's data ([`check_model`]) and stores it as the tenant's
 /// model.
-pub async fn store_model(store: &Store, tenant: &Tenant, definition: &Value) -> Result<StoredModel> {
-    let catalog = check_model(tenant, definition).await?;
+pub async fn store_model(store: &Store, catalogs: &Catalogs, tenant: &Tenant, definition: &Value) -> Result<StoredModel> {
+    let catalog = check_model(catalogs, tenant, definition).await?;
     let objects = catalog.objects.len() as i64;
     let relationships = catalog.model.relationships.len() as i64;
     let source_bytes = catalog.objects.iter().map(|o| o.bytes).sum::<u64>().min(i64::MAX as u64) as i64;

@@ -87,9 +87,25 @@ pub struct LoadedObject {
     pub files: usize,
     /// Their total size.
     pub bytes: u64,
-    /// Rows, when the format records them (Parquet); `None` for CSV.
+    /// Rows, when the format records them (Parquet, Iceberg); `None` for CSV.
     pub rows: Option<u64>,
+    /// The files a run reads when the source names them itself (an Iceberg snapshot's data
+    /// files); empty: the files listed under `url`.
+    pub data_files: Vec<ListingTableUrl>,
+    /// The snapshot read, for a table format that has them.
+    pub snapshot: Option<SourceSnapshot>,
     field_index: HashMap<String, usize>,
+}
+
+/// The snapshot of a table source a catalog read: what a run records and a re-run pins.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSnapshot {
+    /// `iceberg`.
+    pub format: String,
+    /// The snapshot id.
+    pub id: i64,
+    /// The metadata file it was found in.
+    pub metadata: String,
 }
 
 impl LoadedObject {
@@ -101,6 +117,13 @@ impl LoadedObject {
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.field_index.get(name).map(|&i| &self.fields[i])
+    }
+
+    /// The object's rows as a DataFusion table, read as a run reads them (its files, with the
+    /// schema the catalog found). Scanning it needs the catalog's stores registered
+    /// ([`Catalog::register_stores`]).
+    pub fn table(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        Ok(crate::compile::source_table(self)?)
     }
 
     /// A message that says `name` is no field of this object, with a suggestion.
@@ -127,7 +150,8 @@ impl Catalog {
     /// object store reads inline: a handoff to the runtime's blocking pool for every listing
     /// and footer costs more than the read itself when a model has thousands of objects.
     pub async fn load(model: Model, ctx: &SessionContext) -> Result<Catalog> {
-        if model.objects.iter().any(|o| o.source.path.contains("://")) {
+        let remote = |o: &ObjectDef| o.source.path.contains("://") || o.source.format == SourceFormat::Iceberg;
+        if model.prefix.is_some() || model.objects.iter().any(remote) {
             let state = ctx.state();
             let loaded = load_objects(&model, 0..model.objects.len(), ctx, &state).await?;
             return Catalog::checked(model, loaded);
@@ -141,6 +165,45 @@ impl Catalog {
             })
             .map_err(|e| Error::Internal(format!("starting the catalog reader: {e}")))?;
         receiver.await.map_err(|_| Error::Internal("the catalog reader stopped without an answer".into()))?
+    }
+
+    /// Registers the object stores of the catalog's sources (`s3://` buckets) in a session
+    /// that will read them.
+    pub fn register_stores(&self, ctx: &SessionContext) -> Result<()> {
+        let urls = self.objects.iter().flat_map(|o| std::iter::once(&o.url).chain(&o.data_files)).map(|u| u.get_url());
+        self.model.stores.register_in(ctx, urls)
+    }
+
+    /// Checks that every data file a table source named when the catalog was loaded is still
+    /// there (a HEAD of each, 64 at once). DataFusion reads a listed file that has vanished as
+    /// an empty folder; a table's missing file must fail the run instead (`source_unavailable`),
+    /// never shrink its members.
+    pub async fn check_table_files(&self, ctx: &SessionContext, objects: &[usize]) -> Result<()> {
+        let runtime = ctx.runtime_env();
+        let heads: Vec<BoxFuture<'_, Result<()>>> = objects
+            .iter()
+            .filter_map(|&i| self.objects.get(i))
+            .flat_map(|o| o.data_files.iter().map(move |f| (o, f)))
+            .map(|(o, file)| {
+                let runtime = Arc::clone(&runtime);
+                async move {
+                    let missing = |message: String| Error::Source { object: o.name.clone(), message };
+                    let store = runtime.object_store(file.object_store()).map_err(|e| missing(format!("no object store for {}: {e}", file.as_str())))?;
+                    match store.head(file.prefix()).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(missing(format!("data file {} of the table's snapshot cannot be read: {e}", file.as_str()))),
+                    }
+                }
+                .boxed()
+            })
+            .collect();
+        futures::stream::iter(heads).buffer_unordered(LOAD_CONCURRENCY).try_collect::<Vec<()>>().await?;
+        Ok(())
+    }
+
+    /// The snapshots of the table sources read, by object name.
+    pub fn snapshots(&self) -> Vec<(String, SourceSnapshot)> {
+        self.objects.iter().filter_map(|o| o.snapshot.clone().map(|s| (o.name.clone(), s))).collect()
     }
 
     fn checked(model: Model, loaded: Vec<LoadedObject>) -> Result<Catalog> {
@@ -235,8 +298,23 @@ fn confine_files(root: &std::path::Path, base_dir: &std::path::Path, files: &[Ob
     Ok(())
 }
 
-/// Resolves a source path against the model's base directory into a listing URL.
+/// Resolves a source path against the model's base (its directory, or its `s3://` prefix)
+/// into a listing URL, and whether it names one file. A path into an object store that names
+/// no file (without a trailing `/`) is a folder: [`load_object`] asks the store.
 fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUrl, bool), String> {
+    if let Some(prefix) = &model.prefix {
+        // `%` and `#` would be read as a URL's escapes and fragment: escaped, they stay in the key.
+        let relative: Vec<String> =
+            path.split('/').filter(|part| !part.is_empty() && *part != ".").map(|part| part.replace('%', "%25").replace('#', "%23")).collect();
+        let mut text = format!("{}{}", prefix.url(), relative.join("/"));
+        if path.ends_with('/') && !relative.is_empty() {
+            text.push('/');
+        }
+        return resolve_url_text(&text);
+    }
+    if path.contains("://") && !path.starts_with("file://") {
+        return resolve_url_text(path);
+    }
     if path.contains("://") {
         let url = ListingTableUrl::parse(path).map_err(|e| e.to_string())?;
         let single = !path.ends_with('/') && !path.contains(['*', '?', '[']);
@@ -253,13 +331,67 @@ fn resolve_url(model: &Model, path: &str) -> std::result::Result<(ListingTableUr
     Ok((url, !is_glob && !is_dir))
 }
 
+/// A URL text (`s3://bucket/key…`) as a listing URL; a glob in it (`s3://b/orders/*.parquet`)
+/// becomes the folder before its first pattern character and the pattern below it, as
+/// DataFusion parses globs only in local paths.
+fn resolve_url_text(text: &str) -> std::result::Result<(ListingTableUrl, bool), String> {
+    if let Some(first) = text.find(['*', '?', '[']) {
+        let cut = text[..first].rfind('/').map_or(0, |i| i + 1);
+        let (folder, pattern) = text.split_at(cut);
+        let url = ListingTableUrl::parse(folder).and_then(|u| u.with_glob(pattern)).map_err(|e| e.to_string())?;
+        return Ok((url, false));
+    }
+    let url = ListingTableUrl::parse(text).map_err(|e| e.to_string())?;
+    Ok((url, !text.ends_with('/')))
+}
+
+/// `url` as a folder (a trailing `/`) when the object store holds no object of its exact
+/// name: `s3://bucket/orders` is then the folder `orders/`.
+async fn folder_unless_object(url: ListingTableUrl, store: &dyn ObjectStore) -> std::result::Result<(ListingTableUrl, bool), String> {
+    match store.head(url.prefix()).await {
+        Ok(_) => Ok((url, true)),
+        Err(datafusion::object_store::Error::NotFound { .. }) => {
+            let folder = format!("{}/", url.as_str().trim_end_matches('/'));
+            let url = ListingTableUrl::parse(&folder).map_err(|e| e.to_string())?;
+            Ok((url, false))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Refuses a listed object outside the tenant's `s3://` prefix.
+fn confine_objects(prefix: &crate::model::S3Prefix, store_url: &ObjectStoreUrl, files: &[ObjectMeta], place: &str) -> Result<()> {
+    let bucket = format!("s3://{}/", prefix.bucket);
+    if store_url.as_str() != bucket {
+        return Err(Error::invalid_model(place, format!("{} is not the tenant's bucket {bucket}", store_url.as_str())));
+    }
+    let key = prefix.key.trim_end_matches('/');
+    for file in files {
+        let location = file.location.as_ref();
+        let inside = key.is_empty() || location.strip_prefix(key).is_some_and(|rest| rest.starts_with('/'));
+        if !inside {
+            return Err(Error::invalid_model(place, format!("{location:?} is outside the tenant's data root {}: refused", prefix.url())));
+        }
+    }
+    Ok(())
+}
+
 async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &SessionContext, state: &SessionState) -> Result<LoadedObject> {
     let place = format!("objects[{index}]");
     let source_error = |message: String| Error::Source { object: def.name.clone(), message };
+    if def.source.format == SourceFormat::Iceberg {
+        return load_iceberg(model, &place, def, ctx).await;
+    }
     let (url, single_file) = resolve_url(model, &def.source.path).map_err(|m| source_error(format!("source path {:?}: {m}", def.source.path)))?;
-    let file_extension = if single_file { String::new() } else { def.source.format.extension().to_string() };
     let store_url: ObjectStoreUrl = url.object_store();
+    model.stores.register_in(ctx, [url.get_url()])?;
     let store = ctx.runtime_env().object_store(&store_url).map_err(|e| source_error(format!("no object store for {}: {e}", url.as_str())))?;
+    let (url, single_file) = if single_file && store_url.as_str() != "file:///" {
+        folder_unless_object(url, store.as_ref()).await.map_err(|m| source_error(format!("cannot read {:?}: {m}", def.source.path)))?
+    } else {
+        (url, single_file)
+    };
+    let file_extension = if single_file { String::new() } else { def.source.format.extension().to_string() };
     let mut files: Vec<ObjectMeta> = url
         .list_all_files(state, store.as_ref(), &file_extension)
         .await
@@ -271,7 +403,9 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
         return Err(source_error(format!("no {} files at {:?}", def.source.format.extension().trim_start_matches('.'), def.source.path)));
     }
     files.sort_by(|a, b| a.location.cmp(&b.location));
-    if let Some(root) = &model.confinement {
+    if let Some(prefix) = &model.prefix {
+        confine_objects(prefix, &store_url, &files, &format!("{place}.source.path"))?;
+    } else if let Some(root) = &model.confinement {
         confine_files(root, &model.base_dir, &files, &store_url, &format!("{place}.source.path"))?;
     }
     let bytes = files.iter().map(|f| f.size).sum();
@@ -282,9 +416,100 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
             parquet_schema(&store, local.as_ref(), &files).await.map_err(source_error)?
         }
         SourceFormat::Csv => (csv_schema(def, &store, &files).await.map_err(source_error)?, None),
+        SourceFormat::Iceberg => return Err(Error::Internal("an Iceberg source is loaded by load_iceberg".into())),
     };
 
-    // The usable fields, checked against what the source really has.
+    let fields = usable_fields(def, &place, &source_schema)?;
+    let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+    Ok(LoadedObject {
+        name: def.name.clone(),
+        primary_key: def.primary_key.clone(),
+        format: def.source.format,
+        url,
+        file_extension,
+        fields,
+        read_schema: source_schema,
+        files: files.len(),
+        bytes,
+        rows,
+        data_files: Vec::new(),
+        snapshot: None,
+        field_index,
+    })
+}
+
+/// An Iceberg source: its snapshot planned ([`crate::iceberg::plan`]), its data files kept
+/// for the run (every one inside the tenant's data root, when the model is confined), its
+/// schema the snapshot's. Reads no data file.
+async fn load_iceberg(model: &Model, place: &str, def: &ObjectDef, ctx: &SessionContext) -> Result<LoadedObject> {
+    let source_error = |message: String| Error::Source { object: def.name.clone(), message };
+    if let Some((catalog, table)) = &def.source.table {
+        return Err(Error::invalid_model(
+            format!("{place}.source.catalog"),
+            format!(
+                "table {table:?} of catalog {catalog:?}: tables from a catalog are read through `cohort serve`, whose configuration names the catalog ([storage.iceberg_catalogs.{catalog}]); give the table's path here instead"
+            ),
+        ));
+    }
+    let (url, _) = resolve_url(model, &def.source.path).map_err(|m| source_error(format!("source path {:?}: {m}", def.source.path)))?;
+    model.stores.register_in(ctx, [url.get_url()])?;
+    // The table's own location, as Iceberg writes paths: `s3://…` or an absolute local path.
+    let location = match url.get_url().scheme() {
+        "file" => url.get_url().to_file_path().map(|p| p.display().to_string()).unwrap_or_else(|_| url.as_str().to_string()),
+        _ => url.as_str().to_string(),
+    };
+    let planned = crate::iceberg::plan(&model.stores, &location, def.source.snapshot_id)
+        .await
+        .map_err(|m| source_error(format!("Iceberg table {:?}: {m}", def.source.path)))?;
+    let mut data_files = Vec::with_capacity(planned.files.len());
+    for (path, _, _) in &planned.files {
+        let text = if path.starts_with('/') { format!("file://{path}") } else { path.clone() };
+        let file_url = ListingTableUrl::parse(&text).map_err(|e| source_error(format!("data file {path:?}: {e}")))?;
+        inside_root(model, path).map_err(|m| Error::invalid_model(format!("{place}.source.path"), m))?;
+        data_files.push(file_url);
+    }
+    inside_root(model, &planned.metadata_location).map_err(|m| Error::invalid_model(format!("{place}.source.path"), m))?;
+    model.stores.register_in(ctx, data_files.iter().map(|u| u.get_url()))?;
+    let read_schema: SchemaRef = Arc::new(Schema::new(planned.columns.iter().map(|(n, t)| ArrowField::new(n, t.clone(), true)).collect::<Vec<_>>()));
+    let fields = usable_fields(def, place, &read_schema)?;
+    let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+    Ok(LoadedObject {
+        name: def.name.clone(),
+        primary_key: def.primary_key.clone(),
+        format: SourceFormat::Iceberg,
+        url,
+        file_extension: String::new(),
+        fields,
+        read_schema,
+        files: planned.files.len(),
+        bytes: planned.files.iter().map(|f| f.1).sum(),
+        rows: Some(planned.files.iter().map(|f| f.2).sum()),
+        data_files,
+        snapshot: planned.snapshot_id.map(|id| SourceSnapshot { format: "iceberg".into(), id, metadata: planned.metadata_location.clone() }),
+        field_index,
+    })
+}
+
+/// Refuses a file a table names (a data or metadata file) outside a confined model's data
+/// root: another prefix or bucket, or a local path that resolves elsewhere.
+fn inside_root(model: &Model, path: &str) -> std::result::Result<(), String> {
+    if let Some(prefix) = &model.prefix {
+        let root = prefix.url();
+        let normalized = path.replacen("s3a://", "s3://", 1);
+        let inside = normalized.starts_with(&root) && !normalized[root.len()..].split('/').any(|p| p == "..");
+        return if inside { Ok(()) } else { Err(format!("{path:?} is outside the tenant's data root {root}: refused")) };
+    }
+    let Some(root) = &model.confinement else {
+        return Ok(());
+    };
+    let local = path.strip_prefix("file://").unwrap_or(path);
+    let inside = std::path::Path::new(local).canonicalize().is_ok_and(|real| real.starts_with(root));
+    if inside { Ok(()) } else { Err(format!("{path:?} is outside the tenant's data root (or cannot be resolved): refused")) }
+}
+
+/// The usable fields of an object: the declared ones, checked against what its source really
+/// has, or all of the source's columns that have a model type.
+fn usable_fields(def: &ObjectDef, place: &str, source_schema: &SchemaRef) -> Result<Vec<Field>> {
     let fields = match &def.fields {
         Some(declared) => {
             for (j, f) in declared.iter().enumerate() {
@@ -319,20 +544,7 @@ async fn load_object(model: &Model, index: usize, def: &ObjectDef, ctx: &Session
             inferred
         }
     };
-    let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
-    Ok(LoadedObject {
-        name: def.name.clone(),
-        primary_key: def.primary_key.clone(),
-        format: def.source.format,
-        url,
-        file_extension,
-        fields,
-        read_schema: source_schema,
-        files: files.len(),
-        bytes,
-        rows,
-        field_index,
-    })
+    Ok(fields)
 }
 
 /// Reads every Parquet footer; the schemas must agree on the columns they share.

@@ -75,16 +75,22 @@ use crate::model::{FieldType, RESERVED_PREFIX, SourceFormat};
 use crate::segment::{Agg, CmpOp, Having, Leaf, LeafOp, Literal, Node, Number, Related, Segment};
 
 /// The table that reads an object's source files with the schema the catalog found.
-pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<ListingTable>> {
+pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<dyn TableProvider>> {
+    if o.format == SourceFormat::Iceberg && o.data_files.is_empty() {
+        // A table with no snapshot, or none of whose files are alive: no rows.
+        let empty = datafusion::datasource::MemTable::try_new(Arc::clone(&o.read_schema), vec![Vec::new()])
+            .map_err(|e| Error::Internal(format!("empty table for {:?}: {e}", o.name)))?;
+        return Ok(Arc::new(empty));
+    }
     let format: Arc<dyn FileFormat> = match o.format {
-        SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+        SourceFormat::Parquet | SourceFormat::Iceberg => Arc::new(ParquetFormat::default()),
         SourceFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
     };
     let options = ListingOptions::new(format).with_file_extension(o.file_extension.clone());
     let schema = match o.format {
         // Parquet strings are decoded straight into views: short keys (up to 12 bytes) are
         // inlined, so joins and aggregates on them hash and compare without chasing offsets.
-        SourceFormat::Parquet => Arc::new(Schema::new(
+        SourceFormat::Parquet | SourceFormat::Iceberg => Arc::new(Schema::new(
             o.read_schema
                 .fields()
                 .iter()
@@ -96,7 +102,11 @@ pub(crate) fn source_table(o: &LoadedObject) -> Result<Arc<ListingTable>> {
         )),
         SourceFormat::Csv => Arc::clone(&o.read_schema),
     };
-    let config = ListingTableConfig::new(o.url.clone()).with_listing_options(options).with_schema(schema);
+    let config = match o.data_files.as_slice() {
+        [] => ListingTableConfig::new(o.url.clone()),
+        files => ListingTableConfig::new_with_multi_paths(files.to_vec()),
+    };
+    let config = config.with_listing_options(options).with_schema(schema);
     let table = ListingTable::try_new(config).map_err(|e| Error::Internal(format!("listing table for {:?}: {e}", o.name)))?;
     Ok(Arc::new(table))
 }

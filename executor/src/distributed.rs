@@ -47,6 +47,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use crate::error::{Error, Result};
+use crate::storage::{ObjectStores, StoreRegistry};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 /// The port a scheduler listens on when its URL names none.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
@@ -169,10 +171,16 @@ pub fn session_config(config: SessionConfig) -> SessionConfig {
         .with_ballista_grpc_client_max_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// The session state a scheduler or executor started by Cohort plans and runs with.
-pub fn cluster_state(target_partitions: usize) -> SessionState {
+/// The session state a scheduler or executor started by Cohort plans and runs with: its
+/// `s3://` sources read with `stores`' settings.
+pub fn cluster_state(target_partitions: usize, stores: &ObjectStores) -> SessionState {
     let config = session_config(SessionConfig::new().with_target_partitions(target_partitions.max(1)));
-    SessionStateBuilder::new().with_default_features().with_config(config).build()
+    let runtime = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(StoreRegistry::new(stores.clone()))).build_arc();
+    let builder = SessionStateBuilder::new().with_default_features().with_config(config);
+    match runtime {
+        Ok(runtime) => builder.with_runtime_env(runtime).build(),
+        Err(_) => builder.build(),
+    }
 }
 
 fn cluster_error(what: &str, e: impl fmt::Display) -> Error {
@@ -193,7 +201,13 @@ impl LocalCluster {
     /// Starts a scheduler and `executors` executors of `task_slots` concurrent tasks each,
     /// and returns once every executor has registered (the scheduler has them all as alive).
     pub async fn start(executors: usize, task_slots: usize) -> Result<LocalCluster> {
-        let state = cluster_state(task_slots);
+        LocalCluster::start_with(executors, task_slots, &ObjectStores::default()).await
+    }
+
+    /// [`LocalCluster::start`], its scheduler and executors reading `s3://` sources with
+    /// `stores`' settings.
+    pub async fn start_with(executors: usize, task_slots: usize, stores: &ObjectStores) -> Result<LocalCluster> {
+        let state = cluster_state(task_slots, stores);
         let addr =
             ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state).await.map_err(|e| cluster_error("scheduler did not start", e))?;
         let url = BallistaUrl { host: "localhost".to_string(), port: addr.port() };
@@ -219,7 +233,8 @@ async fn scheduler_client(url: &BallistaUrl) -> Result<SchedulerGrpcClient<tonic
 pub async fn serve_scheduler(bind: SocketAddr, external_host: &str) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
-    let state = cluster_state(crate::machine::cores());
+    // `s3://` sources are listed here while planning: with the standard `AWS_*` settings.
+    let state = cluster_state(crate::machine::cores(), &ObjectStores::default());
     let session_config = state.config().clone();
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),
@@ -257,9 +272,20 @@ pub struct ExecutorSettings {
 /// Runs an executor with Cohort's codec until the process ends or is told to stop (SIGINT).
 pub async fn serve_executor(settings: ExecutorSettings) -> Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
-    let state = cluster_state(settings.task_slots);
+    let state = cluster_state(settings.task_slots, &ObjectStores::default());
     let session_config = state.config().clone();
+    // Sources in object storage are read with the standard `AWS_*` settings of this process;
+    // temporary files go to the work folder, as Ballista's own producer puts them.
+    let work_dir = settings.work_dir.clone();
+    let runtime_producer: ballista_core::RuntimeProducer = Arc::new(move |_| {
+        let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(StoreRegistry::new(ObjectStores::default())));
+        if let Some(dir) = &work_dir {
+            builder = builder.with_temp_file_path(dir.clone());
+        }
+        Ok(Arc::new(builder.build()?))
+    });
     let config = ExecutorProcessConfig {
+        override_runtime_producer: Some(runtime_producer),
         bind_host: settings.bind.ip().to_string(),
         port: settings.bind.port(),
         grpc_port: settings.bind.port().saturating_add(1),

@@ -112,7 +112,8 @@ impl Error {
         Error::InvalidSegment { place: place.into(), message: message.into() }
     }
 
-    pub(crate) fn invalid_model(place: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An invalid model, `place` naming where in its document.
+    pub fn invalid_model(place: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidModel { place: place.into(), message: message.into() }
     }
 

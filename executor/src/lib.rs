@@ -33,18 +33,20 @@ mod catalog;
 mod compile;
 pub mod distributed;
 mod error;
+mod iceberg;
 mod json;
 mod machine;
 mod model;
 mod quality;
 mod run;
 mod segment;
+pub mod storage;
 
-pub use catalog::{Catalog, LoadedObject, arrow_type, model_type};
+pub use catalog::{Catalog, LoadedObject, SourceSnapshot, arrow_type, model_type};
 pub use distributed::{BallistaUrl, LocalCluster};
 pub use error::{Error, ErrorClass, Result};
 pub use model::RESERVED_PREFIX;
-pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, Source, SourceFormat};
+pub use model::{Field, FieldType, Guardrails, Model, ObjectDef, Relationship, S3Prefix, Source, SourceFormat};
 pub use quality::{DataFinding, ProbeOptions, probe_data};
 pub use run::{
     BallistaRun, JoinStrategy, KEY_SETS_FIRST_MIN_ROWS, PeakTrackingPool, PhaseReport, PlanChoice, PlanMode, RunOptions, RunReport, compile_plans, explain,

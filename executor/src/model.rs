@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::json::{did_you_mean, index_place, is_valid_name, key_place, parse_document, type_name, unknown_key};
+use crate::storage::ObjectStores;
 
 /// Columns the compiler adds start with this, so field names may not.
 pub const RESERVED_PREFIX: &str = "__cohort";
@@ -78,6 +80,8 @@ pub enum SourceFormat {
     Parquet,
     /// CSV with a header row.
     Csv,
+    /// An Apache Iceberg table (its snapshot's Parquet data files).
+    Iceberg,
 }
 
 impl SourceFormat {
@@ -86,6 +90,7 @@ impl SourceFormat {
         match self {
             SourceFormat::Parquet => ".parquet",
             SourceFormat::Csv => ".csv",
+            SourceFormat::Iceberg => ".parquet",
         }
     }
 }
@@ -95,8 +100,15 @@ impl SourceFormat {
 pub struct Source {
     /// Parquet or CSV.
     pub format: SourceFormat,
-    /// A file, a directory or a glob; relative paths are relative to the model's base.
+    /// A file, a directory or a glob; relative paths are relative to the model's base. An
+    /// Iceberg source's table folder (or its metadata file).
     pub path: String,
+    /// The snapshot of an Iceberg source to read (`None`: its current one).
+    pub snapshot_id: Option<i64>,
+    /// An Iceberg source named in a catalog: the catalog's name and the table's
+    /// (`namespace.table`). The service resolves it to the table's current metadata file
+    /// ([`Model::resolve_table`]) before the model is loaded; `path` is empty until then.
+    pub table: Option<(String, String)>,
 }
 
 /// An object (a table) of the model, as declared.
@@ -160,7 +172,29 @@ pub struct Model {
     /// The data root every file a source lists must stay inside (canonical), once
     /// [`Model::confined_to`] has checked the paths; `None` for models of the command line.
     pub confinement: Option<PathBuf>,
+    /// The `s3://` prefix of a tenant whose data root is in object storage: relative source
+    /// paths resolve under it and every file a source lists must stay inside it (set by
+    /// [`Model::confined_to_root`]; `base_dir` is then unused).
+    pub prefix: Option<S3Prefix>,
+    /// The object stores the sources are read through (`s3://` URLs).
+    pub stores: Arc<ObjectStores>,
     object_index: HashMap<String, usize>,
+}
+
+/// A bucket and a key prefix in it (empty, or ending in `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Prefix {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix: empty for the whole bucket, else ending in `/`.
+    pub key: String,
+}
+
+impl S3Prefix {
+    /// The prefix as a URL text, `s3://bucket/key`.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
 }
 
 impl Model {
@@ -220,7 +254,94 @@ impl Model {
             Some(g) => parse_guardrails(g)?,
         };
 
-        Ok(Model { objects, relationships, guardrails, base_dir: base_dir.to_path_buf(), confinement: None, object_index })
+        Ok(Model {
+            objects,
+            relationships,
+            guardrails,
+            base_dir: base_dir.to_path_buf(),
+            confinement: None,
+            prefix: None,
+            stores: Arc::new(ObjectStores::default()),
+            object_index,
+        })
+    }
+
+    /// Pins Iceberg sources to snapshots, by object name (what a re-run of a job reads: the
+    /// snapshots its first attempt read). Names of other objects are ignored.
+    pub fn pin_snapshots<'a>(mut self, pins: impl IntoIterator<Item = (&'a str, i64)>) -> Self {
+        for (name, id) in pins {
+            if let Some(&i) = self.object_index.get(name)
+                && self.objects[i].source.format == SourceFormat::Iceberg
+            {
+                self.objects[i].source.snapshot_id = Some(id);
+            }
+        }
+        self
+    }
+
+    /// The Iceberg sources named in a catalog: object index, catalog, `namespace.table`.
+    pub fn catalog_tables(&self) -> Vec<(usize, String, String)> {
+        self.objects.iter().enumerate().filter_map(|(i, o)| o.source.table.clone().map(|(c, t)| (i, c, t))).collect()
+    }
+
+    /// Resolves object `index`'s catalog table to `location`, its metadata file as the
+    /// catalog names it (`s3://…`, `file://…` or an absolute path). For a confined model the
+    /// location must lie inside the data root; it becomes a path relative to it.
+    pub fn resolve_table(mut self, index: usize, location: &str) -> Result<Self> {
+        let place = format!("objects[{index}].source.table");
+        if index >= self.objects.len() {
+            return Err(Error::invalid_model(place, "no such object"));
+        }
+        let outside = || Error::invalid_model(&place, format!("the catalog's table is at {location:?}, outside the tenant's data root: refused"));
+        let path = if let Some(prefix) = &self.prefix {
+            let root = prefix.url();
+            let relative = location.replacen("s3a://", "s3://", 1).strip_prefix(&root).map(str::to_string).ok_or_else(outside)?;
+            if escapes_root(&relative) {
+                return Err(outside());
+            }
+            relative
+        } else if let Some(root) = &self.confinement {
+            let local = location.strip_prefix("file://").unwrap_or(location);
+            let real = Path::new(local).canonicalize().map_err(|e| Error::invalid_model(&place, format!("the catalog's table at {location:?}: {e}")))?;
+            real.strip_prefix(root).map_err(|_| outside())?.display().to_string()
+        } else {
+            location.to_string()
+        };
+        self.objects[index].source.path = path;
+        self.objects[index].source.table = None;
+        Ok(self)
+    }
+
+    /// Whether a source is pinned to a snapshot.
+    pub fn pinned(&self) -> bool {
+        self.objects.iter().any(|o| o.source.snapshot_id.is_some())
+    }
+
+    /// The model read through `stores` (the settings of its `s3://` sources).
+    pub fn with_stores(mut self, stores: Arc<ObjectStores>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// Binds a model a tenant sent to the tenant's data root and confines it there: a local
+    /// folder ([`Model::confined_to`]) or an `s3://bucket/prefix/`, under which every relative
+    /// source path resolves and every listed file must stay (no absolute paths, no URLs, no
+    /// `..`).
+    pub fn confined_to_root(mut self, root: &str) -> Result<Self> {
+        let Some((bucket, key)) = crate::storage::split_s3(root) else {
+            self.base_dir = PathBuf::from(root);
+            return self.confined_to(Path::new(root));
+        };
+        for (i, object) in self.objects.iter().enumerate() {
+            if escapes_root(&object.source.path) {
+                return Err(Error::invalid_model(
+                    format!("objects[{i}].source.path"),
+                    format!("{:?} leaves the tenant's data root: use a path relative to it, without \"..\"", object.source.path),
+                ));
+            }
+        }
+        self.prefix = Some(S3Prefix { bucket, key });
+        Ok(self)
     }
 
     /// Checks that every source stays inside `root` (for models sent by tenants): no absolute
@@ -232,10 +353,7 @@ impl Model {
         for (i, object) in self.objects.iter().enumerate() {
             let place = format!("objects[{i}].source.path");
             let path = Path::new(&object.source.path);
-            let escapes = object.source.path.contains("://")
-                || path.is_absolute()
-                || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
-            if escapes {
+            if escapes_root(&object.source.path) {
                 return Err(Error::invalid_model(
                     place,
                     format!("{:?} leaves the tenant's data root: use a path relative to it, without \"..\"", object.source.path),
@@ -264,6 +382,12 @@ impl Model {
     }
 }
 
+/// Whether a source path could leave a data root: a URL, an absolute path, or one with `..`.
+fn escapes_root(text: &str) -> bool {
+    let path = Path::new(text);
+    text.contains("://") || path.is_absolute() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+}
+
 fn get_name(map: &serde_json::Map<String, Value>, key: &str, place: &str, what: &str) -> Result<String> {
     let at = key_place(place, key);
     let value = map.get(key).ok_or_else(|| Error::invalid_model(&at, "required"))?;
@@ -289,18 +413,52 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
     let source_value = map.get("source").ok_or_else(|| Error::invalid_model(&source_place, "required"))?;
     let source_map =
         source_value.as_object().ok_or_else(|| Error::invalid_model(&source_place, format!("must be an object, not {}", type_name(source_value))))?;
-    if let Some(k) = unknown_key(source_map, &["format", "path"]) {
-        return Err(Error::invalid_model(key_place(&source_place, k), "unknown key (a source has format, path)"));
+    if let Some(k) = unknown_key(source_map, &["format", "path", "snapshot_id", "catalog", "table"]) {
+        return Err(Error::invalid_model(
+            key_place(&source_place, k),
+            "unknown key (a source has format and path; an iceberg one may have snapshot_id, or catalog and table instead of path)",
+        ));
     }
     let format = match source_map.get("format").and_then(Value::as_str) {
         Some("parquet") => SourceFormat::Parquet,
         Some("csv") => SourceFormat::Csv,
+        Some("iceberg") => SourceFormat::Iceberg,
         Some(other) => {
-            return Err(Error::invalid_model(key_place(&source_place, "format"), format!("{other:?} is not a format (parquet or csv)")));
+            return Err(Error::invalid_model(key_place(&source_place, "format"), format!("{other:?} is not a format (parquet, csv or iceberg)")));
         }
-        None => return Err(Error::invalid_model(key_place(&source_place, "format"), "required: \"parquet\" or \"csv\"")),
+        None => return Err(Error::invalid_model(key_place(&source_place, "format"), "required: \"parquet\", \"csv\" or \"iceberg\"")),
+    };
+    let snapshot_id = match source_map.get("snapshot_id") {
+        None | Some(Value::Null) => None,
+        Some(v) if format != SourceFormat::Iceberg => {
+            return Err(Error::invalid_model(key_place(&source_place, "snapshot_id"), format!("{v}: only an iceberg source has snapshots")));
+        }
+        Some(v) => {
+            Some(v.as_i64().ok_or_else(|| Error::invalid_model(key_place(&source_place, "snapshot_id"), format!("must be an integer snapshot id, not {v}")))?)
+        }
+    };
+    let table = match (source_map.get("catalog"), source_map.get("table")) {
+        (None, None) => None,
+        (Some(Value::String(c)), Some(Value::String(t))) if format == SourceFormat::Iceberg => {
+            let valid_table = t.split('.').count() >= 2 && t.split('.').all(|part| !part.trim().is_empty());
+            if c.trim().is_empty() || !valid_table {
+                return Err(Error::invalid_model(
+                    key_place(&source_place, "table"),
+                    format!("catalog {c:?} and table {t:?}: a catalog name and a table as namespace.table"),
+                ));
+            }
+            if source_map.contains_key("path") {
+                return Err(Error::invalid_model(key_place(&source_place, "path"), "a table from a catalog has no path (the catalog knows where it is)"));
+            }
+            Some((c.clone(), t.clone()))
+        }
+        (Some(_), Some(_)) if format != SourceFormat::Iceberg => {
+            return Err(Error::invalid_model(key_place(&source_place, "catalog"), "only an iceberg source comes from a catalog"));
+        }
+        _ => return Err(Error::invalid_model(key_place(&source_place, "catalog"), "a table from a catalog needs both catalog and table, as strings")),
     };
     let path = match source_map.get("path") {
+        None if table.is_some() => String::new(),
         Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
         Some(Value::String(_)) => return Err(Error::invalid_model(key_place(&source_place, "path"), "must not be empty")),
         Some(other) => {
@@ -350,7 +508,7 @@ fn parse_object(value: &Value, place: &str) -> Result<ObjectDef> {
     if let Some(fields) = &fields {
         check_primary_key(&name, &primary_key, fields, &key_place(place, "primary_key"))?;
     }
-    Ok(ObjectDef { name, primary_key, source: Source { format, path }, fields })
+    Ok(ObjectDef { name, primary_key, source: Source { format, path, snapshot_id, table }, fields })
 }
 
 /// The primary key must be a declared `string` or `int` field.

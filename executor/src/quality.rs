@@ -75,6 +75,7 @@ pub async fn probe_data(catalog: &Catalog, segment: &Segment, options: &ProbeOpt
     let mut run = RunOptions::new(0);
     run.memory_limit_bytes = Some(options.memory_limit_bytes);
     let (ctx, _) = session(&run)?;
+    catalog.register_stores(&ctx)?;
     let mut findings = Vec::new();
     for (object, names) in fields {
         let o = &catalog.objects[object];

@@ -194,6 +194,8 @@ pub struct RunReport {
     pub phases: Vec<PhaseReport>,
     /// Where it ran when it ran on a Ballista cluster (`None`: embedded).
     pub ballista: Option<BallistaRun>,
+    /// The snapshot of each table source read (Iceberg), by object name.
+    pub snapshots: Vec<(String, crate::catalog::SourceSnapshot)>,
 }
 
 /// A run on a Ballista cluster: where, and the scheduler's ids of its jobs (one per plan run).
@@ -369,6 +371,9 @@ async fn run_observed(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let (ctx, pool) = session(options)?;
+    catalog.register_stores(&ctx)?;
+    let tables: Vec<usize> = (0..catalog.objects.len()).filter(|&i| !catalog.objects[i].data_files.is_empty()).collect();
+    catalog.check_table_files(&ctx, &tables).await?;
     let limit = options.memory_limit_bytes.unwrap_or(usize::MAX);
     let mode = plan_mode(segment, options.plan);
     let mut totals = PlanCosts::default();
@@ -489,6 +494,7 @@ async fn run_observed(
         plan_mode: mode,
         shape: segment.shape(),
         phases,
+        snapshots: catalog.snapshots(),
     })
 }
 
@@ -625,6 +631,7 @@ fn member_strings(batches: &[RecordBatch]) -> Result<Vec<String>> {
 /// them; returns them unoptimized, as the compiler made them.
 pub fn compile_plans(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<Vec<datafusion::logical_expr::LogicalPlan>> {
     let (ctx, _) = session(options)?;
+    catalog.register_stores(&ctx)?;
     let mut compiler = Compiler::new(catalog, &ctx, options.as_of_micros);
     match (plan_mode(segment, options.plan), &segment.filter) {
         (PlanMode::Phased, Node::And(branches) | Node::Or(branches)) => {
@@ -639,6 +646,7 @@ pub fn compile_plans(catalog: &Catalog, segment: &Segment, options: &RunOptions)
 pub async fn explain(catalog: &Catalog, segment: &Segment, options: &RunOptions) -> Result<String> {
     use std::fmt::Write;
     let (ctx, _) = session(options)?;
+    catalog.register_stores(&ctx)?;
     let mode = plan_mode(segment, options.plan);
     let mut out = String::new();
     let shape = segment.shape();

@@ -14,6 +14,7 @@ mod crash;
 mod docs;
 mod estimator;
 mod fencing;
+mod lakehouse;
 mod layout;
 mod members;
 mod notifications;

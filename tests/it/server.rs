@@ -37,6 +37,17 @@ pub fn cannot_run(why: &str) {
     println!("SKIPPED: {why}");
 }
 
+/// Whether `python3` has these modules; when not, the test cannot run here (skipped, or
+/// failed under CI) and this says why.
+pub fn python_has(modules: &[&str]) -> bool {
+    let probe = format!("import {}", modules.join(", "));
+    let ok = Command::new("python3").args(["-c", &probe]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        cannot_run(&format!("python3 lacks {} (pip install \"pyiceberg[sql-sqlite,pyarrow]\" s3fs deltalake)", modules.join(", ")));
+    }
+    ok
+}
+
 /// SQLite always; PostgreSQL when `COHORT_TEST_DATABASE_URL` names a server (CI sets it).
 pub fn backends() -> Vec<Backend> {
     let mut out = vec![Backend::Sqlite];

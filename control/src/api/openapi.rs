@@ -66,7 +66,7 @@ impl utoipa::Modify for CommonErrors {
         HistoryRecord, HistoryPage,
         KeyChange, HistoryDetail, JobStatus, CreateTenant, EstimatorStatus, RegimeStatus, Accuracy, EstimateView,
         AlertView, AlertEventView, AlertPage, SilenceView, CreateSilence, ReceiverView, CreateReceiver, TriageReportPage,
-        crate::triage::StoredReport)),
+        crate::triage::StoredReport, crate::store::SnapshotView, crate::storage::TenantStorage)),
     modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;

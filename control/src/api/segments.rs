@@ -66,7 +66,7 @@ pub(super) async fn put_segment(
     };
     let model = s.store.model(&tenant.id).await?.ok_or_else(|| ApiError::conflict("the tenant has no model: PUT its model first"))?;
     let model_value: Value = serde_json::from_str(&model.definition).map_err(ApiError::internal)?;
-    let catalog = crate::service::check_model(&tenant, &model_value).await?;
+    let catalog = crate::service::check_model(&s.pool.catalogs(), &tenant, &model_value).await?;
     Segment::from_value(&body.definition, &catalog)?;
     let row = SegmentRow {
         tenant_id: tenant.id.clone(),

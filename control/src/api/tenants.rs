@@ -13,8 +13,15 @@ pub(super) async fn create_tenant(State(s): State<AppState>, caller: Caller, Api
         return Err(ApiError::bad_request("invalid_body", "region must be 1 to 64 characters"));
     }
     let root = FsPath::new(&body.data_root);
-    if !root.is_absolute() || !root.is_dir() {
-        return Err(ApiError::bad_request("invalid_data_root", format!("data_root {:?} must be an absolute path to an existing folder", body.data_root)));
+    if body.data_root.starts_with("s3://") {
+        s.pool.catalogs().storage().check_tenant(&body.data_root, body.storage.as_ref()).map_err(|m| ApiError::bad_request("invalid_data_root", m))?;
+    } else if !root.is_absolute() || !root.is_dir() {
+        return Err(ApiError::bad_request(
+            "invalid_data_root",
+            format!("data_root {:?} must be an absolute path to an existing folder, or an s3://bucket/prefix/", body.data_root),
+        ));
+    } else if body.storage.is_some() {
+        return Err(ApiError::bad_request("invalid_body", "storage settings are for a data_root in object storage (s3://bucket/prefix/)"));
     }
     let positive = |name: &str, v: Option<i64>, default: i64| match v {
         None => Ok(default),
@@ -34,6 +41,7 @@ pub(super) async fn create_tenant(State(s): State<AppState>, caller: Caller, Api
         jobs_per_minute: positive("jobs_per_minute", body.jobs_per_minute, 600)?,
         share,
         created_at: rfc3339(now_micros()),
+        storage: body.storage,
     };
     let token = new_token("ct_");
     s.store.create_tenant(&tenant, &stored_token(&token)).await?;
@@ -115,7 +123,7 @@ pub(super) async fn put_model(
     ApiJson(definition): ApiJson<Value>,
 ) -> Result<Json<ModelView>, ApiError> {
     let tenant = caller.tenant(&s.store, &tenant).await?;
-    let stored = crate::service::store_model(&s.store, &tenant, &definition).await?;
+    let stored = crate::service::store_model(&s.store, &s.pool.catalogs(), &tenant, &definition).await?;
     let StoredModel { version, objects, relationships, source_bytes } = stored;
     Ok(Json(ModelView { version, objects, relationships, source_bytes, updated_at: rfc3339(now_micros()), definition: Value::Null }))
 }

@@ -11,7 +11,8 @@ pub struct CreateTenant {
     pub id: String,
     /// The region its jobs run in.
     pub region: String,
-    /// The folder its model reads from (must exist). Sources outside it are refused.
+    /// The folder its model reads from (an absolute path that exists), or an
+    /// `s3://bucket/prefix/` in object storage. Sources outside it are refused.
     pub data_root: String,
     /// Jobs that may run at once (default 4).
     pub max_concurrent_jobs: Option<i64>,
@@ -21,6 +22,9 @@ pub struct CreateTenant {
     pub jobs_per_minute: Option<i64>,
     /// Its weight in the fair share (default 1).
     pub share: Option<f64>,
+    /// For an `s3://` data root: how the store is reached (credentials by the name the
+    /// service's configuration gives them).
+    pub storage: Option<crate::storage::TenantStorage>,
 }
 
 /// A created tenant and its first token (shown once).
@@ -210,6 +214,10 @@ pub struct JobView {
     /// What the estimator said before it was queued (only on GET of one job).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<EstimateView>,
+    /// The snapshots of its table sources (Iceberg) its attempts read: recorded by the
+    /// first, read again by every retry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::store::SnapshotView>,
 }
 
 impl From<JobRow> for JobView {
@@ -242,6 +250,7 @@ impl From<JobRow> for JobView {
             transitions: Vec::new(),
             attempt_history: Vec::new(),
             estimate: None,
+            snapshots: job.snapshots.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
         }
     }
 }

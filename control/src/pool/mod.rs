@@ -26,7 +26,8 @@ use crate::estimates::{Estimates, run_options};
 use crate::jobs::JobStatus;
 use crate::membership::{MembershipFiles, attempt_files, diff};
 use crate::scheduler::{Core, CoreConfig, Job as CoreJob, Kind, Wait};
-use crate::store::{AttemptOutcome, Commit, CommitResult, Fence, JobEstimate, JobRow, ModelRow, SegmentRow, Store, Tenant};
+use crate::storage::StorageConfig;
+use crate::store::{AttemptOutcome, Commit, CommitResult, Fence, JobEstimate, JobRow, ModelRow, SegmentRow, SnapshotView, Store, Tenant};
 use crate::traces::{AttemptSpans, JobLabels, PhaseSpan, system_time};
 use crate::{Error, Result, Telemetry, now_micros, rfc3339};
 

@@ -500,6 +500,7 @@ fn tenant_policy(name: &str, records: f64, budget: u64) -> TenantPolicy {
         jobs_per_minute: 60,
         share,
         created_at: String::new(),
+        storage: None,
     };
     crate::policy::policy(&row)
 }

@@ -422,6 +422,22 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// The table snapshots a job's first attempt recorded (JSON), if any.
+    pub async fn job_snapshots(&self, id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT snapshots FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
+    /// Records the table snapshots a job's attempt read, unless an earlier attempt recorded
+    /// some: the first attempt's stay.
+    pub async fn record_snapshots(&self, id: &str, snapshots: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET snapshots = $1 WHERE id = $2 AND snapshots IS NULL").bind(snapshots).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// A job by id alone (for the pool, which serves every tenant).
     pub async fn job_by_id(&self, id: &str) -> Result<Option<JobRow>> {
         let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;

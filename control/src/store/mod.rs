@@ -18,6 +18,7 @@ use crate::jobs::JobStatus;
 use crate::{Error, Result, now_micros};
 
 pub(crate) mod alerts;
+pub mod catalogs;
 mod dashboard;
 mod estimator;
 mod jobs;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/0010_backend.sql")),
     (11, include_str!("../../migrations/0011_run_files.sql")),
     (12, include_str!("../../migrations/0012_ui_sessions.sql")),
+    (13, include_str!("../../migrations/0013_lakehouse.sql")),
 ];
 
 /// Which database the store is on.

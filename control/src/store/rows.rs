@@ -19,7 +19,8 @@ pub struct Tenant {
     pub id: String,
     /// The region the tenant's jobs run in.
     pub region: String,
-    /// The folder the tenant's model reads from; sources outside it are refused.
+    /// The folder, or the `s3://bucket/prefix/`, the tenant's model reads from; sources
+    /// outside it are refused.
     pub data_root: String,
     /// Jobs of this tenant that may run at once.
     pub max_concurrent_jobs: i64,
@@ -31,6 +32,9 @@ pub struct Tenant {
     pub share: f64,
     /// When the tenant was created (RFC 3339).
     pub created_at: String,
+    /// How an `s3://` data root is reached (no secrets: credentials by name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::storage::TenantStorage>,
 }
 
 /// A tenant's model as stored.
@@ -137,6 +141,22 @@ pub struct JobRow {
     pub trace_link: Option<String>,
     /// Where it runs: [`EMBEDDED`] or [`BALLISTA`], chosen when it is queued.
     pub backend: String,
+    /// The table snapshots its first attempt read (JSON: object, format, id, metadata), which
+    /// every later attempt reads again.
+    pub snapshots: Option<String>,
+}
+
+/// The snapshot of a table source a run read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SnapshotView {
+    /// The model's object.
+    pub object: String,
+    /// `iceberg`.
+    pub format: String,
+    /// The snapshot id.
+    pub id: i64,
+    /// The table metadata file it was found in.
+    pub metadata: String,
 }
 
 /// A job run by this service's own executor pool.
@@ -191,6 +211,7 @@ impl JobRow {
             estimate: None,
             trace_link: None,
             backend: EMBEDDED.to_string(),
+            snapshots: None,
         }
     }
 }
@@ -348,12 +369,12 @@ pub enum CommitResult {
     AlreadyCommitted,
 }
 
-pub(super) const TENANT_COLUMNS: &str = "id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at";
+pub(super) const TENANT_COLUMNS: &str = "id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at, storage";
 pub(super) const SEGMENT_COLUMNS: &str = "tenant_id, id, definition, schedule, timezone, overlap, latest_run_id, members, created_at, \
      updated_at, next_due_at, buffered_due_at, missed_runs, overlapped_runs";
 pub(super) const JOB_COLUMNS: &str = "id, tenant_id, segment_id, status, idempotency_key, trigger_kind, as_of, grant_bytes, attempts, \
      error_class, error_message, members, added, removed, created_at, updated_at, started_at, finished_at, not_before, \
-     expected_micros, deadline_micros, due_at, trace_link, backend";
+     expected_micros, deadline_micros, due_at, trace_link, backend, snapshots";
 pub(super) const RUN_COLUMNS: &str = "run_id, segment_id, previous_run_id, members, added, removed, key_type, committed_at, COALESCE(files, run_id)";
 
 pub(super) fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
@@ -366,6 +387,10 @@ pub(super) fn tenant_from_row(r: &AnyRow) -> Result<Tenant> {
         jobs_per_minute: r.try_get(5)?,
         share: r.try_get(6)?,
         created_at: crate::rfc3339(r.try_get(7)?),
+        storage: match r.try_get::<Option<String>, _>(8)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| crate::Error::Internal(format!("tenant storage settings {text:?}: {e}")))?),
+            None => None,
+        },
     })
 }
 
@@ -421,6 +446,7 @@ pub(super) fn job_from_row(r: &AnyRow) -> Result<JobRow> {
         estimate: None,
         trace_link: r.try_get(22)?,
         backend: r.try_get(23)?,
+        snapshots: r.try_get(24)?,
     })
 }
 

@@ -19,8 +19,8 @@ impl Store {
             return Err(Error::Conflict(format!("tenant {:?} already exists", tenant.id)));
         }
         sqlx::query(
-            "INSERT INTO tenants (id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO tenants (id, region, data_root, max_concurrent_jobs, memory_quota_bytes, jobs_per_minute, share, created_at, storage) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&tenant.id)
         .bind(&tenant.region)
@@ -30,6 +30,7 @@ impl Store {
         .bind(tenant.jobs_per_minute)
         .bind(tenant.share)
         .bind(now)
+        .bind(tenant.storage.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default()))
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO tokens (hash, tenant_id, created_at) VALUES ($1, $2, $3)")

@@ -67,6 +67,7 @@ async fn tenant_and_segment(store: &Store) {
         jobs_per_minute: 60,
         share: 1.0,
         created_at: String::new(),
+        storage: None,
     };
     store.create_tenant(&tenant, "hash-1").await.expect("tenant");
     let e = store.create_tenant(&tenant, "hash-2").await.expect_err("a second tenant with the same id");
@@ -366,5 +367,43 @@ async fn recovery_queues_what_was_left_admitted_or_running() {
         assert_eq!(queued, vec![a.id.clone(), b.id.clone(), c.id.clone()], "oldest first");
         assert_eq!(store.job_events(&b.id).await.expect("events").last().map(|e| e.3.clone()), Some("recovered".into()));
         finish(s).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_storage_settings_and_a_jobs_first_snapshots_are_kept() {
+    for s in stores().await {
+        let store = &s.store;
+        let storage = cohort_control::storage::TenantStorage {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+            path_style: Some(true),
+            allow_http: None,
+            credentials: Some("lake".into()),
+        };
+        let tenant = Tenant {
+            id: "lake".into(),
+            region: "eu-west".into(),
+            data_root: "s3://lake/tenants/lake/".into(),
+            max_concurrent_jobs: 2,
+            memory_quota_bytes: 1 << 30,
+            jobs_per_minute: 60,
+            share: 1.0,
+            created_at: String::new(),
+            storage: Some(storage.clone()),
+        };
+        store.create_tenant(&tenant, "hash-lake").await.expect("tenant");
+        let read = store.tenant("lake").await.expect("read").expect("the tenant");
+        assert_eq!((read.data_root.as_str(), read.storage.as_ref()), ("s3://lake/tenants/lake/", Some(&storage)));
+
+        tenant_and_segment(store).await;
+        let (j, _) = store.insert_job(&job(None)).await.expect("insert");
+        assert_eq!(store.job_snapshots(&j.id).await.expect("read"), None);
+        store.record_snapshots(&j.id, r#"[{"object":"person","format":"iceberg","id":1,"metadata":"m1"}]"#).await.expect("first");
+        store.record_snapshots(&j.id, r#"[{"object":"person","format":"iceberg","id":2,"metadata":"m2"}]"#).await.expect("second");
+        let kept = store.job_snapshots(&j.id).await.expect("read").expect("recorded");
+        assert!(kept.contains(r#""id":1"#), "the first attempt's snapshots stay: {kept}");
+        let row = store.job_by_id(&j.id).await.expect("read").expect("the job");
+        assert_eq!(row.snapshots.as_deref(), Some(kept.as_str()));
     }
 }

@@ -7,6 +7,7 @@ mod memory;
 mod naive;
 mod quality;
 mod random;
+mod s3;
 mod unicode;
 
 use std::path::Path;
