@@ -7,7 +7,9 @@
 #     bench/lakehouse.sh                 # SCALE=100000 individuals
 #     SCALE=1000000 bench/lakehouse.sh
 # Environment: SCALE (100000), REPEAT (timed runs from each place per segment, after a warm-up
-# of each; 3), THREADS (partitions, 2), CARGO_TARGET_DIR (target), RESULTS (bench/results).
+# of each; 3), THREADS (partitions, 2), CARGO_TARGET_DIR (target), RESULTS (bench/results),
+# COHORT_BIN (a cohort binary to measure instead of building the release one; the results say
+# which was measured).
 # Builds the release binary, generates bench/data/retail-$SCALE (kept), installs moto's server
 # if missing, writes $RESULTS/lakehouse.md and $RESULTS/lakehouse.json.
 set -euo pipefail
@@ -20,10 +22,12 @@ THREADS="${THREADS:-2}"
 RESULTS="${RESULTS:-bench/results}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-COHORT="$TARGET_DIR/release/cohort"
+COHORT="${COHORT_BIN:-$TARGET_DIR/release/cohort}"
+PROFILE="${COHORT_BIN:+the binary COHORT_BIN names ($COHORT_BIN)}"
+PROFILE="${PROFILE:-release}"
 DATA="bench/data/retail-$SCALE"
 
-if [ "${SKIP_BUILD:-}" != 1 ]; then
+if [ "${SKIP_BUILD:-}" != 1 ] && [ -z "${COHORT_BIN:-}" ]; then
     echo "== building the release binary" >&2
     cargo build --release
 fi
@@ -35,4 +39,4 @@ if ! command -v moto_server >/dev/null || ! python3 -c 'import pyiceberg, boto3'
     echo "== installing moto's S3 server and PyIceberg" >&2
     python3 -m pip install --quiet "moto[server]" "pyiceberg[sql-sqlite,pyarrow]"
 fi
-exec python3 bench/lakehouse.py --cohort "$COHORT" --data "$DATA" --repeat "$REPEAT" --partitions "$THREADS" --results "$RESULTS" --scale "$SCALE"
+exec python3 bench/lakehouse.py --cohort "$COHORT" --profile "$PROFILE" --data "$DATA" --repeat "$REPEAT" --partitions "$THREADS" --results "$RESULTS" --scale "$SCALE"
