@@ -275,13 +275,13 @@ mod tests {
         config.check().expect("valid");
         let named = |n: &str| TenantStorage { credentials: Some(n.into()), ..Default::default() };
         assert!(config.check_tenant("s3://lake-data/acme/", Some(&named("lake"))).is_ok());
-        assert!(config.check_tenant("s3://lake-data/acme/", Some(&named("other"))).unwrap_err().contains("not configured"));
+        assert!(config.check_tenant("s3://lake-data/acme/", Some(&named("other"))).expect_err("not configured").contains("not configured"));
         assert!(config.check_tenant("/data/acme", Some(&named("lake"))).is_err());
         assert!(config.check_tenant("s3://Lake/acme", None).is_err());
         assert!(config.check_tenant("s3://lake-data/../x", None).is_err());
         assert!(config.check_tenant("s3://", None).is_err());
         // The variables are unset: the error names the variable, and nothing else.
-        let e = config.settings(Some(&named("lake"))).unwrap_err().to_string();
+        let e = config.settings(Some(&named("lake"))).expect_err("the variables are unset").to_string();
         assert!(e.contains("COHORT_TEST_NO_SUCH_KEY"), "{e}");
     }
 
@@ -294,7 +294,7 @@ mod tests {
         let c = source.read("lake").expect("read");
         assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str()), ("AK", "SECRET"));
         std::fs::write(&path, "secret = \"SHOWN?\"\n").expect("write");
-        let e = source.read("lake").unwrap_err().to_string();
+        let e = source.read("lake").expect_err("not credentials").to_string();
         assert!(!e.contains("SHOWN?"), "{e}");
     }
 }

@@ -123,7 +123,7 @@ impl LoadedObject {
     /// schema the catalog found). Scanning it needs the catalog's stores registered
     /// ([`Catalog::register_stores`]).
     pub fn table(&self) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-        Ok(crate::compile::source_table(self)?)
+        crate::compile::source_table(self)
     }
 
     /// A message that says `name` is no field of this object, with a suggestion.
